@@ -1,0 +1,115 @@
+"""One entry per tunable kernel: how to build inputs, run, check and tune it.
+
+The worker and the benchmarks drive kernels only through ``get_kernel(name)``, so adding a
+kernel means adding one ``KernelSpec`` here. Imports of the kernel modules are lazy: importing
+this module does not import Triton.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .configs import (
+    KERNEL_DECODE,
+    KERNEL_PREFILL,
+    DecodeConfig,
+    DecodeProblem,
+    PrefillConfig,
+    PrefillProblem,
+)
+
+# Tolerances against the fp32 reference, per dtype of the output (atol, rtol), applied as
+# torch.testing.assert_close does. fp8 KV is compared against the reference on the same
+# dequantized cache, so only the q/out rounding and accumulation order remain.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "fp32": (1e-4, 1e-4),
+    "fp16": (2e-3, 2e-3),
+    "bf16": (1.6e-2, 1.6e-2),
+}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """How the worker drives one kernel.
+
+    Attributes:
+        name: ``mla_decode`` or ``mla_prefill``.
+        config_type: the config dataclass.
+        problem_type: the problem dataclass.
+        module: module (relative to this package) holding the functions named below.
+        make_inputs: ``(problem, *, device, seed) -> dict[str, Any]``: the launcher's arguments
+            (tensors and keywords, ``config`` excluded), fresh random data, padding poisoned.
+        run: ``(inputs, config) -> (out, lse)``: calls the Triton launcher.
+        reference: ``(inputs) -> (out, lse)``: calls the fp32 reference.
+        search_space: ``(problem, device_limits) -> list[config]``: pruned candidates.
+        why_invalid: ``(config, problem, device_limits) -> str | None``.
+        default_config: ``(problem, device_limits) -> config``.
+    """
+
+    name: str
+    config_type: type
+    problem_type: type
+    module: str
+    make_inputs: str
+    run: str
+    reference: str
+    search_space: str
+    why_invalid: str
+    default_config: str
+
+    def fn(self, attr: str) -> Callable[..., Any]:
+        """The callable named by field ``attr`` (imported on first use)."""
+        module_name, _, fn_name = getattr(self, attr).rpartition(".")
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        return getattr(module, fn_name)  # type: ignore[no-any-return]
+
+    def config_from_dict(self, data: dict[str, Any]) -> DecodeConfig | PrefillConfig:
+        return self.config_type.from_dict(data)  # type: ignore[no-any-return]
+
+    def problem_from_dict(self, data: dict[str, Any]) -> DecodeProblem | PrefillProblem:
+        return self.problem_type.from_dict(data)  # type: ignore[no-any-return]
+
+
+KERNELS: dict[str, KernelSpec] = {
+    KERNEL_DECODE: KernelSpec(
+        name=KERNEL_DECODE,
+        config_type=DecodeConfig,
+        problem_type=DecodeProblem,
+        module="mla_decode",
+        make_inputs="decode_inputs.make_decode_inputs",
+        run="decode_inputs.run_decode",
+        reference="decode_inputs.run_decode_ref",
+        search_space="decode_tuning.decode_search_space",
+        why_invalid="decode_tuning.why_invalid_decode",
+        default_config="decode_tuning.default_decode_config",
+    ),
+    KERNEL_PREFILL: KernelSpec(
+        name=KERNEL_PREFILL,
+        config_type=PrefillConfig,
+        problem_type=PrefillProblem,
+        module="mla_prefill",
+        make_inputs="prefill_inputs.make_prefill_inputs",
+        run="prefill_inputs.run_prefill",
+        reference="prefill_inputs.run_prefill_ref",
+        search_space="prefill_tuning.prefill_search_space",
+        why_invalid="prefill_tuning.why_invalid_prefill",
+        default_config="prefill_tuning.default_prefill_config",
+    ),
+}
+
+
+def get_kernel(name: str) -> KernelSpec:
+    """The spec of kernel ``name``.
+
+    Raises:
+        ValueError: an unknown kernel name (the message lists the known ones).
+    """
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown kernel {name!r}; expected one of {sorted(KERNELS)}"
+        ) from None

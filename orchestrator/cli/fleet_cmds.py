@@ -1,0 +1,10 @@
+"""CLI commands: demo, serve, worker, db upgrade (orchestrator)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    del app
