@@ -8,7 +8,7 @@ in the kernels package because the kernels are its reader and must not import th
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -111,7 +111,7 @@ class ConfigBundle(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = BUNDLE_FORMAT_VERSION
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     source: str = Field(default="", description="what the bundle was made from: API URL or db")
     entries: list[BundleEntry] = Field(default_factory=list)
 

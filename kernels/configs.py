@@ -96,9 +96,7 @@ def _config_from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
             values[name] = value
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(
-                f"{cls.__name__}.{name}: expected a positive int, got {value!r}"
-            )
+            raise ValueError(f"{cls.__name__}.{name}: expected a positive int, got {value!r}")
         values[name] = value
     return cls(**values)
 

@@ -110,6 +110,4 @@ def get_kernel(name: str) -> KernelSpec:
     try:
         return KERNELS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown kernel {name!r}; expected one of {sorted(KERNELS)}"
-        ) from None
+        raise ValueError(f"unknown kernel {name!r}; expected one of {sorted(KERNELS)}") from None

@@ -6,7 +6,7 @@ Frozen pydantic models. The orchestrator stores and serves these; it never redef
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlafleet.kernels.bundle import Software
 
 
-class TrialStatus(str, enum.Enum):
+class TrialStatus(enum.StrEnum):
     """How one candidate config ended."""
 
     OK = "ok"
@@ -57,7 +57,9 @@ class DeviceFingerprint(BaseModel):
     @property
     def env_key(self) -> str:
         sw = self.software
-        return f"driver={sw.driver};cuda={sw.cuda};rocm={sw.rocm};torch={sw.torch};triton={sw.triton}"
+        return (
+            f"driver={sw.driver};cuda={sw.cuda};rocm={sw.rocm};torch={sw.torch};triton={sw.triton}"
+        )
 
 
 class DeviceSample(BaseModel):
@@ -121,8 +123,8 @@ class TrialResult(BaseModel):
     compile_s: float | None = None
     device: DeviceFingerprint
     is_default: bool = False
-    started_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def median_us(self) -> float | None:

@@ -1,0 +1,76 @@
+"""The repo installs as one namespace, mlafleet.*, with every package listed in pyproject.toml."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP_LEVEL = {"kernels", "worker", "orchestrator", "dashboard"}
+
+
+def _listed_packages() -> set[str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return set(data["tool"]["setuptools"]["packages"])
+
+
+def _package_folders() -> set[str]:
+    found = set()
+    for top in TOP_LEVEL:
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT)
+            found.add("mlafleet." + ".".join(rel.parts))
+    return found
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    missing = _package_folders() - _listed_packages()
+    assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
+
+
+def test_no_listed_package_is_missing_on_disk() -> None:
+    stale = _listed_packages() - _package_folders()
+    assert not stale, f"pyproject.toml lists packages with no folder: {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(f"mlafleet.{t}" for t in TOP_LEVEL))
+def test_packages_import_under_the_namespace(name: str) -> None:
+    module = importlib.import_module(name)
+    assert Path(module.__file__).resolve().parent.parent == ROOT
+
+
+def test_no_top_level_kernels_module_is_installed_by_us() -> None:
+    # `import kernels` must not resolve to this repo (it would clash with the PyPI package).
+    for path in sys.path:
+        if Path(path or ".").resolve() == ROOT:
+            pytest.skip("the repo root is on sys.path (running from the checkout)")
+    spec = importlib.util.find_spec("kernels")
+    assert spec is None or Path(spec.origin or "").resolve().parent != ROOT / "kernels"
+
+
+def test_cli_help_lists_the_commands() -> None:
+    from mlafleet.orchestrator.cli.main import app
+
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for command in (
+        "demo",
+        "devices",
+        "tune",
+        "validate",
+        "serve",
+        "worker",
+        "submit",
+        "jobs",
+        "cancel",
+        "pull",
+        "export",
+        "dashboard",
+        "db",
+    ):
+        assert command in result.output, f"`mlafleet {command}` missing from --help"
