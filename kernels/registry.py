@@ -61,9 +61,18 @@ class KernelSpec:
     default_config: str
 
     def fn(self, attr: str) -> Callable[..., Any]:
-        """The callable named by field ``attr`` (imported on first use)."""
-        module_name, _, fn_name = getattr(self, attr).rpartition(".")
-        module = importlib.import_module(f"{__package__}.{module_name}")
+        """The callable named by field ``attr`` (imported on first use).
+
+        A field is either ``"module.function"`` (relative to this package) or an absolute
+        ``"package.module:function"`` path (kernels registered from outside, e.g. by tests).
+        """
+        path: str = getattr(self, attr)
+        if ":" in path:
+            module_name, _, fn_name = path.partition(":")
+            module = importlib.import_module(module_name)
+        else:
+            module_name, _, fn_name = path.rpartition(".")
+            module = importlib.import_module(f"{__package__}.{module_name}")
         return getattr(module, fn_name)  # type: ignore[no-any-return]
 
     def config_from_dict(self, data: dict[str, Any]) -> DecodeConfig | PrefillConfig:
@@ -99,6 +108,28 @@ KERNELS: dict[str, KernelSpec] = {
         default_config="prefill_tuning.default_prefill_config",
     ),
 }
+
+
+def register_kernel(spec: KernelSpec, *, replace: bool = False) -> None:
+    """Add ``spec`` to the registry (extra kernels, e.g. planted ones in the worker's tests).
+
+    Its function fields should be absolute ``"package.module:function"`` paths so that a
+    child process can import them.
+
+    Raises:
+        ValueError: ``spec.name`` is already registered and ``replace`` is False.
+    """
+    if spec.name in KERNELS and not replace:
+        raise ValueError(
+            f"kernel {spec.name!r} is already registered; pass replace=True to override it"
+        )
+    KERNELS[spec.name] = spec
+
+
+def unregister_kernel(name: str) -> None:
+    """Remove an extra kernel added by ``register_kernel`` (no error if absent)."""
+    if name not in (KERNEL_DECODE, KERNEL_PREFILL):
+        KERNELS.pop(name, None)
 
 
 def get_kernel(name: str) -> KernelSpec:

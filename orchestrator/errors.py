@@ -29,3 +29,7 @@ class JobSpecError(MlafleetError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid job spec:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class JobStateError(MlafleetError):
+    """An operation the job's current state does not allow (e.g. cancelling a finished job)."""

@@ -1,0 +1,230 @@
+"""Benchmark ``mla_decode`` on a GPU over the decode shapes of ANCHORS.md.
+
+For every shape: fresh random inputs (pages shuffled, padding NaN), a correctness check of each
+variant against the fp32 reference (first sequences of the batch; the output buffer is NaN-
+poisoned first and must come back finite), the compiler's resource report, then the time of
+one call (CUDA graph over inputs rotated past the L2, median of repeats), with GB/s, TFLOP/s
+and the ratio to FlashMLA and to the Triton peer's best (ANCHORS.md, same kind of machine).
+
+Run from a checkout (no install needed):
+    python3 bench/bench_decode.py --variants default,q64-k32-w8-s2 --out /tmp/decode.json
+Variants: ``default`` (the built-in config of the device) or ``q<BQ>-k<BK>-w<W>-s<ST>[-p<SPLITS>]``.
+"""
+
+from __future__ import annotations
+
+import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from common import copies_for, gpu_info, rel_l2, time_rotated_us
+
+from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
+from mlafleet.kernels.decode_inputs import make_decode_inputs
+from mlafleet.kernels.decode_tuning import (
+    default_decode_config,
+    query_rows,
+    resolve_num_splits,
+    why_invalid_decode,
+)
+from mlafleet.kernels.device_limits import limits_for
+from mlafleet.kernels.reference import mla_decode_ref
+
+decode_mod = importlib.import_module("mlafleet.kernels.mla_decode")
+BF16_REL_L2_MAX = 1e-2  # bf16 operands land at 1e-3 .. 1e-2 (ANCHORS: 1.7e-3 .. 2.0e-3)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One row of ANCHORS.md's decode table (µs measured there)."""
+
+    name: str
+    problem: DecodeProblem
+    flashmla_us: float | None
+    peer_us: float | None
+
+
+def _varied_lengths(batch: int, low: int, high: int) -> tuple[int, ...]:
+    gen = torch.Generator().manual_seed(0)
+    return tuple(int(x) for x in torch.randint(low, high + 1, (batch,), generator=gen))
+
+
+def anchor_shapes(page_size: int) -> list[Anchor]:
+    """ANCHORS.md's decode rows (bf16, d_qk 576, d_v 512, h_kv 1)."""
+    def p(batch: int, s_q: int, h_q: int, seqlen: int, **kw: Any) -> DecodeProblem:
+        return DecodeProblem(batch=batch, s_q=s_q, h_q=h_q, seqlen=seqlen, page_size=page_size,
+                             **kw)
+
+    return [
+        Anchor("b64-h16-4k", p(64, 1, 16, 4096), 81.2, 118.4),
+        Anchor("b128-h128-4k", p(128, 1, 128, 4096), 228.8, 1560.0),
+        Anchor("b128-h128-16k", p(128, 1, 128, 16384), 905.0, 6070.0),
+        Anchor("b128-sq2-h128-8k-causal", p(128, 2, 128, 8192, causal=True), 924.0, None),
+        Anchor("b1-h128-16k", p(1, 1, 128, 16384), 39.1, 62.2),
+        Anchor("b8-h16-32k", p(8, 1, 16, 32768), 82.0, 124.8),
+        Anchor("b32-h64-varied", p(32, 1, 64, 8192, seqlens=_varied_lengths(32, 1024, 8192)),
+               57.3, 254.9),
+        Anchor("b128-h16-1k", p(128, 1, 16, 1024), 42.1, 72.2),
+    ]
+
+
+def smoke_shapes(page_size: int) -> list[Anchor]:
+    """Tiny shapes for compute-sanitizer and quick checks."""
+    return [
+        Anchor("smoke-b2-h16", DecodeProblem(batch=2, s_q=1, h_q=16, seqlen=300,
+                                             page_size=page_size, seqlens=(300, 77)), None, None),
+        Anchor("smoke-b2-sq2-causal", DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=129,
+                                                    page_size=page_size, causal=True,
+                                                    seqlens=(129, 0)), None, None),
+    ]
+
+
+def parse_variant(text: str) -> DecodeConfig | None:
+    """``default`` -> None; ``q64-k32-w8-s2[-p4]`` -> DecodeConfig."""
+    if text == "default":
+        return None
+    knobs = {part[0]: int(part[1:]) for part in text.split("-")}
+    return DecodeConfig(block_size_q=knobs["q"], block_size_k=knobs["k"], num_warps=knobs["w"],
+                        num_stages=knobs["s"], num_kv_splits=knobs.get("p", "auto"))
+
+
+def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
+    rows = max(16, 1 << max(0, (query_rows(problem) - 1).bit_length()))
+    return replace(cfg, block_size_q=min(cfg.block_size_q, rows))
+
+
+def _check(inputs: dict[str, Any], cfg: DecodeConfig, nb: int) -> dict[str, float]:
+    q = inputs["q"]
+    out = torch.full((*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype,
+                     device=q.device)
+    got, lse = decode_mod.mla_decode(**inputs, config=cfg, out=out)
+    torch.cuda.synchronize()
+    sub = dict(inputs, q=q[:nb], block_table=inputs["block_table"][:nb],
+               cache_seqlens=inputs["cache_seqlens"][:nb])
+    ref, ref_lse = mla_decode_ref(**sub)
+    lengths = inputs["cache_seqlens"].tolist()
+    unwritten = bool(torch.isnan(got).any())
+    return {
+        "rel_l2": rel_l2(got[:nb], ref),
+        "lse_max_abs": float((lse[:nb] - ref_lse).abs().nan_to_num(0.0, 0.0, 0.0).max()),
+        "nan_in_out": float(unwritten),
+        "checked_seqs": float(nb),
+        "min_len": float(min(lengths)),
+    }
+
+
+def bench_shape(anchor: Anchor, variants: list[DecodeConfig | None], *, kv_fp8: bool,
+                check_seqs: int, time_it: bool) -> list[dict[str, Any]]:
+    problem = replace(anchor.problem, kv_dtype="fp8_e4m3") if kv_fp8 else anchor.problem
+    limits = limits_for("cuda")
+    first = make_decode_inputs(problem, device="cuda", seed=1)
+    bytes_call = problem.kv_bytes() + first["q"].numel() * 2 * (1 + 512 / 576)
+    copies = copies_for(int(bytes_call)) if time_it else 1
+    inputs = [first] + [make_decode_inputs(problem, device="cuda", seed=2 + i)
+                        for i in range(copies - 1)]
+    rows: list[dict[str, Any]] = []
+    seen: set[DecodeConfig] = set()
+    for variant in variants:
+        cfg = default_decode_config(problem, limits) if variant is None else _fit_to_problem(
+            variant, problem)
+        if cfg in seen:
+            continue
+        seen.add(cfg)
+        row: dict[str, Any] = {"shape": anchor.name, "kv": "fp8" if kv_fp8 else "bf16",
+                               "variant": "default" if variant is None else "pinned",
+                               "config": asdict(cfg), "problem": problem.as_dict(),
+                               "splits": resolve_num_splits(cfg, problem, limits),
+                               "why_invalid": why_invalid_decode(cfg, problem, limits)}
+        try:
+            t0 = time.perf_counter()
+            row.update(_check(first, cfg, min(check_seqs, problem.batch)))
+            row["compile_s"] = time.perf_counter() - t0
+            kernel = decode_mod.LAST_COMPILED.get("decode")
+            if kernel is not None:
+                row["n_regs"] = kernel.n_regs
+                row["n_spills"] = kernel.n_spills
+                row["shared"] = kernel.metadata.shared
+            if time_it:
+                calls = [lambda inp=inp: decode_mod.mla_decode(**inp, config=cfg)
+                         for inp in inputs]
+                timing = time_rotated_us(calls)
+                row.update(us=timing.median_us, spread=timing.spread(), copies=timing.copies)
+                row["gbps"] = bytes_call / timing.median_us / 1e3
+                row["tflops"] = problem.flops() / timing.median_us / 1e6
+                if anchor.flashmla_us:
+                    row["vs_flashmla"] = anchor.flashmla_us / timing.median_us
+                if anchor.peer_us:
+                    row["vs_peer"] = anchor.peer_us / timing.median_us
+        except Exception as exc:  # a variant that fails to compile/run is recorded, not fatal
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        rows.append(row)
+        print(_fmt(row), flush=True)
+    del inputs, first
+    torch.cuda.empty_cache()
+    return rows
+
+
+def _fmt(row: dict[str, Any]) -> str:
+    c = row["config"]
+    tag = f"q{c['block_size_q']}-k{c['block_size_k']}-w{c['num_warps']}-s{c['num_stages']}"
+    head = f"{row['shape']:<26}{row['kv']:<5}{tag:<16}p{row['splits']:<3}"
+    if "error" in row:
+        return head + " ERROR " + row["error"][:120]
+    parts = [f"rel {row['rel_l2']:.1e}", f"nan {int(row['nan_in_out'])}",
+             f"regs {row.get('n_regs')}", f"spill {row.get('n_spills')}",
+             f"smem {row.get('shared')}"]
+    if "us" in row:
+        parts += [f"{row['us']:8.1f}us", f"{row['gbps']:6.0f}GB/s", f"{row['tflops']:5.0f}TF",
+                  f"xFM {row.get('vs_flashmla', math.nan):.2f}",
+                  f"xPeer {row.get('vs_peer', math.nan):.2f}"]
+    return head + " " + " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="anchors",
+                        help="anchors | smoke | comma-separated anchor names")
+    parser.add_argument("--variants", default="default")
+    parser.add_argument("--fp8", default="",
+                        help="comma-separated shape names (or 'all') also run with fp8 KV")
+    parser.add_argument("--page-size", type=int, default=64)
+    parser.add_argument("--check-seqs", type=int, default=2)
+    parser.add_argument("--no-time", action="store_true", help="correctness only")
+    parser.add_argument("--out", default="", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_decode: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    pool = smoke_shapes(args.page_size) if args.shapes == "smoke" else anchor_shapes(
+        args.page_size)
+    if args.shapes not in ("anchors", "smoke"):
+        wanted = set(args.shapes.split(","))
+        pool = [a for a in pool if a.name in wanted]
+    variants = [parse_variant(v) for v in args.variants.split(",") if v]
+    fp8 = {a.name for a in pool} if args.fp8 == "all" else set(filter(None, args.fp8.split(",")))
+    rows: list[dict[str, Any]] = []
+    for anchor in pool:
+        rows += bench_shape(anchor, variants, kv_fp8=False, check_seqs=args.check_seqs,
+                            time_it=not args.no_time)
+        if anchor.name in fp8:
+            rows += bench_shape(anchor, variants, kv_fp8=True, check_seqs=args.check_seqs,
+                                time_it=not args.no_time)
+    bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > BF16_REL_L2_MAX]
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"device": gpu_info(), "date": time.strftime("%Y-%m-%d"),
+                       "command": " ".join(sys.argv), "rows": rows}, fh, indent=1)
+    print(f"{len(rows)} rows, {len(bad)} failing correctness or erroring")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Benchmark ``mla_prefill`` on a GPU: correctness at full size, then timings vs torch SDPA.
+
+Runs from an installed mlafleet or from a plain checkout (it then links the checkout's
+``kernels/`` into a temporary ``mlafleet`` package). Steps, all in one process:
+1. correctness in the given dtype against the fp32 reference (relative L2 error of ``out``,
+   max |lse| error, NaN check) on DeepSeek-size shapes, for every config timed;
+2. timings over the ANCHORS prefill shapes (causal, 128 heads, d_qk 192, d_v 128) for each
+   config: ``triton.testing.do_bench`` median, TFLOP/s counting the causal half;
+3. torch SDPA on the same shapes (cuDNN backend when available), timed the same way.
+Prefill at these sizes is bound by arithmetic (hundreds of FLOPs per byte), so no L2 rotation.
+
+Usage:
+    python3 bench/bench_prefill.py [--configs 128x64x8x3,...] [--out FILE.json] [--md FILE.md]
+    python3 bench/bench_prefill.py --smoke   # tiny shapes on the CPU interpreter (tests the script)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ANCHOR_SHAPES = [(1, 4096), (4, 4096), (1, 16384)]  # batch x seqlen, ANCHORS.md
+CUDNN_ANCHOR_TFLOPS = {(1, 4096): 599, (4, 4096): 538, (1, 16384): 585}
+DEFAULT_CONFIGS = "128x64x8x2,128x64x8x3,128x64x8x4,128x128x8x2,128x32x8x4,64x64x4x3,64x128x4x2"
+
+
+def _import_mlafleet() -> None:
+    """Make ``mlafleet.kernels`` importable from a plain checkout (no install needed)."""
+    try:
+        import mlafleet.kernels  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    root = Path(tempfile.mkdtemp(prefix="mlafleet_path_"))
+    pkg = root / "mlafleet"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "kernels").symlink_to(REPO / "kernels", target_is_directory=True)
+    sys.path.insert(0, str(root))
+
+
+def _parse_configs(text: str) -> list[Any]:
+    from mlafleet.kernels.configs import PrefillConfig
+
+    configs = []
+    for item in filter(None, text.split(",")):
+        bq, bk, w, s = (int(x) for x in item.split("x"))
+        configs.append(PrefillConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=s))
+    return configs
+
+
+def _cfg_name(cfg: Any) -> str:
+    return f"{cfg.block_size_q}x{cfg.block_size_k}x{cfg.num_warps}x{cfg.num_stages}"
+
+
+def _rel_l2(out: Any, ref: Any) -> float:
+    diff = (out.float() - ref.float()).norm()
+    return float(diff / ref.float().norm().clamp_min(1e-30))
+
+
+def check_correctness(problems: list[tuple[str, Any, dict[str, Any]]], configs: list[Any],
+                      device: str) -> list[dict[str, Any]]:  # fmt: skip
+    """Every config against the fp32 reference on each problem; returns one record each."""
+    import torch
+
+    from mlafleet.kernels.mla_prefill import mla_prefill
+    from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref
+
+    records = []
+    for seed, (label, problem, kwargs) in enumerate(problems):
+        inputs = make_prefill_inputs(problem, device=device, seed=seed, **kwargs)
+        ref_out, ref_lse = run_prefill_ref(inputs)
+        finite = torch.isfinite(ref_lse)
+        for cfg in configs:
+            rec: dict[str, Any] = {"problem": label, "config": _cfg_name(cfg)}
+            try:
+                out, lse = mla_prefill(**inputs, config=cfg)
+                rec["rel_l2_out"] = _rel_l2(out, ref_out)
+                rec["max_abs_lse"] = float((lse[finite] - ref_lse[finite]).abs().max())
+                rec["nan_out"] = bool(torch.isnan(out).any())
+                rec["lse_inf_match"] = bool(torch.equal(torch.isinf(lse), ~finite))
+                rec["ok"] = (rec["rel_l2_out"] < 1e-2 and rec["max_abs_lse"] < 5e-2
+                             and not rec["nan_out"] and rec["lse_inf_match"])  # fmt: skip
+            except Exception as exc:  # recorded, the sweep goes on
+                rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+            records.append(rec)
+            print(f"check {label:<28} {rec['config']:<12} " + (
+                f"rel_l2={rec.get('rel_l2_out', float('nan')):.2e} "
+                f"lse_err={rec.get('max_abs_lse', float('nan')):.1e} ok={rec['ok']}"
+                if "error" not in rec else rec["error"]), flush=True)  # fmt: skip
+        del inputs, ref_out, ref_lse
+    return records
+
+
+def _bench(fn: Any, *, rep_ms: int) -> float:
+    """Median ms of ``fn``: ``do_bench`` (CUDA events) on a GPU, a host clock under --smoke."""
+    import statistics
+
+    import triton
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+    return float(triton.testing.do_bench(fn, warmup=max(rep_ms // 4, 5), rep=rep_ms,
+                                         return_mode="median"))  # fmt: skip
+
+
+def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: str,
+                 dtype: str, rep_ms: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Median time of each config (and of torch SDPA) on each causal anchor shape."""
+    import torch
+
+    from mlafleet.kernels.configs import PrefillProblem
+    from mlafleet.kernels.mla_prefill import _launch
+    from mlafleet.kernels.prefill_args import check_prefill_args
+    from mlafleet.kernels.prefill_inputs import make_prefill_inputs
+
+    records = []
+    for batch, seqlen in shapes:
+        problem = PrefillProblem(batch=batch, seqlen_q=seqlen, seqlen_k=seqlen, h=128,
+                                 d_qk=192, d_v=128, dtype=dtype, causal=True)  # type: ignore[arg-type]
+        inputs = make_prefill_inputs(problem, device=device, seed=batch * seqlen)
+        # contiguous copies: the NaN-padded views of make_prefill_inputs are for correctness
+        for key in ("q", "k", "v"):
+            inputs[key] = inputs[key].contiguous()
+        args = check_prefill_args(
+            inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"],
+            inputs["cu_seqlens_k"], inputs["max_seqlen_q"], inputs["max_seqlen_k"],
+            causal=True, softmax_scale=inputs["softmax_scale"],
+        )  # fmt: skip
+        flops = problem.flops()
+        for cfg in configs:
+            rec: dict[str, Any] = {"batch": batch, "seqlen": seqlen, "impl": "mla_prefill",
+                                   "config": _cfg_name(cfg)}  # fmt: skip
+            try:
+                t0 = time.perf_counter()
+                _, _, compiled = _launch(args, cfg)
+                torch.cuda.synchronize() if device == "cuda" else None
+                rec["first_call_s"] = round(time.perf_counter() - t0, 2)
+                if compiled is not None and hasattr(compiled, "n_regs"):
+                    rec["n_regs"] = int(compiled.n_regs)
+                    rec["n_spills"] = int(compiled.n_spills)
+                    rec["shared_bytes"] = int(compiled.metadata.shared)
+                    rec["wgmma"] = "wgmma" in compiled.asm.get("ptx", "")
+                ms = _bench(lambda cfg=cfg: _launch(args, cfg), rep_ms=rep_ms)
+                rec.update(median_ms=ms, tflops=flops / ms / 1e9)
+            except Exception as exc:
+                rec.update(error=f"{type(exc).__name__}: {exc}"[:300])
+            records.append(rec)
+            print(f"time {batch}x{seqlen:<6} {rec['config']:<12} " + (
+                f"{rec['median_ms']:.3f} ms {rec['tflops']:.0f} TFLOP/s regs={rec.get('n_regs')} "
+                f"spills={rec.get('n_spills')} smem={rec.get('shared_bytes')} "
+                f"wgmma={rec.get('wgmma')}" if "error" not in rec else rec["error"]), flush=True)  # fmt: skip
+        records.append(_time_sdpa(batch, seqlen, inputs, flops, device=device, rep_ms=rep_ms))
+        del inputs, args
+    return records
+
+
+def _time_sdpa(batch: int, seqlen: int, inputs: dict[str, Any], flops: int, *, device: str,
+               rep_ms: int) -> dict[str, Any]:  # fmt: skip
+    """torch SDPA (cuDNN backend first, then whatever torch picks) on the same data."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def to_bhsd(x: Any) -> Any:
+        return x.view(batch, seqlen, x.shape[1], x.shape[2]).transpose(1, 2)
+
+    q, k, v = (to_bhsd(inputs[name]) for name in ("q", "k", "v"))
+    rec: dict[str, Any] = {"batch": batch, "seqlen": seqlen, "impl": "torch_sdpa"}
+    backends = [("cudnn", [SDPBackend.CUDNN_ATTENTION])] if device == "cuda" else []
+    backends.append(("default", [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                                 SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))  # fmt: skip
+    for name, allowed in backends:
+        try:
+            with sdpa_kernel(allowed):
+                fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+                fn()
+                ms = _bench(fn, rep_ms=rep_ms)
+            rec.update(backend=name, median_ms=ms, tflops=flops / ms / 1e9)
+            break
+        except Exception as exc:
+            rec[f"error_{name}"] = f"{type(exc).__name__}: {exc}"[:300]
+    print(f"time {batch}x{seqlen:<6} sdpa/{rec.get('backend')} "
+          f"{rec.get('median_ms', float('nan')):.3f} ms {rec.get('tflops', 0):.0f} TFLOP/s", flush=True)  # fmt: skip
+    return rec
+
+
+def markdown_table(timings: list[dict[str, Any]]) -> str:
+    """One row per shape: best config, its time/TFLOP/s, every config's TFLOP/s, SDPA."""
+    shapes = sorted({(r["batch"], r["seqlen"]) for r in timings}, key=lambda s: s[0] * s[1])
+    configs = list(dict.fromkeys(r["config"] for r in timings if r["impl"] == "mla_prefill"))
+    head = ["batch x seqlen", "best config", "ms", "TFLOP/s", *configs, "torch SDPA ms (TFLOP/s)",
+            "ours / SDPA", "cuDNN in ANCHORS"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for batch, seqlen in shapes:
+        rows = [r for r in timings if (r["batch"], r["seqlen"]) == (batch, seqlen)]
+        ours = {r["config"]: r for r in rows if r["impl"] == "mla_prefill" and "tflops" in r}
+        sdpa = next((r for r in rows if r["impl"] == "torch_sdpa"), {})
+        best = max(ours.values(), key=lambda r: r["tflops"], default=None)
+        cells = [f"{batch} x {seqlen}"]
+        cells += [best["config"], f"{best['median_ms']:.3f}", f"{best['tflops']:.0f}"] if best \
+            else ["-", "-", "-"]  # fmt: skip
+        cells += [f"{ours[c]['tflops']:.0f}" if c in ours else "fail" for c in configs]
+        if "median_ms" in sdpa:
+            cells.append(f"{sdpa['median_ms']:.3f} ({sdpa['tflops']:.0f}, {sdpa['backend']})")
+            cells.append(f"{sdpa['median_ms'] / best['median_ms']:.2f}x" if best else "-")
+        else:
+            cells += ["-", "-"]
+        cells.append(str(CUDNN_ANCHOR_TFLOPS.get((batch, seqlen), "-")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
+                        help="comma-separated BQxBKxWARPSxSTAGES")  # fmt: skip
+    parser.add_argument("--out", default=str(REPO / "bench/results/h200_prefill.json"))
+    parser.add_argument("--md", default="", help="also write the markdown table here")
+    parser.add_argument("--rep-ms", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, CPU interpreter")
+    opts = parser.parse_args()
+    if opts.smoke:
+        os.environ["TRITON_INTERPRET"] = "1"
+    _import_mlafleet()
+    import torch
+    import triton
+
+    from mlafleet.kernels.configs import PrefillProblem
+
+    device = "cpu" if opts.smoke else "cuda"
+    dtype = "fp16" if opts.smoke else "bf16"
+    configs = _parse_configs("16x16x4x1,32x16x4x1" if opts.smoke else opts.configs)
+    if opts.smoke:
+        h, seq, shapes = 2, 40, [(1, 33), (2, 20)]
+    else:
+        h, seq, shapes = 128, 4096, ANCHOR_SHAPES
+    problems = [
+        (f"1x{seq} causal", PrefillProblem(batch=1, seqlen_q=seq, seqlen_k=seq, h=h, dtype=dtype),
+         {}),
+        (f"varlen 4x~{seq // 2} k+{seq // 4} causal",
+         PrefillProblem(batch=4, seqlen_q=seq // 2, seqlen_k=seq // 2 + seq // 4, h=h,
+                        dtype=dtype), {"varlen": True}),
+        (f"varlen 3x~{seq // 2} gqa h_k=h/8 noncausal",
+         PrefillProblem(batch=3, seqlen_q=seq // 2, seqlen_k=seq // 2, h=max(h, 8),
+                        h_k=max(h, 8) // 8, dtype=dtype, causal=False), {"varlen": True}),
+    ]  # fmt: skip
+    started = time.time()
+    env = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu-interpreter",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python3", *sys.argv]),
+        "torch": torch.__version__, "triton": triton.__version__,
+        "cuda": torch.version.cuda, "python": platform.python_version(),
+        "cudnn": torch.backends.cudnn.version() if device == "cuda" else None,
+    }  # fmt: skip
+    print(json.dumps(env), flush=True)
+    checks = check_correctness(problems, configs, device)
+    timings = time_configs(shapes, configs, device=device, dtype=dtype, rep_ms=opts.rep_ms)
+    table = markdown_table(timings)
+    print(table)
+    result = {"env": env, "correctness": checks, "timings": timings, "table_md": table,
+              "wall_s": round(time.time() - started, 1)}  # fmt: skip
+    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(opts.out).write_text(json.dumps(result, indent=1))
+    if opts.md:
+        Path(opts.md).write_text(table + "\n")
+    print(f"wrote {opts.out} in {result['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()

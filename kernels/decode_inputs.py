@@ -1,0 +1,110 @@
+"""Inputs for ``mla_decode`` from a ``DecodeProblem``, and the two ways to run them.
+
+``make_decode_inputs`` draws fresh random data and poisons everything the kernel must never
+read: each sequence's pages are shuffled through the pool, every KV slot past a sequence's end
+is NaN, and block-table entries past a sequence's pages point at pages full of NaN. A kernel
+that reads outside a sequence therefore returns NaN instead of a plausible number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .configs import DecodeConfig, DecodeProblem
+
+_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def make_decode_inputs(
+    problem: DecodeProblem, *, device: torch.device | str, seed: int
+) -> dict[str, Any]:
+    """Random, poisoned inputs of ``problem`` on ``device``.
+
+    Args:
+        problem: the shape (``kv_dtype="fp8_e4m3"`` makes an fp8 cache with a scale).
+        device: where the tensors live.
+        seed: seeds a generator on ``device``; the same seed gives the same inputs there.
+
+    Returns:
+        ``mla_decode``'s arguments by name: q [B, S, H, D_QK]; kv_cache [pages, P, HK, D_QK];
+        block_table [B, max_pages] int32; cache_seqlens [B] int32; head_dim_v; softmax_scale;
+        causal; kv_scale (fp32 [1] tensor, or None).
+
+    Raises:
+        ValueError: ``seqlens`` whose length is not ``batch``, or a negative length.
+    """
+    dev = torch.device(device)
+    lengths = problem.lengths()
+    if len(lengths) != problem.batch or min(lengths, default=0) < 0:
+        raise ValueError(
+            f"problem.seqlens: expected {problem.batch} lengths >= 0, got {list(lengths)}"
+        )
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    dtype = _TORCH_DTYPES[problem.dtype]
+    page = problem.page_size
+    pages_per_seq = [math.ceil(n / page) for n in lengths]
+    max_pages = max(pages_per_seq, default=0) + 1  # one spare entry per row, always unused
+    poison_pages = 2
+    num_pages = sum(pages_per_seq) + poison_pages
+    shape = (num_pages, page, problem.h_kv, problem.d_qk)
+
+    kv = torch.randn(shape, generator=gen, device=dev, dtype=torch.float32)
+    perm = torch.randperm(num_pages, generator=gen, device=dev).to(torch.int32)
+    block_table = torch.empty(problem.batch, max_pages, dtype=torch.int32, device=dev)
+    poison_ids = perm[num_pages - poison_pages :]
+    start = 0
+    for b, (length, used) in enumerate(zip(lengths, pages_per_seq, strict=True)):
+        ids = perm[start : start + used]
+        start += used
+        block_table[b, :used] = ids
+        # Unused entries point at NaN pages: the kernel must never follow them.
+        spare = max_pages - used
+        block_table[b, used:] = poison_ids.repeat(math.ceil(spare / poison_pages))[:spare]
+        tail = length - (used - 1) * page if used else page
+        if used and tail < page:
+            kv[int(ids[-1]), tail:] = float("nan")  # slots past the sequence's end
+    kv[poison_ids.long()] = float("nan")
+
+    kv_scale: torch.Tensor | None = None
+    if problem.kv_dtype == "fp8_e4m3":
+        finite = kv[torch.isfinite(kv)]
+        amax = float(finite.abs().max()) if finite.numel() else 1.0
+        kv_scale = torch.tensor([amax / _FP8_MAX], dtype=torch.float32, device=dev)
+        kv_cache = (kv / kv_scale).to(torch.float8_e4m3fn)
+    else:
+        kv_cache = kv.to(dtype)
+    q = torch.randn(
+        (problem.batch, problem.s_q, problem.h_q, problem.d_qk), generator=gen, device=dev
+    ).to(dtype)
+    return {
+        "q": q,
+        "kv_cache": kv_cache,
+        "block_table": block_table,
+        "cache_seqlens": torch.tensor(lengths, dtype=torch.int32, device=dev),
+        "head_dim_v": problem.d_v,
+        "softmax_scale": problem.d_qk**-0.5,
+        "causal": problem.causal,
+        "kv_scale": kv_scale,
+    }
+
+
+def run_decode(inputs: dict[str, Any], config: DecodeConfig | None) -> tuple[torch.Tensor, ...]:
+    """``mla_decode(**inputs, config=config)`` -> (out [B, S, H, D_V], lse [B, H, S])."""
+    from .mla_decode import mla_decode
+
+    return mla_decode(**inputs, config=config)
+
+
+def run_decode_ref(inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The fp32 reference on the same inputs -> (out [B, S, H, D_V] in q's dtype, lse fp32)."""
+    from .reference import mla_decode_ref
+
+    return mla_decode_ref(**inputs)
+
+
+__all__ = ["make_decode_inputs", "run_decode", "run_decode_ref"]

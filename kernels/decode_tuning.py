@@ -1,0 +1,247 @@
+"""Tuning space of ``mla_decode``: candidate configs, why a config cannot run, the defaults.
+
+Everything here is arithmetic on ``DecodeConfig``/``DecodeProblem``/``DeviceLimits``: nothing
+imports Triton and nothing is compiled. A config is pruned before compilation when
+``why_invalid_decode`` gives a reason: a shape rule (tiles too small for a dot, more query rows
+than the problem has), the fp32 accumulator not fitting the register file, or the pipelined KV
+tiles plus the query tile not fitting shared memory. The estimates are calibrated against the
+compiler's report on an H200 (docs/kernels/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from .configs import DecodeConfig, DecodeProblem, DeviceLimits
+
+_MIN_DOT = 16  # tl.dot needs every dim >= 16
+_MAX_BLOCK = 256
+_MAX_SPLITS = 64
+_MIN_TOKENS_PER_SPLIT = 256  # below this a split's prologue/epilogue outweighs its KV work
+_REGS_PER_THREAD = 255
+_REG_OVERHEAD = 40  # registers besides the accumulator: indices, m_i/l_i, pointers, scores
+_WAVE_EFFICIENCY = 0.85  # take the fewest splits within 85% of the best wave efficiency
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def query_rows(problem: DecodeProblem) -> int:
+    """Rows one (batch, kv head) pair holds: query tokens x heads per kv head."""
+    return problem.s_q * (problem.h_q // problem.h_kv)
+
+
+def estimate_shared_bytes(config: DecodeConfig, problem: DecodeProblem) -> int:
+    """Shared memory of one program: pipelined KV tiles + the query tile + the P tile."""
+    d_qk = _next_pow2(problem.d_v) + (_next_pow2(problem.d_qk - problem.d_v) if
+                                      problem.d_qk > problem.d_v else 0)
+    kv_elem = 1 if problem.cache_dtype == "fp8_e4m3" else 2
+    stages = max(1, config.num_stages)
+    kv_tiles = stages * config.block_size_k * d_qk * kv_elem
+    if kv_elem == 1:
+        kv_tiles += config.block_size_k * d_qk * 2  # the upcast copy the dots read
+    q_tile = config.block_size_q * d_qk * 2
+    p_tile = config.block_size_q * config.block_size_k * 2
+    return kv_tiles + q_tile + p_tile
+
+
+def estimate_registers_per_thread(config: DecodeConfig, problem: DecodeProblem) -> int:
+    """fp32 accumulator [block_size_q, D_V] spread over the program's threads, plus overhead."""
+    threads = 32 * config.num_warps
+    acc = config.block_size_q * _next_pow2(problem.d_v) // threads
+    scores = config.block_size_q * config.block_size_k // threads
+    return acc + scores + _REG_OVERHEAD
+
+
+def why_invalid_decode(
+    config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits
+) -> str | None:
+    """Why ``config`` cannot (or should not) run ``problem`` on ``limits``'s device; None if fine.
+
+    Args:
+        config: the candidate.
+        problem: the decode shape.
+        limits: the device (``CPU_INTERPRETER`` skips the register and shared-memory rules).
+
+    Returns:
+        A sentence naming the knob and the limit it breaks, or None.
+    """
+    for name in ("block_size_q", "block_size_k"):
+        value = getattr(config, name)
+        if not _pow2(value) or not _MIN_DOT <= value <= _MAX_BLOCK:
+            return f"{name} {value}: expected a power of two from {_MIN_DOT} to {_MAX_BLOCK}"
+    if not _pow2(config.num_warps) or config.num_warps > limits.max_warps_per_block:
+        return (
+            f"num_warps {config.num_warps}: expected a power of two up to "
+            f"{limits.max_warps_per_block} ({limits.arch})"
+        )
+    if not 1 <= config.num_stages <= 5:
+        return f"num_stages {config.num_stages}: expected 1 to 5"
+    splits = config.num_kv_splits
+    if splits != "auto" and (isinstance(splits, bool) or not isinstance(splits, int)
+                             or not 1 <= splits <= 256):
+        return f"num_kv_splits {splits!r}: expected 'auto' or an int from 1 to 256"
+    rows = query_rows(problem)
+    if config.block_size_q > max(_MIN_DOT, _next_pow2(rows)):
+        return (
+            f"block_size_q {config.block_size_q} > {max(_MIN_DOT, _next_pow2(rows))} "
+            f"(the problem has {rows} query rows per kv head): rows would be wasted"
+        )
+    if limits.is_interpreter:
+        return None
+    regs = estimate_registers_per_thread(config, problem)
+    cap = min(_REGS_PER_THREAD, limits.max_registers_per_block // (32 * config.num_warps))
+    if regs > cap:
+        return (
+            f"registers: the fp32 accumulator [{config.block_size_q}, {problem.d_v}] needs about "
+            f"{regs} per thread with {config.num_warps} warps, over the {cap} available: it "
+            "would spill; use fewer query rows or more warps"
+        )
+    smem = estimate_shared_bytes(config, problem)
+    if smem > limits.max_shared_mem_bytes:
+        return (
+            f"shared memory: about {smem} bytes ({config.num_stages} stage(s) of "
+            f"{config.block_size_k}-token KV tiles + the {config.block_size_q}-row query tile), "
+            f"over the {limits.max_shared_mem_bytes} bytes of {limits.arch}; use fewer stages "
+            "or a smaller block_size_k"
+        )
+    return None
+
+
+def auto_num_splits(
+    *, programs: int, max_seqlen: int, block_size_k: int, sm_count: int
+) -> int:
+    """KV splits that fill the GPU: best wave efficiency, fewest splits (FlashAttention's rule).
+
+    Args:
+        programs: programs without splitting (batch x kv heads x query-row blocks).
+        max_seqlen: the longest sequence (an upper bound is fine).
+        block_size_k: KV tile; a split holds whole tiles.
+        sm_count: multiprocessors of the device.
+    """
+    if programs <= 0 or max_seqlen <= 0:
+        return 1
+    per_split = max(block_size_k, _MIN_TOKENS_PER_SPLIT)
+    max_splits = max(1, min(_MAX_SPLITS, math.ceil(max_seqlen / per_split)))
+    if programs >= 0.8 * sm_count * 2:
+        return 1
+
+    def efficiency(splits: int) -> float:
+        waves = programs * splits / sm_count
+        return waves / math.ceil(waves)
+
+    best = max(efficiency(s) for s in range(1, max_splits + 1))
+    for splits in range(1, max_splits + 1):
+        waves = programs * splits / sm_count
+        if waves >= 1.0 and efficiency(splits) >= _WAVE_EFFICIENCY * best:
+            return splits
+    return max_splits
+
+
+def resolve_num_splits(
+    config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits
+) -> int:
+    """The split count ``config`` means for ``problem`` (``"auto"`` resolved), at least 1."""
+    if config.num_kv_splits != "auto":
+        return int(config.num_kv_splits)
+    programs = problem.batch * problem.h_kv * math.ceil(query_rows(problem) / config.block_size_q)
+    return auto_num_splits(
+        programs=programs,
+        max_seqlen=max(problem.lengths(), default=0),
+        block_size_k=config.block_size_k,
+        sm_count=limits.sm_count,
+    )
+
+
+def decode_search_space(problem: DecodeProblem, limits: DeviceLimits) -> list[DecodeConfig]:
+    """Candidate configs for ``problem`` on ``limits``'s device, invalid ones pruned.
+
+    GPUs: block_size_q x block_size_k x warps x stages with automatic splits, plus half and
+    double the automatic split count for the structural shapes the default uses (about 50 to
+    150 configs). The CPU interpreter: a handful of small tiles.
+    """
+    if limits.is_interpreter:
+        grid = itertools.product((16, 32), (16, 32), (4,), (1,), ("auto",))
+    else:
+        grid = itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (4, 8, 16), (1, 2, 3),
+                                 ("auto",))
+    space = [
+        DecodeConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=st,
+                     num_kv_splits=sp)
+        for bq, bk, w, st, sp in grid
+    ]
+    if not limits.is_interpreter:
+        space += _split_variants(space, problem, limits)
+    return [c for c in space if why_invalid_decode(c, problem, limits) is None]
+
+
+def _split_variants(
+    space: list[DecodeConfig], problem: DecodeProblem, limits: DeviceLimits
+) -> list[DecodeConfig]:
+    """Explicit split counts around ``"auto"`` for the largest valid tiles (the split count moves
+    the memory-bound shapes by up to 4x in ANCHORS.md)."""
+    out: list[DecodeConfig] = []
+    valid = [c for c in space if why_invalid_decode(c, problem, limits) is None]
+    valid.sort(key=lambda c: (-c.block_size_q, -c.block_size_k, c.num_warps, -c.num_stages))
+    for base in valid[:4]:
+        auto = resolve_num_splits(base, problem, limits)
+        for splits in sorted({max(1, auto // 4), max(1, auto // 2), auto * 2, auto * 4} - {auto}):
+            variant = DecodeConfig(base.block_size_q, base.block_size_k, base.num_warps,
+                                   base.num_stages, splits)
+            if splits <= _MAX_SPLITS and variant not in out:
+                out.append(variant)
+    return out
+
+
+# Per-architecture starting points (block_size_q, block_size_k, num_warps, num_stages).
+# sm_90 comes from the H200 measurements in docs/kernels/NOTES.md; the others are reasoned
+# from their shared memory / register budgets and are hypotheses until measured.
+_ARCH_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
+    "sm_90": (64, 32, 8, 2),
+    "sm_100": (64, 32, 8, 2),
+    "sm_80": (64, 32, 8, 2),
+    "sm_89": (32, 32, 4, 2),
+    "sm_86": (32, 32, 4, 2),
+    "cpu-interpreter": (16, 16, 4, 1),
+}
+_FALLBACK_DEFAULT = (32, 32, 4, 1)
+
+
+def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> DecodeConfig:
+    """The built-in config for ``problem`` on ``limits.arch``: the arch's starting point with
+    ``block_size_q`` shrunk to the problem's rows, else the first valid config of the space.
+
+    Raises:
+        ValueError: nothing in the search space can run ``problem`` on this device.
+    """
+    bq, bk, warps, stages = _ARCH_DEFAULTS.get(limits.arch, _FALLBACK_DEFAULT)
+    bq = min(bq, max(_MIN_DOT, _next_pow2(query_rows(problem))))
+    cfg = DecodeConfig(block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages,
+                       num_kv_splits="auto")
+    if why_invalid_decode(cfg, problem, limits) is None:
+        return cfg
+    space = decode_search_space(problem, limits)
+    if not space:
+        raise ValueError(
+            f"no decode config fits {problem} on {limits.arch}; the head dims may be too large "
+            "for this device's shared memory"
+        )
+    return space[0]
+
+
+__all__ = [
+    "auto_num_splits",
+    "decode_search_space",
+    "default_decode_config",
+    "estimate_registers_per_thread",
+    "estimate_shared_bytes",
+    "query_rows",
+    "resolve_num_splits",
+    "why_invalid_decode",
+]

@@ -1,0 +1,339 @@
+"""MLA prefill: variable-length causal flash attention over packed sequences, in Triton.
+
+Algorithm (FlashAttention-2 forward, DeepSeek's un-absorbed MLA prefill shapes): one program
+per (query block, head, sequence) walks the sequence's keys ``BLOCK_N`` at a time with an
+online softmax in base 2 (``log2(e)`` folded into the softmax scale, so every exponential is
+one ``exp2``). Query blocks of a sequence are visited last-first, so the longest causal rows
+start first. The key loop stops at the causal diagonal, and is split in two: blocks every row
+of the program fully sees run without any mask; only the diagonal blocks and the sequence's
+tail block build and apply a mask. Scores are at most two dots over the head dim, a
+power-of-two part and the rest (192 = 128 + 64, see ``prefill_tuning.head_dims``).
+
+Causal masks are aligned to the bottom right (FlashAttention): with ``S_k`` keys and ``S_q``
+queries, query ``i`` sees keys ``0 .. i + S_k - S_q``; a row that sees no key (``S_k = 0``,
+or ``S_k < S_q`` near the top) gives zeros and ``lse = -inf``.
+
+Axes: B batch, M query tokens, N key tokens, H query heads, HK kv heads (divides H),
+D_QK query/key head dim (D1 + D2 in the kernel), D_V value head dim.
+Layouts: q [total_q, H, D_QK]; k [total_k, HK, D_QK]; v [total_k, HK, D_V] (last dims
+contiguous, other strides free); out [total_q, H, D_V]; lse [H, total_q] fp32 (natural log);
+cu_seqlens_q / cu_seqlens_k [B + 1] int32.
+
+References: Dao, "FlashAttention-2" (2023); Triton tutorial 06 (fused attention).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from .configs import PrefillConfig
+from .device_limits import interpreting
+from .prefill_args import PrefillArgs, check_prefill_args, resolve_prefill_config
+from .prefill_tuning import head_dims
+
+_LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
+
+
+@triton.jit
+def _load_tile(ptrs, mask_rows, mask_cols, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """Load a 2-D tile, masking only the axes the caller says may run out of bounds."""
+    if MASK_ROWS and MASK_COLS:
+        tile = tl.load(ptrs, mask=mask_rows[:, None] & mask_cols[None, :], other=0.0)
+    elif MASK_ROWS:
+        tile = tl.load(ptrs, mask=mask_rows[:, None], other=0.0)
+    elif MASK_COLS:
+        tile = tl.load(ptrs, mask=mask_cols[None, :], other=0.0)
+    else:
+        tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _attend_block(
+    acc,
+    m_i,
+    l_i,
+    q1,
+    q2,
+    k_base,
+    v_base,
+    start_n,
+    offs_m,
+    seqlen_k,
+    diag_offset,
+    qk_scale_log2,
+    stride_k_n,
+    stride_v_n,
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D1: tl.constexpr,
+    BLOCK_D2: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    IS_BOUNDARY: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """One key block of the online softmax; masks only when ``IS_BOUNDARY``."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < seqlen_k
+    offs_d1 = tl.arange(0, BLOCK_D1)
+    k1 = _load_tile(
+        k_base + offs_n[:, None] * stride_k_n + offs_d1[None, :],
+        mask_n,
+        offs_d1 < D_QK,
+        IS_BOUNDARY,
+        False,  # D1 <= D_QK always
+    )
+    qk = tl.dot(q1, tl.trans(k1))  # [BLOCK_M, BLOCK_N] fp32
+    if BLOCK_D2 > 0:
+        offs_d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
+        k2 = _load_tile(
+            k_base + offs_n[:, None] * stride_k_n + offs_d2[None, :],
+            mask_n,
+            offs_d2 < D_QK,
+            IS_BOUNDARY,
+            BLOCK_D1 + BLOCK_D2 != D_QK,  # remainder padded to a power of two
+        )
+        qk = tl.dot(q2, tl.trans(k2), qk)
+    if IS_BOUNDARY:
+        visible = mask_n[None, :]
+        if CAUSAL:
+            # bottom-right alignment: query row i sees keys 0 .. i + (S_k - S_q)
+            visible = visible & (offs_n[None, :] <= offs_m[:, None] + diag_offset)
+        qk = tl.where(visible, qk * qk_scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # a row with no visible key so far keeps m = -inf: subtract 0 so exp2 gives 0, not NaN
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(qk - m_sub[:, None])
+        alpha = tl.math.exp2(m_i - m_sub)
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale_log2)
+        p = tl.math.exp2(qk * qk_scale_log2 - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    offs_dv = tl.arange(0, BLOCK_DV)
+    v = _load_tile(
+        v_base + offs_n[:, None] * stride_v_n + offs_dv[None, :],
+        mask_n,
+        offs_dv < D_V,
+        IS_BOUNDARY,
+        BLOCK_DV != D_V,  # value dim padded to a power of two
+    )
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _mla_prefill_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    lse_ptr,
+    cu_seqlens_q_ptr,
+    cu_seqlens_k_ptr,
+    qk_scale_log2,
+    stride_q_m,
+    stride_q_h,
+    stride_k_n,
+    stride_k_h,
+    stride_v_n,
+    stride_v_h,
+    stride_o_m,
+    stride_o_h,
+    stride_lse_h,
+    GROUP,
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D1: tl.constexpr,
+    BLOCK_D2: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_h = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    q_start = tl.load(cu_seqlens_q_ptr + pid_b)
+    seqlen_q = tl.load(cu_seqlens_q_ptr + pid_b + 1) - q_start
+    k_start = tl.load(cu_seqlens_k_ptr + pid_b)
+    seqlen_k = tl.load(cu_seqlens_k_ptr + pid_b + 1) - k_start
+    # last query block first: the longest causal rows start earliest (load balance)
+    block_m = tl.cdiv(seqlen_q, BLOCK_M) - 1 - pid_m
+    if block_m < 0:
+        return  # the grid covers max_seqlen_q; this sequence is shorter
+    start_m = block_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < seqlen_q
+    pid_hk = pid_h // GROUP  # GQA: GROUP query heads share one kv head
+
+    q_base = q_ptr + q_start.to(tl.int64) * stride_q_m + pid_h * stride_q_h
+    k_base = k_ptr + k_start.to(tl.int64) * stride_k_n + pid_hk * stride_k_h
+    v_base = v_ptr + k_start.to(tl.int64) * stride_v_n + pid_hk * stride_v_h
+
+    offs_d1 = tl.arange(0, BLOCK_D1)
+    q1 = _load_tile(
+        q_base + offs_m[:, None] * stride_q_m + offs_d1[None, :], mask_m, offs_d1 < D_QK, True, False
+    )
+    if BLOCK_D2 > 0:
+        offs_d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
+        q2 = _load_tile(
+            q_base + offs_m[:, None] * stride_q_m + offs_d2[None, :],
+            mask_m,
+            offs_d2 < D_QK,
+            True,
+            BLOCK_D1 + BLOCK_D2 != D_QK,
+        )
+    else:
+        q2 = q1  # unused: no second dot
+
+    diag_offset = seqlen_k - seqlen_q
+    if CAUSAL:
+        # keys every row of the block sees: 0 .. start_m + diag_offset (inclusive)
+        seen_by_all = tl.maximum(tl.minimum(start_m + diag_offset + 1, seqlen_k), 0)
+        full_end = (seen_by_all // BLOCK_N) * BLOCK_N
+        end = tl.maximum(tl.minimum(seqlen_k, start_m + BLOCK_M + diag_offset), 0)
+    else:
+        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
+        end = seqlen_k
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    if INTERPRET:
+        # The CPU interpreter (numpy >= 2.4) cannot use a loaded scalar as a range() bound;
+        # the while form is the same loops (compiled code keeps the for form: it pipelines).
+        start_n = 0
+        while start_n < end:
+            if start_n < full_end:
+                acc, m_i, l_i = _attend_block(
+                    acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k,
+                    diag_offset, qk_scale_log2, stride_k_n, stride_v_n,
+                    D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
+                    BLOCK_DV=BLOCK_DV, IS_BOUNDARY=False, CAUSAL=CAUSAL,
+                )  # fmt: skip
+            else:
+                acc, m_i, l_i = _attend_block(
+                    acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k,
+                    diag_offset, qk_scale_log2, stride_k_n, stride_v_n,
+                    D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
+                    BLOCK_DV=BLOCK_DV, IS_BOUNDARY=True, CAUSAL=CAUSAL,
+                )  # fmt: skip
+            start_n += BLOCK_N
+    else:
+        for start_n in range(0, full_end, BLOCK_N):
+            acc, m_i, l_i = _attend_block(
+                acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k, diag_offset,
+                qk_scale_log2, stride_k_n, stride_v_n,
+                D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
+                BLOCK_DV=BLOCK_DV, IS_BOUNDARY=False, CAUSAL=CAUSAL,
+            )  # fmt: skip
+        for start_n in range(full_end, end, BLOCK_N):
+            acc, m_i, l_i = _attend_block(
+                acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k, diag_offset,
+                qk_scale_log2, stride_k_n, stride_v_n,
+                D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
+                BLOCK_DV=BLOCK_DV, IS_BOUNDARY=True, CAUSAL=CAUSAL,
+            )  # fmt: skip
+
+    empty = l_i == 0.0  # rows that saw no key: zeros and lse = -inf
+    l_safe = tl.where(empty, 1.0, l_i)
+    acc = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # x ln(2): base 2 -> natural log
+    offs_dv = tl.arange(0, BLOCK_DV)
+    o_ptrs = (
+        o_ptr
+        + q_start.to(tl.int64) * stride_o_m
+        + pid_h * stride_o_h
+        + offs_m[:, None] * stride_o_m
+        + offs_dv[None, :]
+    )
+    o_mask = mask_m[:, None]
+    if BLOCK_DV != D_V:
+        o_mask = o_mask & (offs_dv < D_V)[None, :]
+    tl.store(o_ptrs, acc.to(o_ptr.dtype.element_ty), mask=o_mask)
+    tl.store(lse_ptr + pid_h * stride_lse_h + q_start + offs_m, lse, mask=mask_m)
+
+
+def mla_prefill(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    *,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+    config: PrefillConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-length (causal) attention over packed sequences.
+
+    Args:
+        q: [total_q, H, D_QK], fp16 or bf16, last dim contiguous, on a CUDA device (or the CPU
+            under ``TRITON_INTERPRET=1``).
+        k: [total_k, HK, D_QK], dtype and device of q, last dim contiguous; HK divides H.
+        v: [total_k, HK, D_V], dtype and device of q, last dim contiguous.
+        cu_seqlens_q: [B + 1] int32 prefix sums of the query lengths (0 first, total_q last).
+        cu_seqlens_k: [B + 1] int32 prefix sums of the key lengths (0 first, total_k last).
+        max_seqlen_q: >= the longest query sequence (sizes the grid).
+        max_seqlen_k: >= the longest key sequence.
+        causal: mask aligned to the bottom right (query i sees keys 0 .. i + S_k - S_q).
+        softmax_scale: scale of ``q . k``; defaults to ``D_QK ** -0.5``.
+        config: launch knobs; ``None`` looks up the recommended config for this device and shape
+            (``runtime_configs.config_for``), falling back to the architecture's default.
+
+    Returns:
+        out [total_q, H, D_V] in q's dtype; lse [H, total_q] fp32 (natural log, ``-inf`` for
+        rows that see no key).
+
+    Raises:
+        TypeError: an argument of the wrong type or dtype.
+        ValueError: a wrong shape, device, layout, head split, sequence table, head-dim pair
+            (see ``prefill_tuning.head_dims``) or a config that cannot run here.
+    """
+    args = check_prefill_args(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        causal=causal, softmax_scale=softmax_scale,
+    )  # fmt: skip
+    cfg = resolve_prefill_config(args, config)
+    out, lse, _ = _launch(args, cfg)
+    return out, lse
+
+
+def _launch(args: PrefillArgs, cfg: PrefillConfig) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Allocate, build the grid and launch; also returns Triton's compiled-kernel handle."""
+    q, k, v = args.q, args.k, args.v
+    total_q, h, d_qk = q.shape
+    d_v = v.shape[2]
+    block_d1, block_d2, block_dv = head_dims(d_qk, d_v)
+    out = torch.empty((total_q, h, d_v), dtype=q.dtype, device=q.device)
+    lse = torch.empty((h, total_q), dtype=torch.float32, device=q.device)
+    batch = args.cu_seqlens_q.shape[0] - 1
+    if total_q == 0 or batch == 0:
+        return out, lse, None
+    grid = (triton.cdiv(max(args.max_seqlen_q, 1), cfg.block_size_q), h, batch)
+    compiled = _mla_prefill_kernel[grid](
+        q, k, v, out, lse, args.cu_seqlens_q, args.cu_seqlens_k,
+        args.softmax_scale * _LOG2E,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), lse.stride(0),
+        h // k.shape[1],
+        D_QK=d_qk, D_V=d_v,
+        BLOCK_M=cfg.block_size_q, BLOCK_N=cfg.block_size_k,
+        BLOCK_D1=block_d1, BLOCK_D2=block_d2, BLOCK_DV=block_dv,
+        CAUSAL=args.causal, INTERPRET=interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return out, lse, compiled
+
+
+__all__ = ["mla_prefill"]

@@ -1,0 +1,100 @@
+"""Cached recommendations for ``GET /v1/configs`` (the route served at 1000+ requests/s).
+
+The active recommendations of a kernel are read from the database at most once per
+``ttl_s``; a stale copy keeps being served while one background thread refreshes it, so no
+request waits on the database except the very first of a kernel. Answers are memoized per
+query until the next refresh. Results are at most ``ttl_s`` (plus one refresh) old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlafleet.kernels.bundle import BundleEntry
+from mlafleet.orchestrator.bundle_export import entry_of
+from mlafleet.orchestrator.db import repo
+from mlafleet.orchestrator.db.session import session_scope
+from mlafleet.orchestrator.schemas import RecommendationPublic
+
+logger = logging.getLogger(__name__)
+
+_MAX_MEMO = 16384
+
+
+@dataclass
+class _Snapshot:
+    recs: list[RecommendationPublic]
+    entries: list[BundleEntry]
+    loaded_at: float
+    rec_of: dict[int, RecommendationPublic] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+
+class RecommendationCache:
+    """Per-kernel snapshots of the active recommendations, refreshed in the background."""
+
+    def __init__(self, factory: sessionmaker[Session], *, ttl_s: float = 1.0) -> None:
+        self._factory = factory
+        self._ttl_s = ttl_s
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _load(self, kernel: str) -> _Snapshot:
+        with session_scope(self._factory) as session:
+            recs = repo.get_recommendations(session, kernel=kernel)
+        entries = [entry_of(r) for r in recs]
+        snap = _Snapshot(recs=recs, entries=entries, loaded_at=time.monotonic())
+        snap.rec_of = {id(e): r for e, r in zip(entries, recs, strict=True)}
+        return snap
+
+    async def _refresh(self, kernel: str) -> None:
+        try:
+            self._snapshots[kernel] = await asyncio.to_thread(self._load, kernel)
+        except Exception:  # keep serving the stale copy; /healthz reports the database
+            logger.exception("refreshing the recommendations of %s failed", kernel)
+        finally:
+            self._refreshing.discard(kernel)
+
+    async def snapshot(self, kernel: str) -> _Snapshot:
+        """The current snapshot of ``kernel`` (loaded on first use).
+
+        Raises:
+            StorageError: the first load of this kernel failed.
+        """
+        snap = self._snapshots.get(kernel)
+        if snap is None:
+            snap = await asyncio.to_thread(self._load, kernel)
+            self._snapshots[kernel] = snap
+            return snap
+        if time.monotonic() - snap.loaded_at > self._ttl_s and kernel not in self._refreshing:
+            self._refreshing.add(kernel)
+            task = asyncio.get_running_loop().create_task(self._refresh(kernel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return snap
+
+    async def answer(self, kernel: str, key: Any, compute: Callable[[_Snapshot], Any]) -> Any:
+        """``compute(snapshot)`` memoized per ``key`` until the snapshot is replaced."""
+        snap = await self.snapshot(kernel)
+        hit = snap.memo.get(key)
+        if hit is None:
+            hit = compute(snap)
+            if len(snap.memo) >= _MAX_MEMO:
+                snap.memo.clear()
+            snap.memo[key] = hit
+        return hit
+
+    def invalidate(self) -> None:
+        """Forget every snapshot (the next request reloads)."""
+        self._snapshots.clear()
+
+
+__all__ = ["RecommendationCache"]
