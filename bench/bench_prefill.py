@@ -120,7 +120,7 @@ def _bench(fn: Any, *, rep_ms: int) -> float:
 
 
 def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: str,
-                 dtype: str, rep_ms: int) -> list[dict[str, Any]]:  # fmt: skip
+                 dtype: str, rep_ms: int, heads: int = 128) -> list[dict[str, Any]]:  # fmt: skip
     """Median time of each config (and of torch SDPA) on each causal anchor shape."""
     import torch
 
@@ -131,7 +131,7 @@ def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: s
 
     records = []
     for batch, seqlen in shapes:
-        problem = PrefillProblem(batch=batch, seqlen_q=seqlen, seqlen_k=seqlen, h=128,
+        problem = PrefillProblem(batch=batch, seqlen_q=seqlen, seqlen_k=seqlen, h=heads,
                                  d_qk=192, d_v=128, dtype=dtype, causal=True)  # type: ignore[arg-type]
         inputs = make_prefill_inputs(problem, device=device, seed=batch * seqlen)
         # contiguous copies: the NaN-padded views of make_prefill_inputs are for correctness
@@ -271,7 +271,8 @@ def main() -> None:
     }  # fmt: skip
     print(json.dumps(env), flush=True)
     checks = check_correctness(problems, configs, device)
-    timings = time_configs(shapes, configs, device=device, dtype=dtype, rep_ms=opts.rep_ms)
+    timings = time_configs(shapes, configs, device=device, dtype=dtype, rep_ms=opts.rep_ms,
+                           heads=h)
     table = markdown_table(timings)
     print(table)
     result = {"env": env, "correctness": checks, "timings": timings, "table_md": table,

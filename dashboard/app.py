@@ -14,15 +14,20 @@ from mlafleet.dashboard import ui
 
 _PAGES = Path(__file__).parent / "app_pages"
 
-st.set_page_config(page_title="mlafleet", page_icon="⚡", layout="wide")
+st.set_page_config(page_title="mlafleet", page_icon=":material/bolt:", layout="wide")
 
 navigation = st.navigation(
     [
-        st.Page(_PAGES / "recommendations.py", title="Recommendations", icon="🏆", default=True),
-        st.Page(_PAGES / "fleet.py", title="Fleet", icon="🖥️"),
-        st.Page(_PAGES / "explore.py", title="Explore", icon="🔎"),
-        st.Page(_PAGES / "compare.py", title="Compare", icon="⚖️"),
-        st.Page(_PAGES / "jobs.py", title="Jobs", icon="🛠️"),
+        st.Page(
+            _PAGES / "recommendations.py",
+            title="Recommendations",
+            icon=":material/emoji_events:",
+            default=True,
+        ),
+        st.Page(_PAGES / "fleet.py", title="Fleet", icon=":material/dns:"),
+        st.Page(_PAGES / "explore.py", title="Explore", icon=":material/grid_on:"),
+        st.Page(_PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page(_PAGES / "jobs.py", title="Jobs", icon=":material/build:"),
     ]
 )
 ui.sidebar()

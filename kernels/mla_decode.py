@@ -67,14 +67,24 @@ def _attend_tile(
     BLOCK_DPE: tl.constexpr,
     CAUSAL: tl.constexpr,
     HAS_PE: tl.constexpr,
+    TILE_IN_PAGE: tl.constexpr,
 ):
     """One KV tile [tile_n, tile_n + BLOCK_N) for all rows: scores, online softmax, p @ v."""
     offs_dv = tl.arange(0, BLOCK_DV)
     offs_dpe = tl.arange(0, BLOCK_DPE)
     offs_n = tile_n + tl.arange(0, BLOCK_N)
     mask_n = offs_n < end_n
-    page = tl.load(bt_row + offs_n // PAGE_SIZE, mask=mask_n, other=0)  # per-token gather
-    kv_row = kv_head + page.to(tl.int64) * stride_kv_page + (offs_n % PAGE_SIZE) * stride_kv_slot
+    if TILE_IN_PAGE:
+        # PAGE_SIZE % BLOCK_N == 0 and tiles start at multiples of BLOCK_N: one page per tile,
+        # so one table entry and contiguous slots (cheaper addresses, provably aligned rows).
+        page = tl.load(bt_row + tile_n // PAGE_SIZE)
+        slots = tile_n % PAGE_SIZE + tl.arange(0, BLOCK_N)
+        kv_row = kv_head + page.to(tl.int64) * stride_kv_page + slots * stride_kv_slot
+    else:
+        page = tl.load(bt_row + offs_n // PAGE_SIZE, mask=mask_n, other=0)  # per-token gather
+        kv_row = (
+            kv_head + page.to(tl.int64) * stride_kv_page + (offs_n % PAGE_SIZE) * stride_kv_slot
+        )
     k_nope = tl.load(
         kv_row[:, None] + offs_dv[None, :],
         mask=mask_n[:, None] & (offs_dv[None, :] < D_V),
@@ -141,6 +151,7 @@ def _mla_decode_kernel(
     CAUSAL: tl.constexpr,
     HAS_KV_SCALE: tl.constexpr,
     HAS_PE: tl.constexpr,
+    TILE_IN_PAGE: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     pid_q = tl.program_id(0)  # row block: the fastest axis, so blocks sharing a KV tile co-run
@@ -173,12 +184,15 @@ def _mla_decode_kernel(
     q_nope = tl.load(
         q_row[:, None] + offs_dv[None, :], mask=mask_r[:, None] & mask_dv[None, :], other=0.0
     )
+    if HAS_KV_SCALE:
+        # fp8 KV: the dots run in fp16 (e4m3 -> fp16 is one native cvt; -> bf16 is not).
+        q_nope = q_nope.to(tl.float16)
     if HAS_PE:
         q_pe = tl.load(
             q_row[:, None] + D_V + offs_dpe[None, :],
             mask=mask_r[:, None] & mask_dpe[None, :],
             other=0.0,
-        )
+        ).to(q_nope.dtype)
     else:
         q_pe = q_nope  # unused placeholder (no rope part)
 
@@ -201,7 +215,7 @@ def _mla_decode_kernel(
             m_i, l_i, acc = _attend_tile(
                 q_nope, q_pe, kv_head, bt_row, tile_n, end_n, limit_r, scale_log2, m_i, l_i,
                 acc, stride_kv_page, stride_kv_slot, D_V, D_PE, PAGE_SIZE, BLOCK_N, BLOCK_DV,
-                BLOCK_DPE, CAUSAL, HAS_PE,
+                BLOCK_DPE, CAUSAL, HAS_PE, TILE_IN_PAGE,
             )
             tile_n += BLOCK_N
     else:
@@ -209,7 +223,7 @@ def _mla_decode_kernel(
             m_i, l_i, acc = _attend_tile(
                 q_nope, q_pe, kv_head, bt_row, tile_n, end_n, limit_r, scale_log2, m_i, l_i,
                 acc, stride_kv_page, stride_kv_slot, D_V, D_PE, PAGE_SIZE, BLOCK_N, BLOCK_DV,
-                BLOCK_DPE, CAUSAL, HAS_PE,
+                BLOCK_DPE, CAUSAL, HAS_PE, TILE_IN_PAGE,
             )
 
     empty = l_i == 0.0
@@ -355,6 +369,7 @@ def _launch(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> tuple[torch
         lse_buf = torch.empty(batch, s_q, h_q, num_splits, dtype=torch.float32, device=q.device)
         o_strides = o_buf.stride()[:4]
         lse_strides = lse_buf.stride()
+    page_size = kv_cache.shape[1]
     block_dv = triton.next_power_of_2(d_v)
     block_dpe = triton.next_power_of_2(max(d_pe, 16))  # dots need K >= 16
     kv_scale = args.kv_scale if args.kv_scale is not None else lse  # unused pointer when absent
@@ -381,7 +396,7 @@ def _launch(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> tuple[torch
         num_splits,
         D_V=d_v,
         D_PE=d_pe,
-        PAGE_SIZE=kv_cache.shape[1],
+        PAGE_SIZE=page_size,
         BLOCK_Q=cfg.block_size_q,
         BLOCK_N=cfg.block_size_k,
         BLOCK_DV=block_dv,
@@ -389,6 +404,7 @@ def _launch(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> tuple[torch
         CAUSAL=args.causal and s_q > 1,
         HAS_KV_SCALE=args.kv_scale is not None,
         HAS_PE=d_pe > 0,
+        TILE_IN_PAGE=page_size >= cfg.block_size_k,
         INTERPRET=interpreting(),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,

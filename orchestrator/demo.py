@@ -59,6 +59,10 @@ GPU_JOB: dict[str, Any] = {
 }
 
 
+CONFIG_KEYS = ("block_size_q", "block_size_k", "num_warps", "num_stages", "num_kv_splits")
+CONFIG_LEGEND = "config = block_size_q/block_size_k/num_warps/num_stages/num_kv_splits"
+
+
 def demo_spec(*, has_gpu: bool) -> JobSpec:
     """The demo job for this machine."""
     return parse_job_spec(GPU_JOB if has_gpu else CPU_JOB)
@@ -89,7 +93,7 @@ def run_demo_job(
 
 def recommendations_table(recs: list[RecommendationPublic], *, title: str) -> Table:
     """A rich table of recommendations, one row per arch x workload bucket x software."""
-    table = Table(title=title, show_lines=False)
+    table = Table(title=title, show_lines=False, caption=CONFIG_LEGEND)
     for name, justify in (
         ("arch", "left"),
         ("workload bucket", "left"),
@@ -97,14 +101,11 @@ def recommendations_table(recs: list[RecommendationPublic], *, title: str) -> Ta
         ("median us", "right"),
         ("vs default", "right"),
         ("noise", "right"),
-        ("validated", "center"),
+        ("valid", "center"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in recs:
-        cfg = r.config
-        knobs = " ".join(
-            f"{k.replace('block_size_', 'b').replace('num_', '')}={v}" for k, v in cfg.items()
-        )
+        knobs = "/".join(str(r.config.get(k, "-")) for k in CONFIG_KEYS)
         table.add_row(
             r.arch,
             r.bucket.key(),

@@ -232,7 +232,7 @@ def _cross_problems(
             f"workloads: the grid has {grid.size()} workloads, more than the limit of "
             f"{max_workloads} (MLAFLEET_MAX_WORKLOADS_PER_JOB); split the job or shrink the grid"
         )
-    budget: Budget | None = values.get("budget")
+    budget: Budget | None = values.get("budget") if "budget" in raw else Budget()
     strategy = values.get("strategy", "exhaustive")
     if (
         kind == "tune"

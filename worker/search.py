@@ -80,6 +80,9 @@ class TPESearch(Strategy):
         seed: sampler seed.
         n_startup_trials: random trials before the model is used.
         max_attempts: suggestions tried per proposal before a random unmeasured config is taken.
+        budget: the trials the caller will ask for, if known: the last third of them refine
+            around the best config so far (its unmeasured nearest neighbours in the knob grid)
+            instead of asking the model.
     """
 
     name = "tpe"
@@ -91,6 +94,7 @@ class TPESearch(Strategy):
         seed: int = 0,
         n_startup_trials: int = 5,
         max_attempts: int = 20,
+        budget: int | None = None,
     ) -> None:
         import optuna
 
@@ -111,6 +115,8 @@ class TPESearch(Strategy):
         self._values: dict[Any, float | None] = {}
         self._pending: dict[Any, list[Any]] = {}
         self.max_attempts = max_attempts
+        self._proposed = 0
+        self._refine_from = budget - max(2, budget // 3) if budget else None
 
     def _distance(self, a: Any, b: Any) -> tuple[int, float]:
         differing = 0
@@ -142,8 +148,8 @@ class TPESearch(Strategy):
             unmeasured = [c for c in self.space if c not in self._values and c not in self._pending]
             if not unmeasured:
                 break
-            chosen = None
-            for _attempt in range(self.max_attempts):
+            chosen = self._refine()
+            for _attempt in range(0 if chosen is not None else self.max_attempts):
                 trial = self.study.ask()
                 params = {k: trial.suggest_categorical(k, self._choices[k]) for k in self._knobs}
                 config = self._snap(type(self.space[0])(**params))
@@ -159,8 +165,24 @@ class TPESearch(Strategy):
             if chosen is None:
                 chosen = self._rng.choice(unmeasured)
                 self._pending[chosen] = []
+            self._proposed += 1
             batch.append(chosen)
         return batch
+
+    def _refine(self) -> Any | None:
+        """In the refinement phase: the nearest unmeasured neighbour of the best so far."""
+        if self._refine_from is None or self._proposed < self._refine_from:
+            return None
+        timed = {c: v for c, v in self._values.items() if v is not None}
+        if not timed:
+            return None
+        best = min(timed, key=lambda c: timed[c])
+        fresh = [c for c in self.space if c not in self._values and c not in self._pending]
+        if not fresh:
+            return None
+        chosen = min(fresh, key=lambda c: self._distance(best, c))
+        self._pending[chosen] = []
+        return chosen
 
     def tell(self, config: Any, trial: TrialResult) -> None:
         value = objective_of(trial)
@@ -169,7 +191,9 @@ class TPESearch(Strategy):
             self._finish(pending, value)
 
 
-def make_strategy(name: str, space: Sequence[Any], *, seed: int = 0) -> Strategy:
+def make_strategy(
+    name: str, space: Sequence[Any], *, seed: int = 0, budget: int | None = None
+) -> Strategy:
     """The strategy called ``name`` over ``space``.
 
     Raises:
@@ -180,5 +204,7 @@ def make_strategy(name: str, space: Sequence[Any], *, seed: int = 0) -> Strategy
     if name == "random":
         return RandomSearch(space, seed=seed)
     if name == "tpe":
-        return TPESearch(space, seed=seed, n_startup_trials=max(3, min(8, len(space) // 12)))
+        return TPESearch(
+            space, seed=seed, n_startup_trials=max(3, min(8, len(space) // 12)), budget=budget
+        )
     raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {name!r}")

@@ -107,7 +107,7 @@ def tune(
     store = cache if cache is not None else ResultsCache(None)
     for trial in known:
         store.remember(trial)
-    search = make_strategy(strategy, space, seed=seed)
+    search = make_strategy(strategy, space, seed=seed, budget=budget_trials)
     opts = options or SweepOptions(seed=seed)
     if on_plan is not None:
         on_plan(1 + min(len(space), budget_trials or len(space)))

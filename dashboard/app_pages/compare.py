@@ -30,10 +30,10 @@ bucket = c2.selectbox(
 
 trials, total = ui.fetch(data.workload_results, url, kernel=kernel, arch=None, bucket=bucket)
 if trials.empty:
-    st.info(f"No trials recorded for {kernel} on {bucket}.", icon="ℹ️")
+    st.info(f"No trials recorded for {kernel} on {bucket}.", icon=ui.ICON_INFO)
     st.stop()
 if total > len(trials):
-    st.warning(f"Compared over the first {len(trials)} of {total} trials.", icon="✂️")
+    st.warning(f"Compared over the first {len(trials)} of {total} trials.", icon=ui.ICON_CUT)
 
 table = folk_vs_winner(trials)
 display = table.assign(
@@ -47,7 +47,7 @@ display = table.assign(
 st.dataframe(
     display[["arch", "gpu_name", "winner", "winner_us", "folk", "folk_us", "lost"]],
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     column_config={
         "arch": "architecture",
         "gpu_name": "GPU",

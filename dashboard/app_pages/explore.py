@@ -30,10 +30,10 @@ bucket = c3.selectbox(
 
 trials, total = ui.fetch(data.workload_results, url, kernel=kernel, arch=arch, bucket=bucket)
 if trials.empty:
-    st.info(f"No trials recorded for {kernel} on {arch} for {bucket}.", icon="ℹ️")
+    st.info(f"No trials recorded for {kernel} on {arch} for {bucket}.", icon=ui.ICON_INFO)
     st.stop()
 if total > len(trials):
-    st.warning(f"Showing the first {len(trials)} of {total} trials.", icon="✂️")
+    st.warning(f"Showing the first {len(trials)} of {total} trials.", icon=ui.ICON_CUT)
 
 ok = trials[trials["status"] == "ok"]
 cols = st.columns(4)
@@ -58,11 +58,11 @@ if not failed.empty:
         .reset_index()
         .sort_values("trials", ascending=False)
     )
-    st.dataframe(summary, hide_index=True, use_container_width=True)
+    st.dataframe(summary, hide_index=True, width="stretch")
 
 st.subheader("Timing distribution of one config")
 if ok.empty:
-    st.info("No config of this workload ran, so there are no timings to show.", icon="ℹ️")
+    st.info("No config of this workload ran, so there are no timings to show.", icon=ui.ICON_INFO)
 else:
     ranked = ok.sort_values("median_us").reset_index(drop=True)
     knobs = ["block_size_q", "block_size_k", "num_warps", "num_stages", "num_kv_splits"]
@@ -76,13 +76,13 @@ else:
     chosen = ranked.iloc[choice]
     samples = pd.DataFrame({"sample_us": list(chosen["samples_us"])})
     if samples.empty:
-        st.info("The API returned no raw samples for this trial.", icon="ℹ️")
+        st.info("The API returned no raw samples for this trial.", icon=ui.ICON_INFO)
     else:
         st.altair_chart(
             charts.timing_distribution_chart(
                 samples, title=f"{len(samples)} timed calls, median {chosen['median_us']:.2f} µs"
             ),
-            use_container_width=True,
+            width="stretch",
         )
     st.caption(
         f"trial #{chosen['trial_id']} on {chosen['gpu_name']} ({chosen['host']}), "

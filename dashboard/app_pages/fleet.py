@@ -19,7 +19,7 @@ if archs.empty:
         "No devices have joined yet. Start the API and job runner with `mlafleet serve`, then "
         "join each GPU machine with `mlafleet worker --ray-address ADDR` (or run "
         "`mlafleet demo` on one machine).",
-        icon="ℹ️",
+        icon=ui.ICON_INFO,
     )
 else:
     hosts = {h for nodes in archs["nodes"] for h in str(nodes).split(", ") if h}
@@ -28,11 +28,11 @@ else:
     cols[1].metric("GPUs", int(archs["gpus"].sum()))
     cols[2].metric("Nodes", len(hosts))
     left, right = st.columns([1, 2])
-    left.altair_chart(charts.gpus_per_arch_chart(archs), use_container_width=True)
+    left.altair_chart(charts.gpus_per_arch_chart(archs), width="stretch")
     right.dataframe(
         archs,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "arch": "architecture",
             "gpu_names": "GPUs",
@@ -50,7 +50,7 @@ else:
     st.dataframe(
         jobs,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "tasks_done": st.column_config.NumberColumn("tasks done"),
             "tasks_total": st.column_config.NumberColumn("tasks"),
@@ -59,11 +59,11 @@ else:
     )
     if not progress.empty:
         st.markdown("**Progress per architecture**")
-        st.altair_chart(charts.job_progress_chart(progress), use_container_width=True)
+        st.altair_chart(charts.job_progress_chart(progress), width="stretch")
         waiting = progress[progress["message"].astype(bool)]
         if not waiting.empty:
             st.dataframe(
                 waiting[["job", "arch", "waiting", "message"]],
                 hide_index=True,
-                use_container_width=True,
+                width="stretch",
             )

@@ -18,7 +18,7 @@ else:
     st.dataframe(
         jobs,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "tasks_done": st.column_config.NumberColumn("tasks done"),
             "tasks_total": st.column_config.NumberColumn("tasks"),
@@ -43,12 +43,12 @@ def _submit(spec: dict[str, object] | str) -> None:
     try:
         answer = data.submit_job(url, parsed.to_json_dict(), token=token or None)
     except data.ApiUnreachableError as exc:
-        st.error(str(exc), icon="🔌")
+        st.error(str(exc), icon=ui.ICON_DOWN)
         return
     except data.ApiError as exc:
-        st.error(f"The API refused the job ({exc.status_code}): {exc.message}", icon="⚠️")
+        st.error(f"The API refused the job ({exc.status_code}): {exc.message}", icon=ui.ICON_WARN)
         return
-    st.success(f"Submitted job #{answer.get('id')} ({parsed.name}).", icon="✅")
+    st.success(f"Submitted job #{answer.get('id')} ({parsed.name}).", icon=ui.ICON_OK)
 
 
 st.subheader("Submit a job")
@@ -125,8 +125,11 @@ else:
             try:
                 data.cancel_job(url, str(job_id), token=token or None)
             except data.ApiUnreachableError as exc:
-                st.error(str(exc), icon="🔌")
+                st.error(str(exc), icon=ui.ICON_DOWN)
             except data.ApiError as exc:
-                st.error(f"The API refused to cancel ({exc.status_code}): {exc.message}", icon="⚠️")
+                st.error(
+                    f"The API refused to cancel ({exc.status_code}): {exc.message}",
+                    icon=ui.ICON_WARN,
+                )
             else:
-                st.success(f"Cancelling job #{job_id}.", icon="🛑")
+                st.success(f"Cancelling job #{job_id}.", icon=ui.ICON_CANCEL)

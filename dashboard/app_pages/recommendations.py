@@ -50,13 +50,15 @@ st.dataframe(
         ]
     ],
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     column_config={
         "bucket": st.column_config.TextColumn(
             "workload bucket", help="b=batch n=seqlen h=heads s=query tokens p=page size"
         ),
         "config": st.column_config.TextColumn(
-            "config", help="q=block_size_q k=block_size_k w=num_warps s=num_stages"
+            "config",
+            help="q=block_size_q k=block_size_k w=num_warps s=num_stages",
+            width="medium",
         ),
         "median_us": st.column_config.NumberColumn("median (µs)", format="%.1f"),
         "speedup_vs_default": st.column_config.NumberColumn("speedup vs default", format="%.2f×"),
@@ -64,27 +66,27 @@ st.dataframe(
         "noise": st.column_config.NumberColumn("noise", format="%.3f", help="(p80-p20)/median"),
         "measured_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm"),
         "gpu_name": "measured on",
-        "software": "with",
+        "software": st.column_config.TextColumn("with", width="large"),
         "trial_id": st.column_config.NumberColumn("trial", format="%d"),
     },
 )
 
 bundle_json, entries = ui.fetch(data.bundle, url, arch, kernel)
 st.download_button(
-    f"Download the {arch} bundle ({entries} entries, JSON)",
+    f"Download the {arch} bundle ({entries} entr{'y' if entries == 1 else 'ies'}, JSON)",
     data=bundle_json,
     file_name=f"mlafleet-{kernel}-{arch}.json",
     mime="application/json",
     help="point MLAFLEET_CONFIGS at the file, as `mlafleet pull` does",
 )
 if not speedups.empty:
-    st.altair_chart(charts.speedup_chart(active), use_container_width=True)
+    st.altair_chart(charts.speedup_chart(active), width="stretch")
 
 if not withdrawn.empty:
     st.subheader("Withdrawn by validation")
     st.dataframe(
         withdrawn[["bucket", "config", "median_us", "withdrawn_reason", "software"]],
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={"withdrawn_reason": "why"},
     )

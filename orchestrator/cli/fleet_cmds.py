@@ -189,7 +189,8 @@ def demo(
         (job_id, recs), wall_s = demo_mod.timed(demo_mod.run_demo_job, store, settings, spec=spec)
     except (TimeoutError, MlafleetError) as exc:
         _fail(str(exc))
-    demo_mod.print_summary(out, job_id=job_id, recs=recs, wall_s=wall_s)
+    table_console = out if out.is_terminal else Console(width=120)
+    demo_mod.print_summary(table_console, job_id=job_id, recs=recs, wall_s=wall_s)
     if no_serve:
         store.close()
         return

@@ -148,7 +148,7 @@ def check_schema(engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         raise SchemaOutdatedError(
             f"the database schema at {where} is at revision {current or 'none (empty)'}, "
-            f"this mlafleet needs {head}; {UPGRADE_HINT} --db {where}"
+            f"this mlafleet needs {head}; run `mlafleet db upgrade --db {where}`"
         )
 
 

@@ -4,10 +4,8 @@ a database seeded by a real tuning run on the CPU interpreter) for the page test
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,11 +16,14 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import uvicorn
 
 from mlafleet.dashboard.flatten import trials_frame
 from mlafleet.kernels.bundle import Software, WorkloadBucket
 from mlafleet.kernels.configs import DecodeProblem
+from mlafleet.orchestrator.api.app import create_app
 from mlafleet.orchestrator.api.schemas import TrialPublic
+from mlafleet.orchestrator.config import Settings
 from mlafleet.orchestrator.db import repo
 from mlafleet.orchestrator.db.store import Store
 from mlafleet.worker.schemas import TimingStats, TrialResult, TrialStatus
@@ -153,64 +154,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, *, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's output if it dies first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"server exited with {proc.returncode} before answering:\n{out}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing answered 200 at {url} within {timeout_s:.0f} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a server started here (by its own pid), then kill it if it lingers."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def api_server(db_url: str, *, token: str | None = None) -> Iterator[str]:
-    """``create_app`` served by uvicorn in a child process on a free loopback port."""
-    port = free_port()
-    env = {**os.environ, "MLAFLEET_DB_URL": db_url}
-    env.pop("MLAFLEET_API_TOKEN", None)
-    if token:
-        env["MLAFLEET_API_TOKEN"] = token
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "mlafleet.orchestrator.api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    """``create_app`` served by a real uvicorn server on a free loopback port (in a thread of
+    this process, so starting one costs no imports)."""
+    settings = Settings(db_url=db_url, api_token=token)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=free_port(),
+            log_level="warning",
+            lifespan="off",
+        )
     )
-    url = f"http://127.0.0.1:{port}"
+    thread = threading.Thread(target=server.run, name="test-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test API server did not start")
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.config.port}"
     try:
-        wait_http(f"{url}/healthz", proc=proc)
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
         yield url
     finally:
-        stop(proc)
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def new_database(path: Path) -> str:
@@ -268,10 +239,18 @@ def seeded_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededApi]:
         yield SeededApi(url=url, trials=trials, job_name=spec["name"])
 
 
+@pytest.fixture(scope="module")
+def empty_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Read-only for the tests: the API over an empty database, with a bearer token."""
+    db_url = new_database(tmp_path_factory.mktemp("empty") / "empty.db")
+    with api_server(db_url, token=TOKEN) as url:
+        yield url
+
+
 @pytest.fixture
-def empty_api(tmp_path: Path) -> Iterator[str]:
+def writable_api(tmp_path: Path) -> Iterator[str]:
     """The API over a fresh empty database of this test alone, with a bearer token."""
-    with api_server(new_database(tmp_path / "empty.db"), token=TOKEN) as url:
+    with api_server(new_database(tmp_path / "own.db"), token=TOKEN) as url:
         yield url
 
 

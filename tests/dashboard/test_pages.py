@@ -4,6 +4,7 @@ that is down."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def test_recommendations_page_shows_the_measured_winner(
     assert at.selectbox[1].value == "cpu-interpreter"
     downloads = at.get("download_button")
     assert len(downloads) == 1
-    assert "1 entries" in downloads[0].proto.label
+    assert "(1 entry, JSON)" in downloads[0].label
 
 
 def test_fleet_page_lists_devices_and_jobs(
@@ -97,8 +98,12 @@ def test_explore_page_heatmap_and_timing_distribution(
     ran = [t for t in seeded_api.trials if t.status is TrialStatus.OK]
     assert metrics["Trials"] == str(len(seeded_api.trials))
     assert metrics["Ran"] == str(len(ran))
-    charts = at.get("arrow_vega_lite_chart")
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert len(charts) == 2  # heatmap + timing distribution
+    heatmap, timing = charts
+    assert heatmap["facet"]["row"]["field"] == "num_stages"
+    assert heatmap["facet"]["column"]["field"] == "num_warps"
+    assert timing["layer"][0]["encoding"]["x"]["field"] == "sample_us"
     best = fastest(seeded_api.trials)
     config_box = at.selectbox[-1]
     assert config_box.label == "Config (fastest first)"
@@ -154,20 +159,20 @@ def test_pages_with_the_api_down_say_so(
 
 
 def test_submit_then_cancel_with_a_token(
-    empty_api: str, api_token: str, monkeypatch: pytest.MonkeyPatch
+    writable_api: str, api_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = run_page("jobs", empty_api, monkeypatch)
+    at = run_page("jobs", writable_api, monkeypatch)
     at.text_input(key="job_name").set_value("from-the-dashboard")
     at.button(key="submit_form").click().run()
     assert not at.exception
     assert any("401" in e.value for e in at.error), [e.value for e in at.error]
-    assert httpx.get(f"{empty_api}/v1/jobs").json()["total"] == 0
+    assert httpx.get(f"{writable_api}/v1/jobs").json()["total"] == 0
 
     at.text_input(key="api_token").set_value(api_token)
     at.button(key="submit_form").click().run()
     assert not at.exception
     assert any("Submitted job" in s.value for s in at.success), texts(at)
-    jobs = httpx.get(f"{empty_api}/v1/jobs").json()["items"]
+    jobs = httpx.get(f"{writable_api}/v1/jobs").json()["items"]
     assert [j["name"] for j in jobs] == ["from-the-dashboard"]
     assert jobs[0]["spec"]["workloads"]["batch"] == [1, 8]
 
@@ -176,7 +181,7 @@ def test_submit_then_cancel_with_a_token(
     at.button(key="cancel").click().run()
     assert not at.exception
     assert any("Cancelling job" in s.value for s in at.success), texts(at)
-    status = httpx.get(f"{empty_api}/v1/jobs/{jobs[0]['id']}").json()["status"]
+    status = httpx.get(f"{writable_api}/v1/jobs/{jobs[0]['id']}").json()["status"]
     assert status in ("cancelled", "cancelling")
 
 

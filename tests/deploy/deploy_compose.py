@@ -32,7 +32,11 @@ _VAR = re.compile(
 )
 
 # Values the tests give the variables a user must set (never real secrets).
-TEST_SECRETS = {"POSTGRES_PASSWORD": "testpassword123", "MLAFLEET_API_TOKEN": "test-token-123"}
+TEST_SECRETS = {
+    "POSTGRES_PASSWORD": "testpassword123",
+    "MLAFLEET_API_TOKEN": "test-token-123",
+    "RAY_AUTH_TOKEN": "5eed" * 16,
+}
 
 
 class InterpolationError(ValueError):

@@ -35,7 +35,7 @@ def fast_options() -> SweepOptions:
     return SweepOptions(
         compile_workers=2,
         compile_timeout_s=20.0,
-        run_timeout_s=4.0,
+        run_timeout_s=10.0,
         start_timeout_s=120.0,
         timing=TimingOptions(interpreter_calls=2),
     )

@@ -22,7 +22,7 @@ def test_within_tolerance_passes_with_errors_reported() -> None:
     out = (ref + 1e-3).to(torch.float16)
     result = compare(out, lse + 1e-4, ref, lse, dtype="fp16", seed=5)
     assert result.passed, result.message
-    assert result.atol, result.rtol == tolerance_for("fp16")
+    assert (result.atol, result.rtol) == tolerance_for("fp16")
     assert 0 < result.max_abs_err < 2e-3
     assert 0 < result.rel_l2_err < 5e-3
     assert result.lse_max_abs_err == pytest.approx(1e-4, rel=0.1)

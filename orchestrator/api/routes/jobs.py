@@ -76,7 +76,29 @@ async def _spec_from_body(request: Request, settings: SettingsDep) -> JobSpec:
     """The request body parsed and validated as a job spec (every problem listed)."""
     raw = await request.body()
     data = parse_body(raw, request.headers.get("content-type", ""))
+    where = _find_nul(data)
+    if where is not None:
+        raise JobSpecError([f"{where}: NUL characters (\\u0000) are not accepted; remove them"])
     return parse_job_spec(data, max_workloads=settings.max_workloads_per_job)
+
+
+def _find_nul(data: Any) -> str | None:
+    """Path of the first string (key or value) holding a NUL character (PostgreSQL refuses
+    them in text), or None."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return path or "body"
+                stack.append((f"{path}.{key}" if path else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None
 
 
 @router.post(
@@ -138,7 +160,7 @@ def get_job(job_id: JobId, session: SessionDep) -> JobPublic:
 def list_tasks(
     job_id: JobId,
     session: SessionDep,
-    arch: Annotated[str | None, Query(max_length=64)] = None,
+    arch: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] = None,
     status: Annotated[TaskStatus | None, Query()] = None,
     offset: Offset = 0,
     limit: Limit = 100,

@@ -21,7 +21,12 @@ def test_config_exact_bucket_with_provenance(seeded: str, client: httpx.Client) 
     assert got["level"] == "exact"
     assert got["config"] == TUNED
     assert got["bucket"] == {
-        "batch": 64, "seqlen": 4096, "heads": 16, "s_q": 1, "dtype": "bf16", "page_size": 64,
+        "batch": 64,
+        "seqlen": 4096,
+        "heads": 16,
+        "s_q": 1,
+        "dtype": "bf16",
+        "page_size": 64,
     }
     assert got["median_us"] == 10.0
     assert got["default_median_us"] == 20.0
@@ -32,9 +37,10 @@ def test_config_exact_bucket_with_provenance(seeded: str, client: httpx.Client) 
     assert got["recommendation"]["gpu_name"] == "NVIDIA H200"
     assert got["recommendation"]["trial_id"] >= 1
     problem = DecodeProblem(batch=40, s_q=1, h_q=16, seqlen=3000, page_size=64, dtype="bf16")
-    assert got["default_config"] == default_decode_config(
-        problem, DeviceLimits(arch="sm_90")
-    ).as_dict()
+    assert (
+        got["default_config"]
+        == default_decode_config(problem, DeviceLimits(arch="sm_90")).as_dict()
+    )
 
 
 def test_config_fallback_levels(seeded: str, client: httpx.Client) -> None:
@@ -58,17 +64,24 @@ def test_config_fallback_levels(seeded: str, client: httpx.Client) -> None:
     ("params", "problem"),
     [
         ({"batch": 0}, "query.batch: Input should be greater than or equal to 1 (got '0')"),
-        ({"page_size": 3}, "query.page_size: expected a power of two from 1 to 256, e.g. 4 "
-         "(got 3)"),
-        ({"arch": "sm_90'; DROP TABLE jobs;--"},
-         "query.arch: String should match pattern '^[A-Za-z0-9_.\\-]{1,64}$' "
-         "(got \"sm_90'; DROP TABLE jobs;--\")"),
-        ({"dtype": "int8"}, "query.dtype: Input should be 'fp16', 'bf16', 'fp32' or 'fp8_e4m3' "
-         "(got 'int8')"),
+        (
+            {"page_size": 3},
+            "query.page_size: expected a power of two from 1 to 256, e.g. 4 (got 3)",
+        ),
+        (
+            {"arch": "sm_90'; DROP TABLE jobs;--"},
+            "query.arch: String should match pattern '^[A-Za-z0-9_.\\-]{1,64}$' "
+            '(got "sm_90\'; DROP TABLE jobs;--")',
+        ),
+        (
+            {"dtype": "int8"},
+            "query.dtype: Input should be 'fp16', 'bf16', 'fp32' or 'fp8_e4m3' (got 'int8')",
+        ),
     ],
 )
-def test_config_bad_query_is_422(client: httpx.Client, params: dict[str, object], problem: str
-                                  ) -> None:
+def test_config_bad_query_is_422(
+    client: httpx.Client, params: dict[str, object], problem: str
+) -> None:
     r = client.get("/v1/configs/mla_decode", params={**LOOKUP, **params})
     assert r.status_code == 422
     assert r.json() == {"detail": f"invalid request: {problem}", "problems": [problem]}
@@ -78,7 +91,8 @@ def test_config_missing_params_and_unknown_kernel(client: httpx.Client) -> None:
     r = client.get("/v1/configs/mla_decode", params={"arch": "sm_90"})
     assert r.status_code == 422
     assert r.json()["problems"] == [
-        "query.batch: Field required", "query.seqlen: Field required",
+        "query.batch: Field required",
+        "query.seqlen: Field required",
         "query.heads: Field required",
     ]
     assert r.json()["detail"] == "invalid request: 3 problems; first: query.batch: Field required"
@@ -128,9 +142,17 @@ def test_results_paged_and_filtered(seeded: str, client: httpx.Client) -> None:
 
 
 def test_archs(seeded: str, db_url: str, client: httpx.Client) -> None:
-    seed_trials(db_url, [trial_result(problem=DECODE_PROBLEM, config=TUNED, median_us=30.0,
-                                      device=fingerprint(arch="sm_80", name="NVIDIA A100",
-                                                         host="node-b"))])
+    seed_trials(
+        db_url,
+        [
+            trial_result(
+                problem=DECODE_PROBLEM,
+                config=TUNED,
+                median_us=30.0,
+                device=fingerprint(arch="sm_80", name="NVIDIA A100", host="node-b"),
+            )
+        ],
+    )
     archs = {a["arch"]: a for a in client.get("/v1/archs").json()}
     assert set(archs) == {"sm_80", "sm_90"}
     assert archs["sm_90"]["gpu_names"] == ["NVIDIA H200"]
@@ -145,7 +167,10 @@ def test_health_and_metrics(client: httpx.Client) -> None:
     client.get("/v1/jobs/7")
     client.get("/nope")
     text = client.get("/metrics").text
-    assert 'mlafleet_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"} 1.0' in text
+    assert (
+        'mlafleet_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"} 1.0'
+        in text
+    )
     assert 'route="<unmatched>",status="404"' in text
     assert "mlafleet_http_request_duration_seconds_bucket" in text
 
@@ -154,7 +179,8 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     r = client.get("/v2/jobs")
     assert r.status_code == 404
     assert r.json() == {
-        "detail": "no route GET /v2/jobs; see /docs for the API's routes", "problems": []
+        "detail": "no route GET /v2/jobs; see /docs for the API's routes",
+        "problems": [],
     }
     r = client.put("/v1/jobs")
     assert r.status_code == 405

@@ -1,0 +1,83 @@
+"""Factories for the decode kernel tests: problems, fresh random inputs, reference checks.
+
+Every test draws fresh inputs (a new seed each run, printed on failure) so the kernel has to
+compute the same function on any valid input, not on one lucky draw.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
+from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref
+from mlafleet.kernels.registry import TOLERANCES
+
+LSE_TOL = (1e-3, 1e-3)  # lse is fp32 from fp32 accumulators: only summation order differs
+
+
+def device() -> torch.device:
+    """The GPU when there is one and the interpreter is off, else the CPU (interpreter)."""
+    interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return torch.device("cuda" if torch.cuda.is_available() and not interpret else "cpu")
+
+
+def small_problem(**overrides: Any) -> DecodeProblem:
+    """A small fp16 problem with power-of-two friendly dims (64 latent + 32 rope)."""
+    values: dict[str, Any] = {"batch": 2, "s_q": 1, "h_q": 16, "seqlen": 40, "d_qk": 96,
+                              "d_v": 64, "page_size": 16, "dtype": "fp16"}
+    values.update(overrides)
+    if values.get("seqlens") is not None:
+        values["batch"] = len(values["seqlens"])
+    return DecodeProblem(**values)
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """A fresh seed per test; shown in the failure report."""
+    value = secrets.randbelow(2**31)
+    request.node.user_properties.append(("seed", value))
+    return value
+
+
+def poisoned_out(inputs: dict[str, Any]) -> torch.Tensor:
+    """An output buffer full of NaN: any element the kernel fails to write stays NaN."""
+    q = inputs["q"]
+    return torch.full((*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype,
+                      device=q.device)
+
+
+def assert_matches_reference(
+    inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Tensor], *, seed: int = -1
+) -> None:
+    """``got`` (out, lse) equals the fp32 reference within the dtype's tolerance, no NaN."""
+    out, lse = got
+    ref_out, ref_lse = run_decode_ref(inputs)
+    assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
+    atol, rtol = TOLERANCES[str(inputs["q"].dtype).removeprefix("torch.").replace(
+        "float16", "fp16").replace("bfloat16", "bf16")]
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=atol, rtol=rtol,
+                               msg=lambda m: f"out, seed {seed}: {m}")
+    torch.testing.assert_close(lse, ref_lse, atol=LSE_TOL[0], rtol=LSE_TOL[1],
+                               msg=lambda m: f"lse, seed {seed}: {m}")
+
+
+@pytest.fixture
+def check_decode(seed: int) -> Callable[[DecodeProblem, DecodeConfig | None], dict[str, Any]]:
+    """Run ``mla_decode`` on fresh inputs of a problem into a poisoned buffer and compare."""
+    from mlafleet.kernels.mla_decode import mla_decode
+
+    def run(problem: DecodeProblem, config: DecodeConfig | None) -> dict[str, Any]:
+        inputs = make_decode_inputs(problem, device=device(), seed=seed)
+        out = poisoned_out(inputs)
+        got = mla_decode(**inputs, config=config, out=out)
+        assert got[0].data_ptr() == out.data_ptr(), "out= buffer was not used"
+        assert_matches_reference(inputs, got, seed=seed)
+        return inputs
+
+    return run
