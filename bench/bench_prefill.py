@@ -30,7 +30,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 ANCHOR_SHAPES = [(1, 4096), (4, 4096), (1, 16384)]  # batch x seqlen, ANCHORS.md
 CUDNN_ANCHOR_TFLOPS = {(1, 4096): 599, (4, 4096): 538, (1, 16384): 585}
-DEFAULT_CONFIGS = "128x64x8x2,128x64x8x3,128x64x8x4,128x128x8x2,128x32x8x4,64x64x4x3,64x128x4x2"
+DEFAULT_CONFIGS = (
+    "128x64x8x3,128x64x8x3p,128x64x8x2,128x64x8x4,128x128x8x2,128x32x8x4,64x64x4x3,128x64x8x2p"
+)
 
 
 def _import_mlafleet() -> None:
@@ -49,18 +51,28 @@ def _import_mlafleet() -> None:
     sys.path.insert(0, str(root))
 
 
-def _parse_configs(text: str) -> list[Any]:
+def _parse_configs(text: str) -> list[tuple[str, Any, bool | None]]:
+    """``BQxBKxWARPSxSTAGES`` (loads as the launcher picks: TMA on sm_90) or with a ``p``
+    suffix (pointer loads forced) -> ``(name, config, use_tma)``."""
     from mlafleet.kernels.configs import PrefillConfig
 
     configs = []
     for item in filter(None, text.split(",")):
-        bq, bk, w, s = (int(x) for x in item.split("x"))
-        configs.append(PrefillConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=s))
+        pointers = item.endswith("p")
+        bq, bk, w, s = (int(x) for x in item.rstrip("p").split("x"))
+        cfg = PrefillConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=s)
+        configs.append((item, cfg, False if pointers else None))
     return configs
 
 
-def _cfg_name(cfg: Any) -> str:
-    return f"{cfg.block_size_q}x{cfg.block_size_k}x{cfg.num_warps}x{cfg.num_stages}"
+def _args(inputs: dict[str, Any]) -> Any:
+    from mlafleet.kernels.prefill_args import check_prefill_args
+
+    return check_prefill_args(
+        inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"], inputs["cu_seqlens_k"],
+        inputs["max_seqlen_q"], inputs["max_seqlen_k"], causal=inputs["causal"],
+        softmax_scale=inputs["softmax_scale"],
+    )  # fmt: skip
 
 
 def _rel_l2(out: Any, ref: Any) -> float:
@@ -68,23 +80,27 @@ def _rel_l2(out: Any, ref: Any) -> float:
     return float(diff / ref.float().norm().clamp_min(1e-30))
 
 
-def check_correctness(problems: list[tuple[str, Any, dict[str, Any]]], configs: list[Any],
-                      device: str) -> list[dict[str, Any]]:  # fmt: skip
-    """Every config against the fp32 reference on each problem; returns one record each."""
+def check_correctness(problems: list[tuple[str, Any, dict[str, Any]]],
+                      configs: list[tuple[str, Any, bool | None]], device: str,
+                      ) -> list[dict[str, Any]]:  # fmt: skip
+    """Configs against the fp32 reference on each problem (a problem's ``max_configs`` limits
+    how many, to save compile time); returns one record each."""
     import torch
 
-    from mlafleet.kernels.mla_prefill import mla_prefill
+    from mlafleet.kernels.mla_prefill import _launch
     from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref
 
     records = []
     for seed, (label, problem, kwargs) in enumerate(problems):
+        kwargs = dict(kwargs)
+        limit = kwargs.pop("max_configs", len(configs))
         inputs = make_prefill_inputs(problem, device=device, seed=seed, **kwargs)
         ref_out, ref_lse = run_prefill_ref(inputs)
         finite = torch.isfinite(ref_lse)
-        for cfg in configs:
-            rec: dict[str, Any] = {"problem": label, "config": _cfg_name(cfg)}
+        for name, cfg, use_tma in configs[:limit]:
+            rec: dict[str, Any] = {"problem": label, "config": name}
             try:
-                out, lse = mla_prefill(**inputs, config=cfg)
+                out, lse, _ = _launch(_args(inputs), cfg, use_tma=use_tma)
                 rec["rel_l2_out"] = _rel_l2(out, ref_out)
                 rec["max_abs_lse"] = float((lse[finite] - ref_lse[finite]).abs().max())
                 rec["nan_out"] = bool(torch.isnan(out).any())
@@ -126,7 +142,6 @@ def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: s
 
     from mlafleet.kernels.configs import PrefillProblem
     from mlafleet.kernels.mla_prefill import _launch
-    from mlafleet.kernels.prefill_args import check_prefill_args
     from mlafleet.kernels.prefill_inputs import make_prefill_inputs
 
     records = []
@@ -137,18 +152,14 @@ def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: s
         # contiguous copies: the NaN-padded views of make_prefill_inputs are for correctness
         for key in ("q", "k", "v"):
             inputs[key] = inputs[key].contiguous()
-        args = check_prefill_args(
-            inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"],
-            inputs["cu_seqlens_k"], inputs["max_seqlen_q"], inputs["max_seqlen_k"],
-            causal=True, softmax_scale=inputs["softmax_scale"],
-        )  # fmt: skip
+        args = _args(inputs)
         flops = problem.flops()
-        for cfg in configs:
+        for name, cfg, use_tma in configs:
             rec: dict[str, Any] = {"batch": batch, "seqlen": seqlen, "impl": "mla_prefill",
-                                   "config": _cfg_name(cfg)}  # fmt: skip
+                                   "config": name}  # fmt: skip
             try:
                 t0 = time.perf_counter()
-                _, _, compiled = _launch(args, cfg)
+                _, _, compiled = _launch(args, cfg, use_tma=use_tma)
                 torch.cuda.synchronize() if device == "cuda" else None
                 rec["first_call_s"] = round(time.perf_counter() - t0, 2)
                 if compiled is not None and hasattr(compiled, "n_regs"):
@@ -156,7 +167,8 @@ def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: s
                     rec["n_spills"] = int(compiled.n_spills)
                     rec["shared_bytes"] = int(compiled.metadata.shared)
                     rec["wgmma"] = "wgmma" in compiled.asm.get("ptx", "")
-                ms = _bench(lambda cfg=cfg: _launch(args, cfg), rep_ms=rep_ms)
+                ms = _bench(lambda cfg=cfg, t=use_tma: _launch(args, cfg, use_tma=t),
+                            rep_ms=rep_ms)  # fmt: skip
                 rec.update(median_ms=ms, tflops=flops / ms / 1e9)
             except Exception as exc:
                 rec.update(error=f"{type(exc).__name__}: {exc}"[:300])
@@ -245,7 +257,7 @@ def main() -> None:
 
     device = "cpu" if opts.smoke else "cuda"
     dtype = "fp16" if opts.smoke else "bf16"
-    configs = _parse_configs("16x16x4x1,32x16x4x1" if opts.smoke else opts.configs)
+    configs = _parse_configs("16x16x4x1,32x16x4x1p" if opts.smoke else opts.configs)
     if opts.smoke:
         h, seq, shapes = 2, 40, [(1, 33), (2, 20)]
     else:
@@ -258,7 +270,8 @@ def main() -> None:
                         dtype=dtype), {"varlen": True}),
         (f"varlen 3x~{seq // 2} gqa h_k=h/8 noncausal",
          PrefillProblem(batch=3, seqlen_q=seq // 2, seqlen_k=seq // 2, h=max(h, 8),
-                        h_k=max(h, 8) // 8, dtype=dtype, causal=False), {"varlen": True}),
+                        h_k=max(h, 8) // 8, dtype=dtype, causal=False),
+         {"varlen": True, "max_configs": 2}),
     ]  # fmt: skip
     started = time.time()
     env = {

@@ -53,14 +53,57 @@ def _load_tile(ptrs, mask_rows, mask_cols, MASK_ROWS: tl.constexpr, MASK_COLS: t
 
 
 @triton.jit
+def _load_rows(
+    desc,
+    base_ptr,
+    row_start,
+    head,
+    start,
+    seqlen,
+    stride_rows,
+    COL0: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    D_TOTAL: tl.constexpr,
+    MASK_ROWS: tl.constexpr,
+    USE_TMA: tl.constexpr,
+):
+    """Rows ``start .. start + BLOCK_R`` of one head, columns ``COL0 .. COL0 + BLOCK_C``.
+
+    TMA: one bulk tensor copy through ``desc`` (a [tokens, heads, dim] descriptor over the
+    whole packed tensor); the copy engine zero-fills past the packed total and past the head
+    dim, and rows past this sequence (the next sequence's tokens) are masked out of the scores
+    by the caller. Pointers: masked loads, rows only when ``MASK_ROWS``.
+    """
+    if USE_TMA:
+        tile = desc.load([row_start + start, head, COL0]).reshape(BLOCK_R, BLOCK_C)
+    else:
+        offs_r = start + tl.arange(0, BLOCK_R)
+        offs_c = COL0 + tl.arange(0, BLOCK_C)
+        tile = _load_tile(
+            base_ptr + offs_r[:, None] * stride_rows + offs_c[None, :],
+            offs_r < seqlen,
+            offs_c < D_TOTAL,
+            MASK_ROWS,
+            COL0 + BLOCK_C > D_TOTAL,  # a head dim padded to a power of two
+        )
+    return tile
+
+
+@triton.jit
 def _attend_block(
     acc,
     m_i,
     l_i,
     q1,
     q2,
+    k1_desc,
+    k2_desc,
+    v_desc,
     k_base,
     v_base,
+    k_start,
+    pid_hk,
     start_n,
     offs_m,
     seqlen_k,
@@ -76,31 +119,19 @@ def _attend_block(
     BLOCK_DV: tl.constexpr,
     IS_BOUNDARY: tl.constexpr,
     CAUSAL: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     """One key block of the online softmax; masks only when ``IS_BOUNDARY``."""
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    mask_n = offs_n < seqlen_k
-    offs_d1 = tl.arange(0, BLOCK_D1)
-    k1 = _load_tile(
-        k_base + offs_n[:, None] * stride_k_n + offs_d1[None, :],
-        mask_n,
-        offs_d1 < D_QK,
-        IS_BOUNDARY,
-        False,  # D1 <= D_QK always
-    )
+    k1 = _load_rows(k1_desc, k_base, k_start, pid_hk, start_n, seqlen_k, stride_k_n,
+                    0, BLOCK_N, BLOCK_D1, D_QK, IS_BOUNDARY, USE_TMA)  # fmt: skip
     qk = tl.dot(q1, tl.trans(k1))  # [BLOCK_M, BLOCK_N] fp32
     if BLOCK_D2 > 0:
-        offs_d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
-        k2 = _load_tile(
-            k_base + offs_n[:, None] * stride_k_n + offs_d2[None, :],
-            mask_n,
-            offs_d2 < D_QK,
-            IS_BOUNDARY,
-            BLOCK_D1 + BLOCK_D2 != D_QK,  # remainder padded to a power of two
-        )
+        k2 = _load_rows(k2_desc, k_base, k_start, pid_hk, start_n, seqlen_k, stride_k_n,
+                        BLOCK_D1, BLOCK_N, BLOCK_D2, D_QK, IS_BOUNDARY, USE_TMA)  # fmt: skip
         qk = tl.dot(q2, tl.trans(k2), qk)
     if IS_BOUNDARY:
-        visible = mask_n[None, :]
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        visible = (offs_n < seqlen_k)[None, :]
         if CAUSAL:
             # bottom-right alignment: query row i sees keys 0 .. i + (S_k - S_q)
             visible = visible & (offs_n[None, :] <= offs_m[:, None] + diag_offset)
@@ -116,14 +147,8 @@ def _attend_block(
         alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    offs_dv = tl.arange(0, BLOCK_DV)
-    v = _load_tile(
-        v_base + offs_n[:, None] * stride_v_n + offs_dv[None, :],
-        mask_n,
-        offs_dv < D_V,
-        IS_BOUNDARY,
-        BLOCK_DV != D_V,  # value dim padded to a power of two
-    )
+    v = _load_rows(v_desc, v_base, k_start, pid_hk, start_n, seqlen_k, stride_v_n,
+                   0, BLOCK_N, BLOCK_DV, D_V, IS_BOUNDARY, USE_TMA)  # fmt: skip
     acc = tl.dot(p.to(v.dtype), v, acc)
     return acc, m_new, l_i
 
@@ -137,6 +162,11 @@ def _mla_prefill_kernel(
     lse_ptr,
     cu_seqlens_q_ptr,
     cu_seqlens_k_ptr,
+    q1_desc,
+    q2_desc,
+    k1_desc,
+    k2_desc,
+    v_desc,
     qk_scale_log2,
     stride_q_m,
     stride_q_h,
@@ -156,6 +186,7 @@ def _mla_prefill_kernel(
     BLOCK_D2: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr,
+    USE_TMA: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -178,19 +209,11 @@ def _mla_prefill_kernel(
     k_base = k_ptr + k_start.to(tl.int64) * stride_k_n + pid_hk * stride_k_h
     v_base = v_ptr + k_start.to(tl.int64) * stride_v_n + pid_hk * stride_v_h
 
-    offs_d1 = tl.arange(0, BLOCK_D1)
-    q1 = _load_tile(
-        q_base + offs_m[:, None] * stride_q_m + offs_d1[None, :], mask_m, offs_d1 < D_QK, True, False
-    )
+    q1 = _load_rows(q1_desc, q_base, q_start, pid_h, start_m, seqlen_q, stride_q_m,
+                    0, BLOCK_M, BLOCK_D1, D_QK, True, USE_TMA)  # fmt: skip
     if BLOCK_D2 > 0:
-        offs_d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
-        q2 = _load_tile(
-            q_base + offs_m[:, None] * stride_q_m + offs_d2[None, :],
-            mask_m,
-            offs_d2 < D_QK,
-            True,
-            BLOCK_D1 + BLOCK_D2 != D_QK,
-        )
+        q2 = _load_rows(q2_desc, q_base, q_start, pid_h, start_m, seqlen_q, stride_q_m,
+                        BLOCK_D1, BLOCK_M, BLOCK_D2, D_QK, True, USE_TMA)  # fmt: skip
     else:
         q2 = q1  # unused: no second dot
 
@@ -214,39 +237,44 @@ def _mla_prefill_kernel(
         while start_n < end:
             if start_n < full_end:
                 acc, m_i, l_i = _attend_block(
-                    acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k,
-                    diag_offset, qk_scale_log2, stride_k_n, stride_v_n,
-                    D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
-                    BLOCK_DV=BLOCK_DV, IS_BOUNDARY=False, CAUSAL=CAUSAL,
+                    acc, m_i, l_i, q1, q2, k1_desc, k2_desc, v_desc, k_base, v_base, k_start,
+                    pid_hk, start_n, offs_m, seqlen_k, diag_offset, qk_scale_log2, stride_k_n,
+                    stride_v_n, D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1,
+                    BLOCK_D2=BLOCK_D2, BLOCK_DV=BLOCK_DV, IS_BOUNDARY=False, CAUSAL=CAUSAL,
+                    USE_TMA=USE_TMA,
                 )  # fmt: skip
             else:
                 acc, m_i, l_i = _attend_block(
-                    acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k,
-                    diag_offset, qk_scale_log2, stride_k_n, stride_v_n,
-                    D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
-                    BLOCK_DV=BLOCK_DV, IS_BOUNDARY=True, CAUSAL=CAUSAL,
+                    acc, m_i, l_i, q1, q2, k1_desc, k2_desc, v_desc, k_base, v_base, k_start,
+                    pid_hk, start_n, offs_m, seqlen_k, diag_offset, qk_scale_log2, stride_k_n,
+                    stride_v_n, D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1,
+                    BLOCK_D2=BLOCK_D2, BLOCK_DV=BLOCK_DV, IS_BOUNDARY=True, CAUSAL=CAUSAL,
+                    USE_TMA=USE_TMA,
                 )  # fmt: skip
             start_n += BLOCK_N
     else:
         for start_n in range(0, full_end, BLOCK_N):
             acc, m_i, l_i = _attend_block(
-                acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k, diag_offset,
-                qk_scale_log2, stride_k_n, stride_v_n,
-                D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
-                BLOCK_DV=BLOCK_DV, IS_BOUNDARY=False, CAUSAL=CAUSAL,
+                acc, m_i, l_i, q1, q2, k1_desc, k2_desc, v_desc, k_base, v_base, k_start,
+                pid_hk, start_n, offs_m, seqlen_k, diag_offset, qk_scale_log2, stride_k_n,
+                stride_v_n, D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1,
+                BLOCK_D2=BLOCK_D2, BLOCK_DV=BLOCK_DV, IS_BOUNDARY=False, CAUSAL=CAUSAL,
+                USE_TMA=USE_TMA,
             )  # fmt: skip
         for start_n in range(full_end, end, BLOCK_N):
             acc, m_i, l_i = _attend_block(
-                acc, m_i, l_i, q1, q2, k_base, v_base, start_n, offs_m, seqlen_k, diag_offset,
-                qk_scale_log2, stride_k_n, stride_v_n,
-                D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1, BLOCK_D2=BLOCK_D2,
-                BLOCK_DV=BLOCK_DV, IS_BOUNDARY=True, CAUSAL=CAUSAL,
+                acc, m_i, l_i, q1, q2, k1_desc, k2_desc, v_desc, k_base, v_base, k_start,
+                pid_hk, start_n, offs_m, seqlen_k, diag_offset, qk_scale_log2, stride_k_n,
+                stride_v_n, D_QK=D_QK, D_V=D_V, BLOCK_N=BLOCK_N, BLOCK_D1=BLOCK_D1,
+                BLOCK_D2=BLOCK_D2, BLOCK_DV=BLOCK_DV, IS_BOUNDARY=True, CAUSAL=CAUSAL,
+                USE_TMA=USE_TMA,
             )  # fmt: skip
 
     empty = l_i == 0.0  # rows that saw no key: zeros and lse = -inf
     l_safe = tl.where(empty, 1.0, l_i)
     acc = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # x ln(2): base 2 -> natural log
+    # x ln(2): the base-2 lse back to natural log
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
     offs_dv = tl.arange(0, BLOCK_DV)
     o_ptrs = (
         o_ptr
@@ -309,31 +337,75 @@ def mla_prefill(
     return out, lse
 
 
-def _launch(args: PrefillArgs, cfg: PrefillConfig) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Allocate, build the grid and launch; also returns Triton's compiled-kernel handle."""
+def tma_eligible(*tensors: torch.Tensor) -> bool:
+    """True when the tensors can be read with Hopper's bulk tensor copies (TMA).
+
+    Needs a CUDA GPU of compute capability >= 9.0 (not the interpreter) and, per tensor, a
+    16-byte aligned base and token/head strides that are multiples of 16 bytes.
+    """
+    if interpreting() or not all(t.is_cuda for t in tensors):
+        return False
+    if torch.version.hip is not None or torch.cuda.get_device_capability(tensors[0].device)[0] < 9:
+        return False
+    return all(
+        t.data_ptr() % 16 == 0 and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
+        for t in tensors
+    )
+
+
+def _descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: PrefillConfig,
+                 dims: tuple[int, int, int]) -> tuple[Any, ...]:  # fmt: skip
+    """Host-side TMA descriptors: q1, q2, k1, k2, v (the second of each pair: the rest dims)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    block_d1, block_d2, block_dv = dims
+
+    def desc(t: torch.Tensor, rows: int, cols: int) -> Any:
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, 1, cols])
+
+    bm, bn = cfg.block_size_q, cfg.block_size_k
+    q1, k1 = desc(q, bm, block_d1), desc(k, bn, block_d1)
+    q2 = desc(q, bm, block_d2) if block_d2 else q1
+    k2 = desc(k, bn, block_d2) if block_d2 else k1
+    return q1, q2, k1, k2, desc(v, bn, block_dv)
+
+
+def _launch(
+    args: PrefillArgs,
+    cfg: PrefillConfig,
+    *,
+    use_tma: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Allocate, build the grid and launch; also returns Triton's compiled-kernel handle.
+
+    ``use_tma``: read q/k/v through TMA descriptors (``None``: when ``tma_eligible``).
+    """
     q, k, v = args.q, args.k, args.v
     total_q, h, d_qk = q.shape
     d_v = v.shape[2]
-    block_d1, block_d2, block_dv = head_dims(d_qk, d_v)
+    dims = head_dims(d_qk, d_v)
     out = torch.empty((total_q, h, d_v), dtype=q.dtype, device=q.device)
     lse = torch.empty((h, total_q), dtype=torch.float32, device=q.device)
     batch = args.cu_seqlens_q.shape[0] - 1
     if total_q == 0 or batch == 0:
         return out, lse, None
+    if use_tma is None:
+        use_tma = tma_eligible(q, k, v)
+    descs = _descriptors(q, k, v, cfg, dims) if use_tma else (q, q, k, k, v)
     grid = (triton.cdiv(max(args.max_seqlen_q, 1), cfg.block_size_q), h, batch)
     compiled = _mla_prefill_kernel[grid](
-        q, k, v, out, lse, args.cu_seqlens_q, args.cu_seqlens_k,
+        q, k, v, out, lse, args.cu_seqlens_q, args.cu_seqlens_k, *descs,
         args.softmax_scale * _LOG2E,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
         h // k.shape[1],
         D_QK=d_qk, D_V=d_v,
         BLOCK_M=cfg.block_size_q, BLOCK_N=cfg.block_size_k,
-        BLOCK_D1=block_d1, BLOCK_D2=block_d2, BLOCK_DV=block_dv,
-        CAUSAL=args.causal, INTERPRET=interpreting(),
+        BLOCK_D1=dims[0], BLOCK_D2=dims[1], BLOCK_DV=dims[2],
+        CAUSAL=args.causal, USE_TMA=use_tma, INTERPRET=interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out, lse, compiled
 
 
-__all__ = ["mla_prefill"]
+__all__ = ["mla_prefill", "tma_eligible"]

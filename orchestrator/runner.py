@@ -50,9 +50,13 @@ class Runner:
     sync_every_s: float = 2.0
     _last_sync: float = 0.0
     _validate_results: dict[int, list[str]] = field(default_factory=dict)
+    _recovered: bool = False
 
     def recover(self) -> int:
-        """Requeue tasks a previous runner left running; returns how many."""
+        """Requeue tasks a previous runner left running (once per runner); returns how many."""
+        if self._recovered:
+            return 0
+        self._recovered = True
         with self.store.session() as s:
             n = life.recover_interrupted(s)
         if n:
@@ -67,6 +71,9 @@ class Runner:
                 self.step()
             except MlafleetError as exc:
                 log.error("runner step failed (will retry): %s", exc)
+                stop.wait(self.settings.job_poll_s)
+            except Exception:  # the service loop must outlive any one bad step
+                log.exception("runner step crashed (will retry)")
                 stop.wait(self.settings.job_poll_s)
         self.fleet.shutdown()
 

@@ -154,10 +154,12 @@ def child_main(conn: Connection, device_index: int, on_gpu: bool) -> None:
         on_gpu: False on the CPU interpreter.
     """
     device = f"cuda:{device_index}" if on_gpu else "cpu"
-    if on_gpu:
-        import torch
+    import torch
+    import triton  # noqa: F401 - imported before "ready", so no call's timeout pays for it
 
+    if on_gpu:
         torch.cuda.set_device(device_index)
+        torch.zeros(1, device=device)  # create the CUDA context now, not inside a timed call
     conn.send(ChildReply(kind="ready", pid=os.getpid()))
     while True:
         try:

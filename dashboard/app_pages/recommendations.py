@@ -66,7 +66,7 @@ st.dataframe(
         "noise": st.column_config.NumberColumn("noise", format="%.3f", help="(p80-p20)/median"),
         "measured_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm"),
         "gpu_name": "measured on",
-        "software": st.column_config.TextColumn("with", width="large"),
+        "software": "with",
         "trial_id": st.column_config.NumberColumn("trial", format="%d"),
     },
 )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mlafleet.orchestrator.config import Settings, get_settings
 
 from .errors import install_error_handlers
+from .lookup_cache import FastConfigLookups, RecommendationCache
 from .middleware import BodySizeLimit, Metrics
 from .routes import archs, bundle, configs, health, jobs, results
 from .schemas import ErrorBody
@@ -71,8 +72,10 @@ def create_app(
     install_error_handlers(app)
     for module in (health, jobs, archs, configs, bundle, results):
         app.include_router(module.router)
-    # outermost first: metrics see every request, including refused bodies
+    app.state.rec_cache = RecommendationCache(session_factory)
+    # the last added is the outermost: metrics see every request, including refused bodies
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(FastConfigLookups, state=app.state)
     app.add_middleware(Metrics, registry=app.state.registry)
     _add_job_spec_schema(app)
     return app

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlafleet.kernels.bundle import BundleEntry
 from mlafleet.orchestrator.bundle_export import entry_of
@@ -35,6 +36,7 @@ class _Snapshot:
     loaded_at: float
     rec_of: dict[int, RecommendationPublic] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
+    responses: dict[bytes, bytes] = field(default_factory=dict)
 
 
 class RecommendationCache:
@@ -92,9 +94,85 @@ class RecommendationCache:
             snap.memo[key] = hit
         return hit
 
+    def fresh(self, kernel: str) -> _Snapshot | None:
+        """The snapshot of ``kernel`` if it is loaded and younger than the TTL, else None."""
+        snap = self._snapshots.get(kernel)
+        if snap is None or time.monotonic() - snap.loaded_at > self._ttl_s:
+            return None
+        return snap
+
     def invalidate(self) -> None:
         """Forget every snapshot (the next request reloads)."""
         self._snapshots.clear()
 
 
-__all__ = ["RecommendationCache"]
+_ROUTE_PREFIX = "/v1/configs/"
+
+
+class _RouteLabel:
+    """Stands in for the matched route in ``scope["route"]`` (read by the metrics middleware)."""
+
+    path = "/v1/configs/{kernel}"
+
+
+class FastConfigLookups:
+    """Serve repeated ``GET /v1/configs/{kernel}?...`` requests from cached response bytes.
+
+    The first request of a (path, query string) goes through FastAPI (validation, lookup,
+    serialization); a 200 response's body is kept on the recommendation snapshot it was
+    computed from. Later identical requests are answered here while that snapshot is current
+    and fresh; once it is older than the TTL they go through FastAPI again, which refreshes
+    it. Errors are never cached.
+    """
+
+    def __init__(self, app: ASGIApp, *, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        cache: RecommendationCache | None = getattr(self.state, "rec_cache", None)
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "GET"
+            or not path.startswith(_ROUTE_PREFIX)
+            or cache is None
+        ):
+            await self.app(scope, receive, send)
+            return
+        kernel = path[len(_ROUTE_PREFIX) :]
+        snap = cache.fresh(kernel)
+        key = scope.get("query_string", b"")
+        body = snap.responses.get(key) if snap is not None else None
+        if body is not None:
+            scope["route"] = _RouteLabel
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        status = 0
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status == 200:
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        current = cache.fresh(kernel)
+        if status == 200 and current is not None and len(current.responses) < _MAX_MEMO:
+            current.responses[key] = b"".join(chunks)
+
+
+__all__ = ["FastConfigLookups", "RecommendationCache"]

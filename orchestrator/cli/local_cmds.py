@@ -57,7 +57,7 @@ def devices(
 
     devs = local_devices()
     if as_json:
-        _out.print_json(json.dumps([_device_json(d) for d in devs]))
+        typer.echo(json.dumps([_device_json(d) for d in devs], indent=2))
         return
     table = Table(title="local devices")
     for col in ("index", "name", "arch", "SMs", "memory GiB", "L2 MiB", "driver", "CUDA/ROCm",
@@ -190,7 +190,7 @@ def tune(
     if db is not None:
         _save_to_db(db, results)
     if as_json:
-        _out.print_json(json.dumps({"results": [_result_json(r) for r in results]}))
+        typer.echo(json.dumps({"results": [_result_json(r) for r in results]}, indent=2))
     else:
         _print_results(results)
 
@@ -288,7 +288,7 @@ def validate(
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--config") from None
     if as_json:
-        _out.print_json(json.dumps({"checks": [c.model_dump(mode="json") for c in checks]}))
+        typer.echo(json.dumps({"checks": [c.model_dump(mode="json") for c in checks]}, indent=2))
     else:
         table = Table(title="validation")
         for col in ("kernel", "workload", "config", "status", "µs", "message"):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import typer
 from deploy_compose import (
@@ -54,17 +53,24 @@ INVOCATIONS = _invocations()
 EXPECTED = {("db", "upgrade"), ("serve",), ("worker",), ("dashboard",)}
 
 
-def resolve(args: list[str]) -> tuple[list[str], click.Command, list[str]]:
+def _subcommands(command: Any) -> dict[str, Any] | None:
+    """A group's subcommands by name, or None for a plain command. (typer ships its own copy of
+    click, so this reads the group's ``commands`` rather than testing for ``click.Group``.)"""
+    commands = getattr(command, "commands", None)
+    return commands if isinstance(commands, dict) else None
+
+
+def resolve(args: list[str]) -> tuple[list[str], Any, list[str]]:
     """Split ``args`` into the subcommand path, the click command it names, and its options.
 
     Raises:
         LookupError: a word that should name a subcommand names none.
     """
-    command: click.Command = typer.main.get_command(app)
+    command: Any = typer.main.get_command(app)
     path: list[str] = []
     rest = list(args)
-    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
-        sub = command.get_command(click.Context(command), rest[0])
+    while (subs := _subcommands(command)) is not None and rest and not rest[0].startswith("-"):
+        sub = subs.get(rest[0])
         if sub is None:
             raise LookupError(f"mlafleet {' '.join([*path, rest[0]])}: no such command")
         path.append(rest.pop(0))
@@ -84,7 +90,7 @@ def test_the_compose_file_runs_the_four_fleet_commands() -> None:
 def test_service_command_is_a_real_mlafleet_command(service: str, args: list[str]) -> None:
     path, command, rest = resolve(args)
     assert path, f"{service}: `mlafleet` alone is not a fleet command"
-    assert not isinstance(command, click.Group), f"{service}: mlafleet {' '.join(path)} is a group"
+    assert _subcommands(command) is None, f"{service}: mlafleet {' '.join(path)} is a group"
     options = {opt for param in command.params for opt in param.opts}
     given = [word.split("=", 1)[0] for word in rest if word.startswith("-")]
     unknown = [opt for opt in given if opt not in options]

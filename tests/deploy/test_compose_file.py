@@ -8,6 +8,7 @@ variables that mlafleet really reads.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from deploy_compose import (
     DEPLOY_DIR,
     DOCKERFILE,
     ROOT,
+    SCHEMA_FILE,
     TEST_SECRETS,
     InterpolationError,
     compose,
@@ -191,3 +193,12 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     assert {".venv", ".git", ".env"} <= ignored
     needed = {"pyproject.toml", "README.md", "kernels", "worker", "orchestrator", "dashboard"}
     assert not needed & ignored
+
+
+def test_vendored_schema_is_the_recorded_upstream_file() -> None:
+    """compose-spec.json is byte for byte the file compose-spec.SOURCE.md names."""
+    source = (SCHEMA_FILE.parent / "compose-spec.SOURCE.md").read_text()
+    recorded = re.search(r"sha256 `([0-9a-f]{64})`", source)
+    assert recorded, "compose-spec.SOURCE.md records no checksum"
+    assert hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest() == recorded.group(1)
+    assert (SCHEMA_FILE.parent / "compose-spec.LICENSE").read_text().count("Apache License") >= 1

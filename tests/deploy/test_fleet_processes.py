@@ -74,10 +74,13 @@ class Fleet:
     logs: Path
     ports: dict[str, int]
     ray_tmp: Path
+    services: dict[str, Any] = field(default_factory=dict)
+    db_url: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     argvs: dict[str, list[str]] = field(default_factory=dict)
     envs: dict[str, dict[str, str]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
     baseline_archs: list[dict[str, Any]] = field(default_factory=list)
     joined_archs: list[dict[str, Any]] | None = None
 
@@ -100,8 +103,19 @@ class Fleet:
             )
         self.argvs[name], self.envs[name] = argv, env
 
+    def ensure(self, name: str) -> None:
+        """Start the compose service ``name`` (its command, localized) unless it runs."""
+        if name not in self.procs:
+            service = self.services[name]
+            argv = [localize(word, self) for word in command_argv(service["command"])]
+            self.start(name, argv, service_env(service, self, self.db_url))
+
     def wait_for(self, name: str, what: str, probe: Callable[[], Any], timeout_s: float) -> Any:
-        """Call ``probe`` until it returns something truthy; fail with the process's log."""
+        """Call ``probe`` until it returns something truthy; fail with the process's log (once:
+        a later test that needs the same thing fails at once)."""
+        key = f"{name}: {what}"
+        if key in self.failures:
+            pytest.fail(f"(failed before) {self.failures[key]}")
         deadline = time.monotonic() + timeout_s
         last: Any = None
         while time.monotonic() < deadline:
@@ -110,15 +124,16 @@ class Fleet:
                 self.restarts[name] = self.restarts.get(name, 0) + 1  # restart: unless-stopped
                 self.start(name, self.argvs[name], self.envs[name])
             elif code is not None:
-                pytest.fail(f"{name} exited ({code}) before {what}:\n{self.log_tail(name)}")
+                self.failures[key] = f"{name} exited ({code}) before {what}:\n{self.log_tail(name)}"
+                pytest.fail(self.failures[key])
             with contextlib.suppress(httpx.HTTPError):
                 last = probe()
                 if last:
                     return last
             time.sleep(1.0)
-        pytest.fail(
-            f"{name}: no {what} after {timeout_s:.0f} s (last: {last!r}):\n{self.log_tail(name)}"
-        )
+        tail = self.log_tail(name)
+        self.failures[key] = f"{name}: no {what} after {timeout_s:.0f} s (last: {last!r}):\n{tail}"
+        pytest.fail(self.failures[key])
 
     def stop(self) -> None:
         """SIGTERM every process group, then SIGKILL what is left."""
@@ -134,6 +149,14 @@ class Fleet:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        # Ray starts its worker processes in sessions of their own; they carry this run's
+        # RAY_TMPDIR, which nothing else on the machine has.
+        marker = f"RAY_TMPDIR={self.ray_tmp}".encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                with contextlib.suppress(OSError):
+                    if marker in (entry / "environ").read_bytes().split(b"\0"):
+                        os.kill(int(entry.name), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -187,6 +210,9 @@ def service_env(service: dict[str, Any], fleet: Fleet, db_url: str) -> dict[str,
     # Each container has its own /tmp; here Ray's files (and its "current cluster" address,
     # which a bare ray.init() would follow) stay in this test's own folder.
     env["RAY_TMPDIR"] = str(fleet.ray_tmp)
+    # Tolerance for a loaded 2-core test machine: a raylet waits this long for its node's
+    # dashboard agent (a Python process that can take tens of seconds to start here).
+    env["RAY_agent_register_timeout_ms"] = "180000"
     for key, value in service.get("environment", {}).items():
         env[key] = localize(str(value), fleet)
     ports = {"MLAFLEET_PORT": "api", "MLAFLEET_DASHBOARD_PORT": "dashboard"}
@@ -213,8 +239,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ports = {name: _free_port() for name in ("api", "dashboard", "gcs")}
     ray_tmp = Path(f"/tmp/mlafd-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths live here
     ray_tmp.mkdir()
-    fleet = Fleet(logs=tmp_path_factory.mktemp("fleet-logs"), ports=ports, ray_tmp=ray_tmp)
+    fleet = Fleet(
+        logs=tmp_path_factory.mktemp("fleet-logs"), ports=ports, ray_tmp=ray_tmp, services=services
+    )
     with fresh_database() as db_url:
+        fleet.db_url = db_url
         try:
             env = service_env(services["migrate"], fleet, db_url)
             done = subprocess.run(
@@ -242,11 +271,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 HEAD_TIMEOUT_S,
             )
             fleet.baseline_archs = _archs(fleet)
-
-            for name in ("worker-cpu", "dashboard"):
-                argv = [localize(word, fleet) for word in command_argv(services[name]["command"])]
-                fleet.start(name, argv, service_env(services[name], fleet, db_url))
-            yield fleet
+            yield fleet  # the tests start the workers and the dashboard, one at a time
         finally:
             fleet.stop()
             shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -258,6 +283,9 @@ def test_migration_made_the_schema_the_api_serves_from(fleet: Fleet) -> None:
 
 
 def test_the_worker_joins_and_the_api_lists_its_node(fleet: Fleet) -> None:
+    if fleet.joined_archs is not None:
+        return
+    fleet.ensure("worker-cpu")
     before = _alive_nodes(fleet.baseline_archs)
     archs = fleet.wait_for(
         "worker-cpu",
@@ -272,6 +300,7 @@ def test_the_worker_joins_and_the_api_lists_its_node(fleet: Fleet) -> None:
 
 
 def test_the_dashboard_answers_its_health_check(fleet: Fleet) -> None:
+    fleet.ensure("dashboard")
     body = fleet.wait_for(
         "dashboard",
         "answer on /_stcore/health",
@@ -308,9 +337,8 @@ def _page_text(url: str) -> str:
 
 
 def test_the_dashboard_page_shows_the_fleet_from_the_api(fleet: Fleet) -> None:
+    test_the_worker_joins_and_the_api_lists_its_node(fleet)
     test_the_dashboard_answers_its_health_check(fleet)
-    if fleet.joined_archs is None:
-        test_the_worker_joins_and_the_api_lists_its_node(fleet)
     joined = fleet.joined_archs or []
     text = _page_text(f"{fleet.dashboard}/fleet")
     assert "API up" in text, text[-3000:]
@@ -320,6 +348,7 @@ def test_the_dashboard_page_shows_the_fleet_from_the_api(fleet: Fleet) -> None:
 
 
 def test_the_image_health_checks_pass_against_the_live_processes(fleet: Fleet) -> None:
+    test_the_worker_joins_and_the_api_lists_its_node(fleet)
     test_the_dashboard_answers_its_health_check(fleet)
     script = str(DEPLOY_DIR / "healthcheck.py")
     for role, service in (("api", "head"), ("dashboard", "dashboard"), ("worker", "worker-cpu")):

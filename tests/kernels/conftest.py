@@ -29,8 +29,16 @@ def device() -> torch.device:
 
 def small_problem(**overrides: Any) -> DecodeProblem:
     """A small fp16 problem with power-of-two friendly dims (64 latent + 32 rope)."""
-    values: dict[str, Any] = {"batch": 2, "s_q": 1, "h_q": 16, "seqlen": 40, "d_qk": 96,
-                              "d_v": 64, "page_size": 16, "dtype": "fp16"}
+    values: dict[str, Any] = {
+        "batch": 2,
+        "s_q": 1,
+        "h_q": 16,
+        "seqlen": 40,
+        "d_qk": 96,
+        "d_v": 64,
+        "page_size": 16,
+        "dtype": "fp16",
+    }
     values.update(overrides)
     if values.get("seqlens") is not None:
         values["batch"] = len(values["seqlens"])
@@ -48,8 +56,9 @@ def seed(request: pytest.FixtureRequest) -> int:
 def poisoned_out(inputs: dict[str, Any]) -> torch.Tensor:
     """An output buffer full of NaN: any element the kernel fails to write stays NaN."""
     q = inputs["q"]
-    return torch.full((*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype,
-                      device=q.device)
+    return torch.full(
+        (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype, device=q.device
+    )
 
 
 def assert_matches_reference(
@@ -59,12 +68,32 @@ def assert_matches_reference(
     out, lse = got
     ref_out, ref_lse = run_decode_ref(inputs)
     assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
-    atol, rtol = TOLERANCES[str(inputs["q"].dtype).removeprefix("torch.").replace(
-        "float16", "fp16").replace("bfloat16", "bf16")]
-    torch.testing.assert_close(out.float(), ref_out.float(), atol=atol, rtol=rtol,
-                               msg=lambda m: f"out, seed {seed}: {m}")
-    torch.testing.assert_close(lse, ref_lse, atol=LSE_TOL[0], rtol=LSE_TOL[1],
-                               msg=lambda m: f"lse, seed {seed}: {m}")
+    atol, rtol = TOLERANCES[
+        str(inputs["q"].dtype)
+        .removeprefix("torch.")
+        .replace("float16", "fp16")
+        .replace("bfloat16", "bf16")
+    ]
+    torch.testing.assert_close(
+        out.float(), ref_out.float(), atol=atol, rtol=rtol, msg=lambda m: f"out, seed {seed}: {m}"
+    )
+    torch.testing.assert_close(
+        lse, ref_lse, atol=LSE_TOL[0], rtol=LSE_TOL[1], msg=lambda m: f"lse, seed {seed}: {m}"
+    )
+
+
+class DecodeKit:
+    """The factories above, handed to tests as the ``kit`` fixture."""
+
+    device = staticmethod(device)
+    small_problem = staticmethod(small_problem)
+    poisoned_out = staticmethod(poisoned_out)
+    assert_matches_reference = staticmethod(assert_matches_reference)
+
+
+@pytest.fixture
+def kit() -> type[DecodeKit]:
+    return DecodeKit
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import assert_matches_reference, device, poisoned_out, small_problem
 
 from mlafleet.kernels import mla_decode
 from mlafleet.kernels.configs import CPU_INTERPRETER, DecodeConfig, DecodeProblem
@@ -21,79 +20,95 @@ from mlafleet.kernels.decode_inputs import make_decode_inputs
 from mlafleet.kernels.decode_tuning import decode_search_space
 
 Check = Callable[[DecodeProblem, DecodeConfig | None], dict[str, Any]]
-PINNED = DecodeConfig(block_size_q=16, block_size_k=16, num_warps=4, num_stages=1,
-                      num_kv_splits=2)
+Kit = Any
+PINNED = DecodeConfig(block_size_q=16, block_size_k=16, num_warps=4, num_stages=1, num_kv_splits=2)
 
 
 @pytest.mark.parametrize(
-    ("problem", "config"),
+    ("overrides", "config"),
     [
         # lengths 0, 1, page - 1, page + 1 in one batch; two splits
-        pytest.param(small_problem(seqlens=(0, 1, 15, 17)), PINNED, id="len-0-1-P-1-P+1"),
-        pytest.param(small_problem(page_size=1, seqlens=(5, 1)), PINNED, id="page-1"),
-        pytest.param(small_problem(page_size=64, seqlens=(63, 65)),
-                     DecodeConfig(16, 32, 4, 1, 1), id="page-64-one-split"),
-        pytest.param(small_problem(page_size=256, seqlens=(300,), h_q=16),
-                     DecodeConfig(16, 32, 4, 1, 3), id="page-256"),
-        pytest.param(small_problem(h_q=8, h_kv=2, seqlens=(33, 9)), PINNED, id="h_kv-2"),
-        pytest.param(small_problem(h_q=24, seqlens=(20,)), PINNED, id="rows-not-multiple"),
-        pytest.param(small_problem(s_q=2, h_q=8, causal=True, seqlens=(1, 2, 37)), PINNED,
-                     id="s_q-2-causal"),
-        pytest.param(small_problem(s_q=3, h_q=4, causal=True, seqlens=(3, 20)),
-                     DecodeConfig(16, 16, 4, 1, 1), id="s_q-3-causal"),
-        pytest.param(small_problem(s_q=2, h_q=8, seqlens=(18,)), PINNED, id="s_q-2-full"),
-        pytest.param(small_problem(seqlens=(20, 3)), DecodeConfig(16, 16, 4, 1, 8),
-                     id="more-splits-than-blocks"),
-        pytest.param(small_problem(d_qk=576, d_v=512, h_q=16, seqlens=(40,)),
-                     DecodeConfig(16, 16, 4, 1, 2), id="deepseek-576-512"),
-        pytest.param(small_problem(d_qk=64, d_v=64, seqlens=(21,)), PINNED, id="no-rope"),
-        pytest.param(small_problem(d_qk=80, d_v=48, seqlens=(19,)), PINNED,
-                     id="non-pow2-dims"),
+        pytest.param({"seqlens": (0, 1, 15, 17)}, PINNED, id="len-0-1-P-1-P+1"),
+        pytest.param({"page_size": 1, "seqlens": (5, 1)}, PINNED, id="page-1"),
+        pytest.param(
+            {"page_size": 64, "seqlens": (63, 65)},
+            DecodeConfig(16, 32, 4, 1, 1),
+            id="page-64-one-split",
+        ),
+        pytest.param(
+            {"page_size": 256, "seqlens": (300,), "h_q": 16},
+            DecodeConfig(16, 32, 4, 1, 3),
+            id="page-256",
+        ),
+        pytest.param({"h_q": 8, "h_kv": 2, "seqlens": (33, 9)}, PINNED, id="h_kv-2"),
+        pytest.param({"h_q": 24, "seqlens": (20,)}, PINNED, id="rows-not-multiple"),
+        pytest.param(
+            {"s_q": 2, "h_q": 8, "causal": True, "seqlens": (1, 2, 37)}, PINNED, id="s_q-2-causal"
+        ),
+        pytest.param(
+            {"s_q": 3, "h_q": 4, "causal": True, "seqlens": (3, 20)},
+            DecodeConfig(16, 16, 4, 1, 1),
+            id="s_q-3-causal",
+        ),
+        pytest.param({"s_q": 2, "h_q": 8, "seqlens": (18,)}, PINNED, id="s_q-2-full"),
+        pytest.param(
+            {"seqlens": (20, 3)}, DecodeConfig(16, 16, 4, 1, 8), id="more-splits-than-blocks"
+        ),
+        pytest.param(
+            {"d_qk": 576, "d_v": 512, "h_q": 16, "seqlens": (40,)},
+            DecodeConfig(16, 16, 4, 1, 2),
+            id="deepseek-576-512",
+        ),
+        pytest.param({"d_qk": 64, "d_v": 64, "seqlens": (21,)}, PINNED, id="no-rope"),
+        pytest.param({"d_qk": 80, "d_v": 48, "seqlens": (19,)}, PINNED, id="non-pow2-dims"),
     ],
 )
-def test_matches_reference(problem: DecodeProblem, config: DecodeConfig, check_decode: Check):
-    check_decode(problem, config)
+def test_matches_reference(
+    overrides: dict[str, Any], config: DecodeConfig, check_decode: Check, kit: Kit
+):
+    check_decode(kit.small_problem(**overrides), config)
 
 
-def test_fp8_kv_with_scale(check_decode: Check):
+def test_fp8_kv_with_scale(check_decode: Check, kit: Kit):
     # The interpreter handles float8_e4m3fn loads; the GPU run covers full size (bench).
-    inputs = check_decode(small_problem(kv_dtype="fp8_e4m3", seqlens=(17, 40)), PINNED)
+    inputs = check_decode(kit.small_problem(kv_dtype="fp8_e4m3", seqlens=(17, 40)), PINNED)
     assert inputs["kv_cache"].dtype == torch.float8_e4m3fn
     assert inputs["kv_scale"] is not None
 
 
-def test_default_config_when_none(check_decode: Check):
-    check_decode(small_problem(seqlens=(9, 33)), None)
+def test_default_config_when_none(check_decode: Check, kit: Kit):
+    check_decode(kit.small_problem(seqlens=(9, 33)), None)
 
 
-def test_custom_softmax_scale(seed: int):
-    inputs = make_decode_inputs(small_problem(seqlens=(12,)), device=device(), seed=seed)
+def test_custom_softmax_scale(seed: int, kit: Kit):
+    inputs = make_decode_inputs(kit.small_problem(seqlens=(12,)), device=kit.device(), seed=seed)
     inputs["softmax_scale"] = 0.3
-    assert_matches_reference(inputs, mla_decode(**inputs, config=PINNED), seed=seed)
+    kit.assert_matches_reference(inputs, mla_decode(**inputs, config=PINNED), seed=seed)
 
 
-def test_sampled_search_space(check_decode: Check):
-    problem = small_problem(seqlens=(23, 40))
+def test_sampled_search_space(check_decode: Check, kit: Kit):
+    problem = kit.small_problem(seqlens=(23, 40))
     space = decode_search_space(problem, CPU_INTERPRETER)
     for config in random.sample(space, k=min(2, len(space))):
         check_decode(problem, config)
 
 
-def test_zero_length_gives_zeros_and_minus_inf(seed: int):
-    inputs = make_decode_inputs(small_problem(seqlens=(0, 0)), device=device(), seed=seed)
-    out, lse = mla_decode(**inputs, out=poisoned_out(inputs), config=PINNED)
+def test_zero_length_gives_zeros_and_minus_inf(seed: int, kit: Kit):
+    inputs = make_decode_inputs(kit.small_problem(seqlens=(0, 0)), device=kit.device(), seed=seed)
+    out, lse = mla_decode(**inputs, out=kit.poisoned_out(inputs), config=PINNED)
     assert torch.equal(out, torch.zeros_like(out))
     assert torch.isneginf(lse).all()
 
 
-def test_empty_batch():
-    inputs = make_decode_inputs(small_problem(seqlens=()), device=device(), seed=0)
+def test_empty_batch(kit: Kit):
+    inputs = make_decode_inputs(kit.small_problem(seqlens=()), device=kit.device(), seed=0)
     out, lse = mla_decode(**inputs, config=PINNED)
-    assert out.shape == (0, 1, 16, 64) and lse.shape == (0, 16, 1)
+    assert out.shape == (0, 1, 16, 64)
+    assert lse.shape == (0, 16, 1)
 
 
-def test_last_compiled_kernel_recorded():
-    inputs = make_decode_inputs(small_problem(seqlens=(5,)), device=device(), seed=1)
+def test_last_compiled_kernel_recorded(kit: Kit):
+    inputs = make_decode_inputs(kit.small_problem(seqlens=(5,)), device=kit.device(), seed=1)
     mla_decode(**inputs, config=PINNED)
     module = importlib.import_module("mlafleet.kernels.mla_decode")
     assert "decode" in module.LAST_COMPILED
@@ -101,70 +116,148 @@ def test_last_compiled_kernel_recorded():
 
 # ---- invalid inputs: each raises naming the argument --------------------------------------
 
-def _base() -> dict[str, Any]:
-    return make_decode_inputs(small_problem(seqlens=(17, 5)), device=device(), seed=3)
+
+def _base(kit: Kit) -> dict[str, Any]:
+    return make_decode_inputs(kit.small_problem(seqlens=(17, 5)), device=kit.device(), seed=3)
 
 
 def _set(**changes: Any) -> Callable[[dict[str, Any]], None]:
     def apply(inputs: dict[str, Any]) -> None:
         for key, value in changes.items():
             inputs[key] = value(inputs) if callable(value) else value
+
     return apply
 
 
 INVALID = [
     ("q-fp32", _set(q=lambda i: i["q"].float()), TypeError, "q: expected dtype float16"),
     ("q-3d", _set(q=lambda i: i["q"][0]), ValueError, "q: expected 4 dims"),
-    ("q-strided", _set(q=lambda i: i["q"].transpose(-1, -2).contiguous().transpose(-1, -2)),
-     ValueError, "q: expected the last dim to be contiguous"),
-    ("kv-dtype", _set(kv_cache=lambda i: i["kv_cache"].bfloat16()), TypeError,
-     "kv_cache: expected dtype float16"),
-    ("kv-dim", _set(kv_cache=lambda i: i["kv_cache"][..., :64]), ValueError,
-     "kv_cache: expected last dim 96"),
-    ("page-3", _set(kv_cache=lambda i: torch.zeros(4, 3, 1, 96, dtype=torch.float16)),
-     ValueError, "page size (dim 1): expected a power of two from 1 to 256, got 3"),
-    ("page-512", _set(kv_cache=lambda i: torch.zeros(1, 512, 1, 96, dtype=torch.float16)),
-     ValueError, "got 512"),
-    ("h_kv-3", _set(kv_cache=lambda i: i["kv_cache"].expand(-1, -1, 3, -1)), ValueError,
-     "kv_cache: expected h_kv (dim 2) dividing h_q=16, got 3"),
-    ("bt-int64", _set(block_table=lambda i: i["block_table"].long()), TypeError,
-     "block_table: expected dtype int32"),
-    ("bt-batch", _set(block_table=lambda i: i["block_table"][:1]), ValueError,
-     "block_table: expected shape [2, *]"),
-    ("bt-short", _set(block_table=lambda i: i["block_table"][:, :1].contiguous()), ValueError,
-     "block_table: expected at least 2 pages for sequence 0"),
-    ("bt-page-range", _set(block_table=lambda i: i["block_table"].clone().fill_(999)),
-     ValueError, "block_table: expected page ids in [0,"),
-    ("lens-shape", _set(cache_seqlens=lambda i: i["cache_seqlens"][:1]), ValueError,
-     "cache_seqlens: expected shape [2]"),
-    ("lens-negative", _set(cache_seqlens=lambda i: torch.tensor([-1, 3], dtype=torch.int32)),
-     ValueError, "cache_seqlens: expected lengths >= 0, got -1"),
-    ("lens-float", _set(cache_seqlens=lambda i: i["cache_seqlens"].float()), TypeError,
-     "cache_seqlens: expected dtype int32"),
+    (
+        "q-strided",
+        _set(q=lambda i: i["q"].transpose(-1, -2).contiguous().transpose(-1, -2)),
+        ValueError,
+        "q: expected the last dim to be contiguous",
+    ),
+    (
+        "kv-dtype",
+        _set(kv_cache=lambda i: i["kv_cache"].bfloat16()),
+        TypeError,
+        "kv_cache: expected dtype float16",
+    ),
+    (
+        "kv-dim",
+        _set(kv_cache=lambda i: i["kv_cache"][..., :64]),
+        ValueError,
+        "kv_cache: expected last dim 96",
+    ),
+    (
+        "page-3",
+        _set(kv_cache=lambda i: torch.zeros(4, 3, 1, 96, dtype=torch.float16)),
+        ValueError,
+        "page size (dim 1): expected a power of two from 1 to 256, got 3",
+    ),
+    (
+        "page-512",
+        _set(kv_cache=lambda i: torch.zeros(1, 512, 1, 96, dtype=torch.float16)),
+        ValueError,
+        "got 512",
+    ),
+    (
+        "h_kv-3",
+        _set(kv_cache=lambda i: i["kv_cache"].expand(-1, -1, 3, -1)),
+        ValueError,
+        "kv_cache: expected h_kv (dim 2) dividing h_q=16, got 3",
+    ),
+    (
+        "bt-int64",
+        _set(block_table=lambda i: i["block_table"].long()),
+        TypeError,
+        "block_table: expected dtype int32",
+    ),
+    (
+        "bt-batch",
+        _set(block_table=lambda i: i["block_table"][:1]),
+        ValueError,
+        "block_table: expected shape [2, '*']",
+    ),
+    (
+        "bt-short",
+        _set(block_table=lambda i: i["block_table"][:, :1].contiguous()),
+        ValueError,
+        "block_table: expected at least 2 pages for sequence 0",
+    ),
+    (
+        "bt-page-range",
+        _set(block_table=lambda i: i["block_table"].clone().fill_(999)),
+        ValueError,
+        "block_table: expected page ids in [0,",
+    ),
+    (
+        "lens-shape",
+        _set(cache_seqlens=lambda i: i["cache_seqlens"][:1]),
+        ValueError,
+        "cache_seqlens: expected shape [2]",
+    ),
+    (
+        "lens-negative",
+        _set(cache_seqlens=lambda i: torch.tensor([-1, 3], dtype=torch.int32)),
+        ValueError,
+        "cache_seqlens: expected lengths >= 0, got -1",
+    ),
+    (
+        "lens-float",
+        _set(cache_seqlens=lambda i: i["cache_seqlens"].float()),
+        TypeError,
+        "cache_seqlens: expected dtype int32",
+    ),
     ("dv-too-big", _set(head_dim_v=128), ValueError, "head_dim_v: expected 16 <= head_dim_v"),
     ("dv-float", _set(head_dim_v=64.0), TypeError, "head_dim_v: expected an int"),
     ("scale-negative", _set(softmax_scale=-1.0), ValueError, "softmax_scale: expected"),
     ("scale-str", _set(softmax_scale="0.1"), TypeError, "softmax_scale: expected a float"),
     ("causal-int", _set(causal=1), TypeError, "causal: expected a bool"),
-    ("fp8-no-scale", _set(kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn)),
-     ValueError, "kv_scale: expected an fp32 scalar tensor"),
-    ("scale-not-fp8", _set(kv_scale=torch.ones(1)), ValueError,
-     "kv_scale: only meaningful with a float8_e4m3fn kv_cache"),
-    ("scale-2", _set(kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn),
-                     kv_scale=torch.ones(2)), ValueError, "kv_scale: expected one element"),
-    ("scale-fp16", _set(kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn),
-                        kv_scale=torch.ones(1, dtype=torch.float16)), TypeError,
-     "kv_scale: expected dtype float32"),
-    ("q-not-tensor", _set(q=lambda i: i["q"].tolist()), TypeError,
-     "q: expected a torch.Tensor, got list"),
+    (
+        "fp8-no-scale",
+        _set(kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn)),
+        ValueError,
+        "kv_scale: expected an fp32 scalar tensor",
+    ),
+    (
+        "scale-not-fp8",
+        _set(kv_scale=torch.ones(1)),
+        ValueError,
+        "kv_scale: only meaningful with a float8_e4m3fn kv_cache",
+    ),
+    (
+        "scale-2",
+        _set(kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn), kv_scale=torch.ones(2)),
+        ValueError,
+        "kv_scale: expected one element",
+    ),
+    (
+        "scale-fp16",
+        _set(
+            kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn),
+            kv_scale=torch.ones(1, dtype=torch.float16),
+        ),
+        TypeError,
+        "kv_scale: expected dtype float32",
+    ),
+    (
+        "q-not-tensor",
+        _set(q=lambda i: i["q"].tolist()),
+        TypeError,
+        "q: expected a torch.Tensor, got list",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "error", "message"), [c[1:] for c in INVALID],
-                         ids=[c[0] for c in INVALID])
-def test_invalid_input_raises(mutate: Callable[[dict[str, Any]], None], error: type,
-                              message: str):
-    inputs = _base()
+@pytest.mark.parametrize(
+    ("mutate", "error", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+)
+def test_invalid_input_raises(
+    mutate: Callable[[dict[str, Any]], None], error: type, message: str, kit: Kit
+):
+    inputs = _base(kit)
     mutate(inputs)
     with pytest.raises(error) as info:
         mla_decode(**inputs, config=PINNED)
@@ -174,18 +267,24 @@ def test_invalid_input_raises(mutate: Callable[[dict[str, Any]], None], error: t
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"out": torch.empty(2, 1, 16, 32, dtype=torch.float16)}, ValueError,
-         "out: expected shape [2, 1, 16, 64]"),
+        (
+            {"out": torch.empty(2, 1, 16, 32, dtype=torch.float16)},
+            ValueError,
+            "out: expected shape [2, 1, 16, 64]",
+        ),
         ({"config": {"block_size_q": 16}}, TypeError, "config: expected a DecodeConfig"),
-        ({"config": DecodeConfig(24, 16, 4, 1, 1)}, ValueError,
-         "config.block_size_q: expected a power of two >= 16"),
+        (
+            {"config": DecodeConfig(24, 16, 4, 1, 1)},
+            ValueError,
+            "config.block_size_q: expected a power of two >= 16",
+        ),
         ({"config": DecodeConfig(16, 8, 4, 1, 1)}, ValueError, "config.block_size_k"),
         ({"config": DecodeConfig(16, 16, 3, 1, 1)}, ValueError, "config.num_warps"),
         ({"config": DecodeConfig(16, 16, 4, 1, 0)}, ValueError, "config.num_kv_splits"),
     ],
 )
-def test_invalid_keyword_raises(kwargs: dict[str, Any], error: type, message: str):
-    inputs = _base()
+def test_invalid_keyword_raises(kwargs: dict[str, Any], error: type, message: str, kit: Kit):
+    inputs = _base(kit)
     kwargs = {"config": PINNED, **kwargs}
     with pytest.raises(error) as info:
         mla_decode(**inputs, **kwargs)

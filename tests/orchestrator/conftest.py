@@ -161,8 +161,13 @@ def make_trial(
         kernel="mla_decode",
         problem=problem or dict(TINY_PROBLEM),
         config=config
-        or {"block_size_q": 16, "block_size_k": 32, "num_warps": 4, "num_stages": 1,
-            "num_kv_splits": "auto"},
+        or {
+            "block_size_q": 16,
+            "block_size_k": 32,
+            "num_warps": 4,
+            "num_stages": 1,
+            "num_kv_splits": "auto",
+        },
         status=status,
         error="" if status == TrialStatus.OK else "boom",
         timing=make_timing(median_us) if median_us is not None else None,

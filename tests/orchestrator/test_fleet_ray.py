@@ -20,7 +20,7 @@ from ray.cluster_utils import Cluster
 
 from mlafleet.orchestrator.config import Settings
 from mlafleet.orchestrator.db import repo
-from mlafleet.orchestrator.db.models import Trial
+from mlafleet.orchestrator.db.models import Recommendation, Trial
 from mlafleet.orchestrator.db.store import Store
 from mlafleet.orchestrator.dispatch import node_resources
 from mlafleet.orchestrator.jobspec import parse_job_spec
@@ -111,46 +111,71 @@ def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
         archs = {a.arch: a for a in repo.list_archs(s)}
     assert job.status == JobStatus.SUCCEEDED, job.message
     assert [(p.arch, p.succeeded, p.trials > 0) for p in job.progress] == [
-        (A, 1, True), (B, 1, True), (C, 1, True)
+        (A, 1, True),
+        (B, 1, True),
+        (C, 1, True),
     ]
     assert {t.arch for t in results.items} == {A, B, C}
-    assert all(t.status.value == "ok" and t.validation and t.validation.passed for t in results.items)
+    assert all(
+        t.status.value == "ok" and t.validation and t.validation.passed for t in results.items
+    )
     assert {t.gpu_name for t in results.items if t.arch == B} == {
         f"cpu-interpreter [test alias {B}]"
     }
     assert sorted(r.arch for r in recs) == [A, B, C]
     assert all(r.validated and r.median_us > 0 for r in recs)
-    assert set(archs) >= {A, B, C} and archs[B].gpu_names == [f"cpu-interpreter [test alias {B}]"]
+    assert set(archs) >= {A, B, C}
+    assert archs[B].gpu_names == [f"cpu-interpreter [test alias {B}]"]
+
+    # A validate job re-checks the recommendations on every node of the fleet (A and B now).
+    # B's was recorded 1000x faster than this node measures: timing drift withdraws it.
+    with store.session() as s:
+        rec_b = next(r for r in recs if r.arch == B)
+        s.get(Recommendation, rec_b.id).median_us = rec_b.median_us / 1000
+        check = parse_job_spec(
+            {"kind": "validate", "name": "recheck", "kernel": "mla_decode", "archs": "all"},
+            max_workloads=10,
+        )
+        check_id = repo.create_job(s, spec=check).id
+    runner = _runner(store)
+    try:
+        runner.run_until([check_id], timeout_s=180)
+    finally:
+        runner.fleet.shutdown()
+    with store.session() as s:
+        check_job = repo.get_job_or_raise(s, job_id=check_id)
+        after = {
+            r.arch: r
+            for r in repo.get_recommendations(s, kernel="mla_decode", include_withdrawn=True)
+        }
+    assert check_job.status == JobStatus.SUCCEEDED, check_job.message
+    assert sorted(p.arch for p in check_job.progress) == [A, B]
+    assert not after[A].withdrawn
+    assert not after[C].withdrawn
+    assert after[B].withdrawn
+    assert after[B].withdrawn_reason.startswith("failed validation on ")
+    assert "timing drift" in after[B].withdrawn_reason
     store.close()
 
 
 @pytest.mark.postgres
-def test_job_end_to_end_on_postgres(cluster: Cluster, pg_url: str) -> None:
+def test_killed_actor_loses_no_trial_and_duplicates_none(cluster: Cluster, pg_url: str) -> None:
+    """On the real PostgreSQL: the actor dies right after its first stored trial."""
     store = Store.open(pg_url, auto_upgrade=True)
     runner = _runner(store)
-    job_id = _submit(store, archs="all")
-    try:
-        runner.run_until([job_id], timeout_s=180)
-    finally:
-        runner.fleet.shutdown()
-    with store.session() as s:
-        job = repo.get_job_or_raise(s, job_id=job_id)
-        recs = repo.get_recommendations(s, kernel="mla_decode")
-    assert job.status == JobStatus.SUCCEEDED, job.message
-    assert sorted(p.arch for p in job.progress) == [A, B]
-    assert sorted(r.arch for r in recs) == [A, B]
-    trials = _trials(store, job_id)
-    assert len(trials) == len(set(trials)) == job.trials
-    store.close()
-
-
-def test_killed_actor_loses_no_trial_and_duplicates_none(cluster: Cluster, sqlite_url: str) -> None:
-    store = Store.open(sqlite_url, auto_upgrade=True)
-    runner = _runner(store)
     job_id = _submit(
-        store, archs=[A], budget={"trials": 4},
-        workloads={"batch": 1, "seqlen": 64, "heads": 2, "dtype": "fp16", "page_size": 16,
-                   "d_qk": 96, "d_v": 64},
+        store,
+        archs=[A],
+        budget={"trials": 4},
+        workloads={
+            "batch": 1,
+            "seqlen": 64,
+            "heads": 2,
+            "dtype": "fp16",
+            "page_size": 16,
+            "d_qk": 96,
+            "d_v": 64,
+        },
     )
     killed: list[int] = []
     store_trial = runner._store_trial
@@ -185,9 +210,18 @@ def test_restarted_runner_resumes_without_redoing_trials(cluster: Cluster, sqlit
     store = Store.open(sqlite_url, auto_upgrade=True)
     first = _runner(store)
     job_id = _submit(
-        store, archs=[B], budget={"trials": 4},
-        workloads={"batch": 1, "seqlen": 64, "heads": 2, "dtype": "fp16", "page_size": 16,
-                   "d_qk": 96, "d_v": 64},
+        store,
+        archs=[B],
+        budget={"trials": 4},
+        workloads={
+            "batch": 1,
+            "seqlen": 64,
+            "heads": 2,
+            "dtype": "fp16",
+            "page_size": 16,
+            "d_qk": 96,
+            "d_v": 64,
+        },
     )
     _step_until(first, lambda: len(_trials(store, job_id)) >= 1)
     first.fleet.shutdown()  # the runner dies: its actors die with it, the task stays "running"
@@ -217,16 +251,23 @@ def test_cancel_stops_a_running_job(cluster: Cluster, sqlite_url: str) -> None:
     store = Store.open(sqlite_url, auto_upgrade=True)
     runner = _runner(store)
     job_id = _submit(
-        store, archs=[A], budget={"trials": 4},
-        workloads={"batch": 1, "seqlen": [32, 64], "heads": 2, "dtype": "fp16",
-                   "page_size": 16, "d_qk": 96, "d_v": 64},
+        store,
+        archs=[A],
+        budget={"trials": 4},
+        workloads={
+            "batch": 1,
+            "seqlen": [32, 64],
+            "heads": 2,
+            "dtype": "fp16",
+            "page_size": 16,
+            "d_qk": 96,
+            "d_v": 64,
+        },
     )
 
     def running() -> bool:
         with store.session() as s:
-            return any(
-                p.running for p in repo.get_job_or_raise(s, job_id=job_id).progress
-            )
+            return any(p.running for p in repo.get_job_or_raise(s, job_id=job_id).progress)
 
     _step_until(runner, running)
     with store.session() as s:
@@ -238,5 +279,6 @@ def test_cancel_stops_a_running_job(cluster: Cluster, sqlite_url: str) -> None:
     with store.session() as s:
         job = repo.get_job_or_raise(s, job_id=job_id)
     assert job.status == JobStatus.CANCELLED
-    assert job.progress[0].cancelled == 2 and job.tasks_done == 2
+    assert job.progress[0].cancelled == 2
+    assert job.tasks_done == 2
     store.close()

@@ -36,8 +36,11 @@ def test_decode_grid_expands_to_the_cross_product() -> None:
 
 def test_prefill_grid_and_all_archs() -> None:
     spec = parse_job_spec(
-        {"name": "p", "kernel": "mla_prefill", "workloads": {"batch": 2, "seqlen": [512, 1024],
-         "heads": 16}},
+        {
+            "name": "p",
+            "kernel": "mla_prefill",
+            "workloads": {"batch": 2, "seqlen": [512, 1024], "heads": 16},
+        },
         max_workloads=100,
     )
     problems = spec.problems()
@@ -57,7 +60,8 @@ validate: false
 """
     spec = parse_job_spec(text, max_workloads=10)
     assert spec.validate_ is False
-    assert spec.workloads is not None and spec.workloads.dtype == ["fp16"]
+    assert spec.workloads is not None
+    assert spec.workloads.dtype == ["fp16"]
     assert spec_from_json(json.dumps(spec.to_json_dict())) == spec
 
 
@@ -114,7 +118,9 @@ def test_absurd_grid_refused_by_the_settings_limit(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MLAFLEET_MAX_WORKLOADS_PER_JOB", "3")
     get_settings.cache_clear()
     try:
-        with pytest.raises(JobSpecError, match="the grid has 4 workloads, more than the limit of 3"):
+        with pytest.raises(
+            JobSpecError, match="the grid has 4 workloads, more than the limit of 3"
+        ):
             parse_job_spec(tiny_spec(workloads={"batch": [1, 2], "seqlen": [16, 32], "heads": 2}))
     finally:
         get_settings.cache_clear()
@@ -140,7 +146,8 @@ def test_validate_job_takes_a_bundle_or_workloads_not_both() -> None:
         {"kind": "validate", "name": "v", "kernel": "mla_decode", "bundle": bundle},
         max_workloads=10,
     )
-    assert ok.bundle is not None and ok.problems() == []
+    assert ok.bundle is not None
+    assert ok.problems() == []
     with pytest.raises(JobSpecError) as info:
         parse_job_spec(tiny_spec(kind="validate", bundle=bundle), max_workloads=10)
     assert info.value.problems == [

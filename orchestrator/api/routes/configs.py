@@ -68,10 +68,7 @@ def _default_config(
 
 
 def _cache(request: Request) -> RecommendationCache:
-    cache: RecommendationCache | None = getattr(request.app.state, "rec_cache", None)
-    if cache is None:
-        cache = RecommendationCache(request.app.state.session_factory)
-        request.app.state.rec_cache = cache
+    cache: RecommendationCache = request.app.state.rec_cache
     return cache
 
 

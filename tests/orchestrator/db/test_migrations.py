@@ -33,10 +33,13 @@ def test_previous_revision_with_data_upgrades(db_url: str) -> None:
     upgrade(db_url, "0001")
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO architectures (id, name, vendor) VALUES (1, 'sm_90', 'nvidia')"))
+        conn.execute(
+            sa.text("INSERT INTO architectures (id, name, vendor) VALUES (1, 'sm_90', 'nvidia')")
+        )
         conn.execute(
             sa.text(
-                "INSERT INTO software_envs (id, env_key, torch, triton) VALUES (1, 'k', '2.13', '3.6')"
+                "INSERT INTO software_envs (id, env_key, torch, triton) "
+                "VALUES (1, 'k', '2.13', '3.6')"
             )
         )
         conn.execute(
@@ -66,7 +69,7 @@ def test_outdated_schema_is_refused_with_the_fix(sqlite_url: str) -> None:
 
 def test_unreachable_database_is_a_clear_storage_error() -> None:
     bad = "postgresql+psycopg://postgres@127.0.0.1:1/none"
-    with pytest.raises(StorageError, match="cannot open the database .* check MLAFLEET_DB_URL"):
+    with pytest.raises(StorageError, match=r"cannot open the database .* check MLAFLEET_DB_URL"):
         current_revision(make_engine(bad, connect_args={"connect_timeout": 2}))
     with pytest.raises(StorageError, match="invalid database URL 'nope'"):
         make_engine("nope")

@@ -35,26 +35,30 @@ def test_job_lifecycle_and_progress(store: Store) -> None:
     )
     with store.session() as s:
         job = repo.create_job(s, spec=spec)
-        assert job.status == JobStatus.QUEUED and job.progress == []
+        assert job.status == JobStatus.QUEUED
+        assert job.progress == []
         assert life.expand_tune_job(s, job_id=job.id, spec=spec, archs=["sm_90"]) == 4
         life.set_waiting(s, available={"sm_90"})
     with store.session() as s:
         got = repo.get_job_or_raise(s, job_id=job.id)
         assert got.status == JobStatus.RUNNING
-        assert got.tasks_total == 4 and got.tasks_done == 0
+        assert got.tasks_total == 4
+        assert got.tasks_done == 0
         by_arch = {p.arch: p for p in got.progress}
         assert by_arch["sm_90"].queued == 2
         assert by_arch["gfx942"].waiting == 2
         assert "no node with architecture gfx942" in by_arch["gfx942"].message
         tasks = repo.list_tasks(s, job_id=job.id, arch="sm_90")
-        assert [t.index for t in tasks.items] == [0, 1] and tasks.total == 2
+        assert [t.index for t in tasks.items] == [0, 1]
+        assert tasks.total == 2
         # axes left out of the grid take the DeepSeek defaults: bf16, pages of 64
         assert tasks.items[0].bucket == WorkloadBucket(
             batch=1, seqlen=16, heads=2, dtype="bf16", page_size=64
         )
     with store.session() as s:
         page = repo.list_jobs(s, status=JobStatus.RUNNING, limit=1)
-        assert page.total == 1 and page.items[0].id == job.id
+        assert page.total == 1
+        assert page.items[0].id == job.id
         assert repo.list_jobs(s, status=JobStatus.QUEUED).total == 0
         cancelled = repo.cancel_job(s, job_id=job.id)
         assert cancelled.status == JobStatus.CANCELLING
@@ -75,7 +79,7 @@ def test_missing_ids_and_bad_paging(store: Store) -> None:
             repo.get_job_or_raise(s, job_id=999)
         with pytest.raises(NotFoundError, match="job 999 not found"):
             repo.cancel_job(s, job_id=999)
-        with pytest.raises(ValueError, match="limit: expected 1..1000, got 0"):
+        with pytest.raises(ValueError, match=r"limit: expected 1\.\.1000, got 0"):
             repo.list_jobs(s, limit=0)
         with pytest.raises(ValueError, match="offset: expected >= 0, got -1"):
             repo.list_results(s, offset=-1)
@@ -93,10 +97,15 @@ def test_record_trial_is_idempotent_and_keeps_nan(store: Store) -> None:
         config=cfg(16), status=TrialStatus.WRONG_ANSWER, passed=False, max_abs_err=math.nan
     )
     with store.session() as s:
-        first = repo.record_trial(s, trial=make_trial(config=cfg(32)), task_id=task_id, job_id=job_id)
-        again = repo.record_trial(s, trial=make_trial(config=cfg(32)), task_id=task_id, job_id=job_id)
+        first = repo.record_trial(
+            s, trial=make_trial(config=cfg(32)), task_id=task_id, job_id=job_id
+        )
+        again = repo.record_trial(
+            s, trial=make_trial(config=cfg(32)), task_id=task_id, job_id=job_id
+        )
         bad = repo.record_trial(s, trial=nan_trial, task_id=task_id, job_id=job_id)
-    assert first is not None and bad is not None
+    assert first is not None
+    assert bad is not None
     assert again is None
     other_env = make_trial(config=cfg(32), device=make_fingerprint(triton="3.7.0"))
     with store.session() as s:
@@ -106,7 +115,8 @@ def test_record_trial_is_idempotent_and_keeps_nan(store: Store) -> None:
         results = repo.list_results(s, job_id=job_id)
         assert results.total == 3
         wrong = repo.list_results(s, job_id=job_id, status=TrialStatus.WRONG_ANSWER).items
-        assert len(wrong) == 1 and wrong[0].validation is not None
+        assert len(wrong) == 1
+        assert wrong[0].validation is not None
         assert math.isnan(wrong[0].validation.max_abs_err)
         assert wrong[0].median_us is None  # only ok trials have a median column value
         assert len(repo.known_trials(s, task_id=task_id)) == 3
@@ -133,16 +143,21 @@ def test_recommendation_is_the_fastest_validated_config(store: Store) -> None:
         assert len(recs) == 1
         rec = recs[0]
         assert rec.config == cfg(32, warps=8)
-        assert rec.median_us == 100.0 and rec.default_median_us == 200.0
+        assert rec.median_us == 100.0
+        assert rec.default_median_us == 200.0
         assert rec.speedup_vs_default == pytest.approx(2.0)
-        assert rec.noise == pytest.approx(0.02) and rec.validated and rec.job_id == job_id
+        assert rec.noise == pytest.approx(0.02)
+        assert rec.validated
+        assert rec.job_id == job_id
         entries = repo.bundle_entries(s, arch="sm_90")
         assert [e.config for e in entries] == [cfg(32, warps=8)]
-        assert entries[0].gpu_name == "NVIDIA H200" and entries[0].software.triton == "3.6.0"
+        assert entries[0].gpu_name == "NVIDIA H200"
+        assert entries[0].software.triton == "3.6.0"
         withdrawn = repo.withdraw_recommendation(
             s, recommendation_id=rec.id, reason="wrong answer on node-b"
         )
-        assert withdrawn.withdrawn and withdrawn.withdrawn_reason == "wrong answer on node-b"
+        assert withdrawn.withdrawn
+        assert withdrawn.withdrawn_reason == "wrong answer on node-b"
     with store.session() as s:
         assert repo.get_recommendations(s, kernel="mla_decode") == []
         assert repo.bundle_entries(s) == []
@@ -150,9 +165,11 @@ def test_recommendation_is_the_fastest_validated_config(store: Store) -> None:
         assert [r.withdrawn_reason for r in kept] == ["wrong answer on node-b"]
         archs = repo.list_archs(s)
         assert [a.arch for a in archs] == ["sm_90"]
-        assert archs[0].nodes == ["node-a"] and archs[0].gpus == 1
+        assert archs[0].nodes == ["node-a"]
+        assert archs[0].gpus == 1
         assert archs[0].gpu_names == ["NVIDIA H200"]
-        assert archs[0].tuned[0].withdrawn == 1 and archs[0].tuned[0].trials == 4
+        assert archs[0].tuned[0].withdrawn == 1
+        assert archs[0].tuned[0].trials == 4
         with pytest.raises(ValueError, match="unknown kernel 'mla_encode'"):
             repo.get_recommendations(s, kernel="mla_encode")
 
@@ -206,7 +223,8 @@ def test_retry_cap_and_runner_recovery(store: Store) -> None:
         assert life.finalize_jobs(s) == [job_id]
     with store.session() as s:
         job = repo.get_job_or_raise(s, job_id=job_id)
-        assert job.status == JobStatus.FAILED and job.message == "all 1 tasks failed"
+        assert job.status == JobStatus.FAILED
+        assert job.message == "all 1 tasks failed"
         task = repo.list_tasks(s, job_id=job_id).items[0]
         assert task.attempts == 2
         assert task.message == "failed after 2 attempts: node lost"

@@ -1,0 +1,162 @@
+"""The decode tuning space, its pruning reasons, defaults, split heuristic, inputs, limits."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from mlafleet.kernels.configs import CPU_INTERPRETER, DecodeConfig, DecodeProblem, DeviceLimits
+from mlafleet.kernels.decode_inputs import make_decode_inputs
+from mlafleet.kernels.decode_tuning import (
+    auto_num_splits,
+    decode_search_space,
+    default_decode_config,
+    resolve_num_splits,
+    why_invalid_decode,
+)
+from mlafleet.kernels.device_limits import limits_for
+
+H200 = DeviceLimits(arch="sm_90", sm_count=132, max_shared_mem_bytes=232448)
+A100 = DeviceLimits(arch="sm_80", sm_count=108, max_shared_mem_bytes=166912)
+MI300 = DeviceLimits(arch="gfx942", sm_count=304, max_shared_mem_bytes=65536,
+                     max_warps_per_block=16)
+DEEPSEEK = [
+    DecodeProblem(batch=64, s_q=1, h_q=16, seqlen=4096),
+    DecodeProblem(batch=128, s_q=1, h_q=128, seqlen=4096),
+    DecodeProblem(batch=128, s_q=2, h_q=128, seqlen=8192, causal=True),
+    DecodeProblem(batch=1, s_q=1, h_q=128, seqlen=16384),
+    DecodeProblem(batch=8, s_q=1, h_q=16, seqlen=32768, kv_dtype="fp8_e4m3"),
+]
+
+
+@pytest.mark.parametrize("problem", DEEPSEEK, ids=lambda p: f"b{p.batch}-h{p.h_q}-s{p.s_q}")
+def test_gpu_space_is_pruned_and_sized(problem: DecodeProblem):
+    space = decode_search_space(problem, H200)
+    assert 35 <= len(space) <= 160
+    assert len(set(space)) == len(space)
+    assert all(why_invalid_decode(c, problem, H200) is None for c in space)
+    assert any(c.num_kv_splits != "auto" for c in space)  # split variants are tuned too
+
+
+def test_interpreter_space_is_tiny():
+    problem = DecodeProblem(batch=2, s_q=1, h_q=64, seqlen=64, d_qk=96, d_v=64, dtype="fp16")
+    space = decode_search_space(problem, CPU_INTERPRETER)
+    assert 1 <= len(space) <= 6
+    assert all(c.block_size_q <= 32 and c.num_stages == 1 for c in space)
+
+
+@pytest.mark.parametrize(
+    ("config", "problem", "limits", "reason"),
+    [
+        (DecodeConfig(24, 64, 4, 2), DEEPSEEK[1], H200, "block_size_q 24: expected a power of two"),
+        (DecodeConfig(64, 8, 8, 2), DEEPSEEK[1], H200, "block_size_k 8"),
+        (DecodeConfig(64, 64, 64, 2), DEEPSEEK[1], H200, "num_warps 64"),
+        (DecodeConfig(64, 64, 8, 9), DEEPSEEK[1], H200, "num_stages 9"),
+        (DecodeConfig(64, 64, 8, 2, 0), DEEPSEEK[1], H200, "num_kv_splits 0"),
+        (DecodeConfig(64, 64, 4, 2), DEEPSEEK[0], H200, "rows would be wasted"),
+        (DecodeConfig(64, 64, 4, 2), DEEPSEEK[1], H200, "registers: the fp32 accumulator"),
+        (DecodeConfig(128, 32, 8, 2), DEEPSEEK[1], H200, "registers"),
+        (DecodeConfig(64, 128, 8, 3), DEEPSEEK[1], H200, "shared memory: about"),
+        (DecodeConfig(64, 64, 8, 2), DEEPSEEK[1], A100, "shared memory"),
+        (DecodeConfig(16, 16, 32, 1), DEEPSEEK[0], MI300, "num_warps 32"),
+    ],
+)
+def test_why_invalid_names_the_limit(config: DecodeConfig, problem: DecodeProblem,
+                                     limits: DeviceLimits, reason: str):
+    why = why_invalid_decode(config, problem, limits)
+    assert why is not None and reason in why
+
+
+def test_interpreter_skips_resource_rules():
+    assert why_invalid_decode(DecodeConfig(64, 128, 4, 3), DEEPSEEK[1], CPU_INTERPRETER) is None
+
+
+@pytest.mark.parametrize("limits", [H200, A100, MI300, CPU_INTERPRETER], ids=lambda x: x.arch)
+@pytest.mark.parametrize("problem", DEEPSEEK, ids=lambda p: f"b{p.batch}-h{p.h_q}-s{p.s_q}")
+def test_default_is_valid_everywhere(problem: DecodeProblem, limits: DeviceLimits):
+    cfg = default_decode_config(problem, limits)
+    assert why_invalid_decode(cfg, problem, limits) is None
+
+
+def test_h200_defaults_follow_the_measurements():
+    few_heads = default_decode_config(DEEPSEEK[0], H200)
+    many_heads = default_decode_config(DEEPSEEK[1], H200)
+    assert (few_heads.block_size_q, few_heads.num_warps, few_heads.block_size_k) == (16, 4, 64)
+    assert (many_heads.block_size_q, many_heads.num_warps, many_heads.block_size_k) == (64, 8, 64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"programs": 512, "max_seqlen": 4096, "block_size_k": 64, "sm_count": 132}, 1),
+        ({"programs": 64, "max_seqlen": 64, "block_size_k": 64, "sm_count": 132}, 1),
+        ({"programs": 0, "max_seqlen": 4096, "block_size_k": 64, "sm_count": 132}, 1),
+        ({"programs": 64, "max_seqlen": 0, "block_size_k": 64, "sm_count": 132}, 1),
+    ],
+)
+def test_auto_splits_edges(kwargs: dict[str, Any], expected: int):
+    assert auto_num_splits(**kwargs) == expected
+
+
+def test_auto_splits_fill_the_gpu_for_one_long_sequence():
+    splits = auto_num_splits(programs=2, max_seqlen=16384, block_size_k=64, sm_count=132)
+    assert 32 <= splits <= 64
+    assert 2 * splits >= 64  # at least half the SMs busy
+
+
+def test_explicit_splits_are_kept():
+    cfg = DecodeConfig(64, 64, 8, 2, 7)
+    assert resolve_num_splits(cfg, DEEPSEEK[1], H200) == 7
+
+
+def test_limits_for_cpu_is_the_interpreter():
+    assert limits_for("cpu") is CPU_INTERPRETER
+    assert limits_for(torch.device("cpu")).is_interpreter
+
+
+def test_limits_for_rejects_other_devices(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="device: expected a CUDA/ROCm device"):
+        limits_for("meta")
+
+
+def test_inputs_poison_everything_outside_the_sequences():
+    problem = DecodeProblem(batch=3, s_q=1, h_q=4, seqlen=0, seqlens=(5, 16, 0), page_size=8,
+                            d_qk=48, d_v=32, dtype="fp16")
+    inputs = make_decode_inputs(problem, device="cpu", seed=11)
+    cache, table = inputs["kv_cache"], inputs["block_table"]
+    assert inputs["cache_seqlens"].tolist() == [5, 16, 0]
+    for b, length in enumerate((5, 16, 0)):
+        used = math.ceil(length / 8)
+        rows = cache[table[b, :used].long()].reshape(-1, 1, 48)
+        assert torch.isfinite(rows[:length]).all()
+        assert torch.isnan(rows[length:]).all()  # slots past the end
+        assert torch.isnan(cache[table[b, used:].long()]).all()  # unused entries: NaN pages
+    live = table[0, :1].tolist() + table[1, :2].tolist()
+    assert len(set(live)) == 3  # pages are distinct
+
+
+def test_inputs_shuffle_pages_and_are_fresh_per_seed():
+    problem = DecodeProblem(batch=2, s_q=1, h_q=4, seqlen=64, page_size=4, d_qk=48, d_v=32,
+                            dtype="fp16")
+    a = make_decode_inputs(problem, device="cpu", seed=1)
+    b = make_decode_inputs(problem, device="cpu", seed=2)
+    assert a["block_table"][:, :16].flatten().tolist() != list(range(32))
+    assert not torch.equal(a["q"], b["q"])
+
+
+def test_fp8_inputs_carry_a_scale():
+    problem = DecodeProblem(batch=1, s_q=1, h_q=4, seqlen=9, page_size=4, d_qk=48, d_v=32,
+                            dtype="fp16", kv_dtype="fp8_e4m3")
+    inputs = make_decode_inputs(problem, device="cpu", seed=5)
+    assert inputs["kv_cache"].dtype == torch.float8_e4m3fn
+    assert inputs["kv_scale"].dtype == torch.float32 and inputs["kv_scale"].numel() == 1
+
+
+def test_inputs_reject_wrong_seqlens():
+    problem = DecodeProblem(batch=2, s_q=1, h_q=4, seqlen=9, seqlens=(3,), dtype="fp16")
+    with pytest.raises(ValueError, match="problem.seqlens: expected 2 lengths"):
+        make_decode_inputs(problem, device="cpu", seed=0)
