@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,15 @@ def _entries(count: int) -> list[Any]:
                 arch=arch,
                 gpu_name="bench",
                 software=sw,
-                bucket=WorkloadBucket(batch=b, seqlen=n, heads=h, s_q=1, dtype="fp16",
-                                      page_size=64),
-                config={"block_size_q": 16, "block_size_k": 32 << (i % 2), "num_warps": 4,
-                        "num_stages": 1 + i % 3},
+                bucket=WorkloadBucket(
+                    batch=b, seqlen=n, heads=h, s_q=1, dtype="fp16", page_size=64
+                ),
+                config={
+                    "block_size_q": 16,
+                    "block_size_k": 32 << (i % 2),
+                    "num_warps": 4,
+                    "num_stages": 1 + i % 3,
+                },
                 median_us=10.0 + i,
                 validated=True,
             )
@@ -80,7 +85,9 @@ def bench_in_process(entries: int, calls: int) -> dict[str, Any]:
         limits = DeviceLimits(arch="sm_90")
         problems = [
             DecodeProblem(batch=b, s_q=1, h_q=h, seqlen=n, page_size=64, dtype="fp16")
-            for b in (3, 50, 100) for n in (2000, 9000) for h in HEADS
+            for b in (3, 50, 100)
+            for n in (2000, 9000)
+            for h in HEADS
         ]
         t0 = time.perf_counter_ns()
         levels = [rc.lookup("mla_decode", p, limits).level for p in problems]
@@ -115,36 +122,66 @@ def bench_in_process(entries: int, calls: int) -> dict[str, Any]:
 def _seed(db_url: str) -> None:
     from mlafleet.kernels.bundle import Software
     from mlafleet.orchestrator.db import repo
-    from mlafleet.orchestrator.db.session import make_engine, make_session_factory
-    from mlafleet.orchestrator.db.session import session_scope, upgrade
+    from mlafleet.orchestrator.db.session import (
+        make_engine,
+        make_session_factory,
+        session_scope,
+        upgrade,
+    )
     from mlafleet.worker.schemas import DeviceFingerprint, TimingStats, TrialResult, TrialStatus
 
     upgrade(db_url)
     engine = make_engine(db_url)
     factory = make_session_factory(engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with session_scope(factory) as session:
         for arch in ARCHS:
             device = DeviceFingerprint(
-                vendor="nvidia", name=f"gpu-{arch}", arch=arch, host=f"node-{arch}",
+                vendor="nvidia",
+                name=f"gpu-{arch}",
+                arch=arch,
+                host=f"node-{arch}",
                 software=Software(driver="550", cuda="12.4", torch="2.13.0", triton="3.6.0"),
             )
             for b in BATCHES:
                 for n in SEQLENS:
                     for h in HEADS:
-                        problem = {"batch": b, "s_q": 1, "h_q": h, "seqlen": n,
-                                   "page_size": 64, "dtype": "bf16"}
+                        problem = {
+                            "batch": b,
+                            "s_q": 1,
+                            "h_q": h,
+                            "seqlen": n,
+                            "page_size": 64,
+                            "dtype": "bf16",
+                        }
                         for k, us in ((32, 20.0), (64, 12.0)):
                             timing = TimingStats(
-                                median_us=us, p20_us=us, p80_us=us, min_us=us, max_us=us,
-                                mean_us=us, spread=0.01, samples_us=[us], method="cuda_graph",
+                                median_us=us,
+                                p20_us=us,
+                                p80_us=us,
+                                min_us=us,
+                                max_us=us,
+                                mean_us=us,
+                                spread=0.01,
+                                samples_us=[us],
+                                method="cuda_graph",
                             )
                             trial = TrialResult(
-                                kernel="mla_decode", problem=problem,
-                                config={"block_size_q": 64, "block_size_k": k, "num_warps": 8,
-                                        "num_stages": 2, "num_kv_splits": "auto"},
-                                status=TrialStatus.OK, timing=timing, device=device,
-                                is_default=k == 32, started_at=now, finished_at=now,
+                                kernel="mla_decode",
+                                problem=problem,
+                                config={
+                                    "block_size_q": 64,
+                                    "block_size_k": k,
+                                    "num_warps": 8,
+                                    "num_stages": 2,
+                                    "num_kv_splits": "auto",
+                                },
+                                status=TrialStatus.OK,
+                                timing=timing,
+                                device=device,
+                                is_default=k == 32,
+                                started_at=now,
+                                finished_at=now,
                             )
                             trial_id = repo.record_trial(session, trial=trial)
                             if trial_id is not None:
@@ -152,7 +189,13 @@ def _seed(db_url: str) -> None:
     engine.dispose()
 
 
-def serve(db_url: str, port: int) -> None:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve(db_url: str, port: int, http: str = "auto", loop: str = "auto") -> None:
     """Child process: the API app under uvicorn on 127.0.0.1:port."""
     import logging
 
@@ -163,7 +206,9 @@ def serve(db_url: str, port: int) -> None:
 
     logging.disable(logging.WARNING)
     app = create_app(Settings(db_url=db_url))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="error", access_log=False, http=http, loop=loop
+    )
 
 
 def _paths(count: int) -> list[bytes]:
@@ -173,14 +218,14 @@ def _paths(count: int) -> list[bytes]:
         b = (1, 3, 16, 40, 100, 128)[i % 6]
         n = (700, 1024, 3000, 9000, 16384)[i % 5]
         h = HEADS[i % 2]
-        out.append(
-            f"/v1/configs/mla_decode?arch={arch}&batch={b}&seqlen={n}&heads={h}".encode()
-        )
+        out.append(f"/v1/configs/mla_decode?arch={arch}&batch={b}&seqlen={n}&heads={h}".encode())
     return out
 
 
 async def _connection(
-    port: int, slots: asyncio.Queue[tuple[float, bytes] | None], latencies: list[float],
+    port: int,
+    slots: asyncio.Queue[tuple[float, bytes] | None],
+    latencies: list[float],
     errors: list[str],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -210,8 +255,9 @@ async def _load(port: int, *, rate: float, seconds: float, connections: int) -> 
     latencies: list[float] = []
     errors: list[str] = []
     slots: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-    workers = [asyncio.create_task(_connection(port, slots, latencies, errors))
-               for _ in range(connections)]
+    workers = [
+        asyncio.create_task(_connection(port, slots, latencies, errors)) for _ in range(connections)
+    ]
     total = int(rate * seconds)
     start = time.perf_counter() + 0.05
     for i in range(total):
@@ -243,7 +289,9 @@ async def _load(port: int, *, rate: float, seconds: float, connections: int) -> 
     }
 
 
-def bench_http(*, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+def bench_http(
+    *, rate: float, seconds: float, connections: int, http: str = "auto", loop: str = "auto"
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         _seed(db_url)
@@ -251,7 +299,18 @@ def bench_http(*, rate: float, seconds: float, connections: int) -> dict[str, An
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", db_url, "--port", str(port)],
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                db_url,
+                "--port",
+                str(port),
+                "--http",
+                http,
+                "--loop",
+                loop,
+            ],
         )
         try:
             deadline = time.monotonic() + 60
@@ -265,7 +324,17 @@ def bench_http(*, rate: float, seconds: float, connections: int) -> dict[str, An
                     time.sleep(0.1)
             # warm-up: first loads of the recommendation cache and the memo
             asyncio.run(_load(port, rate=200, seconds=1, connections=connections))
-            return asyncio.run(_load(port, rate=rate, seconds=seconds, connections=connections))
+            cpu0, client0 = _cpu_s(child.pid), time.process_time()
+            result = asyncio.run(_load(port, rate=rate, seconds=seconds, connections=connections))
+            server_cpu = _cpu_s(child.pid) - cpu0
+            result["server_cpu_us_per_request"] = server_cpu / result["requests"] * 1e6
+            result["client_cpu_us_per_request"] = (
+                (time.process_time() - client0) / result["requests"] * 1e6
+            )
+            result["server"] = {"http": http, "loop": loop}
+            with open("/proc/loadavg") as fh:
+                result["loadavg_1min_after"] = float(fh.read().split()[0])
+            return result
         finally:
             child.terminate()
             child.wait(timeout=30)
@@ -282,18 +351,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--http", default="auto", help="uvicorn HTTP parser: auto, h11, httptools")
+    parser.add_argument("--loop", default="auto", help="uvicorn event loop: auto, asyncio, uvloop")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.http, args.loop)
         return
+    with open("/proc/loadavg") as fh:
+        load = float(fh.read().split()[0])
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "loadavg_1min_before": load,
+        },
         "in_process": bench_in_process(args.entries, args.calls),
     }
     print(json.dumps(results["in_process"], indent=2))
     if not args.skip_http:
         results["http"] = bench_http(
-            rate=args.rate, seconds=args.seconds, connections=args.connections
+            rate=args.rate,
+            seconds=args.seconds,
+            connections=args.connections,
+            http=args.http,
+            loop=args.loop,
         )
         print(json.dumps(results["http"], indent=2))
     if args.out:

@@ -13,8 +13,6 @@ Variants: ``default`` (the built-in config of the device) or ``q<BQ>-k<BK>-w<W>-
 
 from __future__ import annotations
 
-import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
-
 import argparse
 import importlib
 import json
@@ -24,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
 import torch
 from common import copies_for, gpu_info, rel_l2, time_rotated_us
 
@@ -59,9 +58,11 @@ def _varied_lengths(batch: int, low: int, high: int) -> tuple[int, ...]:
 
 def anchor_shapes(page_size: int) -> list[Anchor]:
     """ANCHORS.md's decode rows (bf16, d_qk 576, d_v 512, h_kv 1)."""
+
     def p(batch: int, s_q: int, h_q: int, seqlen: int, **kw: Any) -> DecodeProblem:
-        return DecodeProblem(batch=batch, s_q=s_q, h_q=h_q, seqlen=seqlen, page_size=page_size,
-                             **kw)
+        return DecodeProblem(
+            batch=batch, s_q=s_q, h_q=h_q, seqlen=seqlen, page_size=page_size, **kw
+        )
 
     return [
         Anchor("b64-h16-4k", p(64, 1, 16, 4096), 81.2, 118.4),
@@ -70,8 +71,12 @@ def anchor_shapes(page_size: int) -> list[Anchor]:
         Anchor("b128-sq2-h128-8k-causal", p(128, 2, 128, 8192, causal=True), 924.0, None),
         Anchor("b1-h128-16k", p(1, 1, 128, 16384), 39.1, 62.2),
         Anchor("b8-h16-32k", p(8, 1, 16, 32768), 82.0, 124.8),
-        Anchor("b32-h64-varied", p(32, 1, 64, 8192, seqlens=_varied_lengths(32, 1024, 8192)),
-               57.3, 254.9),
+        Anchor(
+            "b32-h64-varied",
+            p(32, 1, 64, 8192, seqlens=_varied_lengths(32, 1024, 8192)),
+            57.3,
+            254.9,
+        ),
         Anchor("b128-h16-1k", p(128, 1, 16, 1024), 42.1, 72.2),
     ]
 
@@ -79,21 +84,53 @@ def anchor_shapes(page_size: int) -> list[Anchor]:
 def smoke_shapes(page_size: int) -> list[Anchor]:
     """Tiny shapes for compute-sanitizer and quick checks."""
     return [
-        Anchor("smoke-b2-h16", DecodeProblem(batch=2, s_q=1, h_q=16, seqlen=300,
-                                             page_size=page_size, seqlens=(300, 77)), None, None),
-        Anchor("smoke-b2-sq2-causal", DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=129,
-                                                    page_size=page_size, causal=True,
-                                                    seqlens=(129, 0)), None, None),
+        Anchor(
+            "smoke-b2-h16",
+            DecodeProblem(
+                batch=2, s_q=1, h_q=16, seqlen=300, page_size=page_size, seqlens=(300, 77)
+            ),
+            None,
+            None,
+        ),
+        Anchor(
+            "smoke-b2-sq2-causal",
+            DecodeProblem(
+                batch=2,
+                s_q=2,
+                h_q=32,
+                seqlen=129,
+                page_size=page_size,
+                causal=True,
+                seqlens=(129, 0),
+            ),
+            None,
+            None,
+        ),
     ]
 
 
-def parse_variant(text: str) -> DecodeConfig | None:
-    """``default`` -> None; ``q64-k32-w8-s2[-p4]`` -> DecodeConfig."""
+@dataclass(frozen=True)
+class Variant:
+    """A config to time (None: the device default) and whether fp8 prefetching is on."""
+
+    name: str
+    config: DecodeConfig | None
+    fp8_prefetch: bool = True
+
+
+def parse_variant(text: str) -> Variant:
+    """``default`` or ``q64-k32-w8-s2[-p4][-f0]`` (p: splits; f0: no fp8 prefetch)."""
     if text == "default":
-        return None
+        return Variant(text, None)
     knobs = {part[0]: int(part[1:]) for part in text.split("-")}
-    return DecodeConfig(block_size_q=knobs["q"], block_size_k=knobs["k"], num_warps=knobs["w"],
-                        num_stages=knobs["s"], num_kv_splits=knobs.get("p", "auto"))
+    cfg = DecodeConfig(
+        block_size_q=knobs["q"],
+        block_size_k=knobs["k"],
+        num_warps=knobs["w"],
+        num_stages=knobs["s"],
+        num_kv_splits=knobs.get("p", "auto"),
+    )
+    return Variant(text, cfg, fp8_prefetch=bool(knobs.get("f", 1)))
 
 
 def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
@@ -103,12 +140,17 @@ def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
 
 def _check(inputs: dict[str, Any], cfg: DecodeConfig, nb: int) -> dict[str, float]:
     q = inputs["q"]
-    out = torch.full((*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype,
-                     device=q.device)
+    out = torch.full(
+        (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype, device=q.device
+    )
     got, lse = decode_mod.mla_decode(**inputs, config=cfg, out=out)
     torch.cuda.synchronize()
-    sub = dict(inputs, q=q[:nb], block_table=inputs["block_table"][:nb],
-               cache_seqlens=inputs["cache_seqlens"][:nb])
+    sub = dict(
+        inputs,
+        q=q[:nb],
+        block_table=inputs["block_table"][:nb],
+        cache_seqlens=inputs["cache_seqlens"][:nb],
+    )
     ref, ref_lse = mla_decode_ref(**sub)
     lengths = inputs["cache_seqlens"].tolist()
     unwritten = bool(torch.isnan(got).any())
@@ -121,28 +163,43 @@ def _check(inputs: dict[str, Any], cfg: DecodeConfig, nb: int) -> dict[str, floa
     }
 
 
-def bench_shape(anchor: Anchor, variants: list[DecodeConfig | None], *, kv_fp8: bool,
-                check_seqs: int, time_it: bool) -> list[dict[str, Any]]:
+def bench_shape(
+    anchor: Anchor,
+    variants: list[Variant],
+    *,
+    kv_fp8: bool,
+    check_seqs: int,
+    time_it: bool,
+    all_bq: bool,
+) -> list[dict[str, Any]]:
     problem = replace(anchor.problem, kv_dtype="fp8_e4m3") if kv_fp8 else anchor.problem
     limits = limits_for("cuda")
     first = make_decode_inputs(problem, device="cuda", seed=1)
     bytes_call = problem.kv_bytes() + first["q"].numel() * 2 * (1 + 512 / 576)
     copies = copies_for(int(bytes_call)) if time_it else 1
-    inputs = [first] + [make_decode_inputs(problem, device="cuda", seed=2 + i)
-                        for i in range(copies - 1)]
+    inputs = [first] + [
+        make_decode_inputs(problem, device="cuda", seed=2 + i) for i in range(copies - 1)
+    ]
     rows: list[dict[str, Any]] = []
-    seen: set[DecodeConfig] = set()
+    seen: set[tuple[DecodeConfig, bool]] = set()
+    default = default_decode_config(problem, limits)
     for variant in variants:
-        cfg = default_decode_config(problem, limits) if variant is None else _fit_to_problem(
-            variant, problem)
-        if cfg in seen:
+        cfg = default if variant.config is None else _fit_to_problem(variant.config, problem)
+        prefetch = variant.fp8_prefetch or not kv_fp8
+        if (cfg, prefetch) in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
             continue
-        seen.add(cfg)
-        row: dict[str, Any] = {"shape": anchor.name, "kv": "fp8" if kv_fp8 else "bf16",
-                               "variant": "default" if variant is None else "pinned",
-                               "config": asdict(cfg), "problem": problem.as_dict(),
-                               "splits": resolve_num_splits(cfg, problem, limits),
-                               "why_invalid": why_invalid_decode(cfg, problem, limits)}
+        seen.add((cfg, prefetch))
+        decode_mod.FP8_PREFETCH = prefetch
+        row: dict[str, Any] = {
+            "shape": anchor.name,
+            "kv": "fp8" if kv_fp8 else "bf16",
+            "variant": variant.name,
+            "fp8_prefetch": prefetch,
+            "config": asdict(cfg),
+            "problem": problem.as_dict(),
+            "splits": resolve_num_splits(cfg, problem, limits),
+            "why_invalid": why_invalid_decode(cfg, problem, limits),
+        }
         try:
             t0 = time.perf_counter()
             row.update(_check(first, cfg, min(check_seqs, problem.batch)))
@@ -153,8 +210,10 @@ def bench_shape(anchor: Anchor, variants: list[DecodeConfig | None], *, kv_fp8: 
                 row["n_spills"] = kernel.n_spills
                 row["shared"] = kernel.metadata.shared
             if time_it:
-                calls = [lambda inp=inp: decode_mod.mla_decode(**inp, config=cfg)
-                         for inp in inputs]
+                calls = [
+                    lambda inp=inp, cfg=cfg: decode_mod.mla_decode(**inp, config=cfg)
+                    for inp in inputs
+                ]
                 timing = time_rotated_us(calls)
                 row.update(us=timing.median_us, spread=timing.spread(), copies=timing.copies)
                 row["gbps"] = bytes_call / timing.median_us / 1e3
@@ -165,6 +224,7 @@ def bench_shape(anchor: Anchor, variants: list[DecodeConfig | None], *, kv_fp8: 
                     row["vs_peer"] = anchor.peer_us / timing.median_us
         except Exception as exc:  # a variant that fails to compile/run is recorded, not fatal
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        decode_mod.FP8_PREFETCH = True
         rows.append(row)
         print(_fmt(row), flush=True)
     del inputs, first
@@ -175,36 +235,87 @@ def bench_shape(anchor: Anchor, variants: list[DecodeConfig | None], *, kv_fp8: 
 def _fmt(row: dict[str, Any]) -> str:
     c = row["config"]
     tag = f"q{c['block_size_q']}-k{c['block_size_k']}-w{c['num_warps']}-s{c['num_stages']}"
-    head = f"{row['shape']:<26}{row['kv']:<5}{tag:<16}p{row['splits']:<3}"
+    tag += "" if row.get("fp8_prefetch", True) else "-f0"
+    head = f"{row['shape']:<26}{row['kv']:<5}{tag:<19}p{row['splits']:<3}"
     if "error" in row:
         return head + " ERROR " + row["error"][:120]
-    parts = [f"rel {row['rel_l2']:.1e}", f"nan {int(row['nan_in_out'])}",
-             f"regs {row.get('n_regs')}", f"spill {row.get('n_spills')}",
-             f"smem {row.get('shared')}"]
+    parts = [
+        f"rel {row['rel_l2']:.1e}",
+        f"nan {int(row['nan_in_out'])}",
+        f"regs {row.get('n_regs')}",
+        f"spill {row.get('n_spills')}",
+        f"smem {row.get('shared')}",
+    ]
     if "us" in row:
-        parts += [f"{row['us']:8.1f}us", f"{row['gbps']:6.0f}GB/s", f"{row['tflops']:5.0f}TF",
-                  f"xFM {row.get('vs_flashmla', math.nan):.2f}",
-                  f"xPeer {row.get('vs_peer', math.nan):.2f}"]
+        parts += [
+            f"{row['us']:8.1f}us",
+            f"{row['gbps']:6.0f}GB/s",
+            f"{row['tflops']:5.0f}TF",
+            f"xFM {row.get('vs_flashmla', math.nan):.2f}",
+            f"xPeer {row.get('vs_peer', math.nan):.2f}",
+        ]
     return head + " " + " ".join(parts)
+
+
+def summarize(rows: list[dict[str, Any]], anchors: list[Anchor]) -> list[dict[str, Any]]:
+    """One record per (shape, kv dtype): the best variant (tuned) and the default's time."""
+    by_name = {a.name: a for a in anchors}
+    out: list[dict[str, Any]] = []
+    keys = dict.fromkeys((r["shape"], r["kv"]) for r in rows if "us" in r)
+    for shape, kv in keys:
+        timed = [r for r in rows if (r["shape"], r["kv"]) == (shape, kv) and "us" in r]
+        best = min(timed, key=lambda r: r["us"])
+        default = next((r for r in timed if r["variant"] == "default"), None)
+        anchor = by_name[shape]
+        p = anchor.problem
+        out.append(
+            {
+                "shape": shape,
+                "kv": kv,
+                "batch": p.batch,
+                "s_q": p.s_q,
+                "h_q": p.h_q,
+                "seqlen": p.seqlen if p.seqlens is None else f"{min(p.seqlens)}..{max(p.seqlens)}",
+                "causal": p.causal,
+                "tuned_us": best["us"],
+                "default_us": default["us"] if default else None,
+                "gbps": best["gbps"],
+                "tflops": best["tflops"],
+                "config": best["config"],
+                "splits": best["splits"],
+                "fp8_prefetch": best.get("fp8_prefetch"),
+                "rel_l2": best["rel_l2"],
+                "flashmla_us": anchor.flashmla_us,
+                "peer_us": anchor.peer_us,
+            }
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="anchors",
-                        help="anchors | smoke | comma-separated anchor names")
+    parser.add_argument(
+        "--shapes", default="anchors", help="anchors | smoke | comma-separated anchor names"
+    )
     parser.add_argument("--variants", default="default")
-    parser.add_argument("--fp8", default="",
-                        help="comma-separated shape names (or 'all') also run with fp8 KV")
+    parser.add_argument(
+        "--fp8", default="", help="comma-separated shape names (or 'all') also run with fp8 KV"
+    )
     parser.add_argument("--page-size", type=int, default=64)
     parser.add_argument("--check-seqs", type=int, default=2)
     parser.add_argument("--no-time", action="store_true", help="correctness only")
     parser.add_argument("--out", default="", help="write the rows as JSON here")
+    parser.add_argument("--summary", default="", help="write one record per shape here")
+    parser.add_argument(
+        "--all-bq",
+        action="store_true",
+        help="also time variants whose block_size_q differs from the default's",
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
-    pool = smoke_shapes(args.page_size) if args.shapes == "smoke" else anchor_shapes(
-        args.page_size)
+    pool = smoke_shapes(args.page_size) if args.shapes == "smoke" else anchor_shapes(args.page_size)
     if args.shapes not in ("anchors", "smoke"):
         wanted = set(args.shapes.split(","))
         pool = [a for a in pool if a.name in wanted]
@@ -212,16 +323,40 @@ def main(argv: list[str] | None = None) -> int:
     fp8 = {a.name for a in pool} if args.fp8 == "all" else set(filter(None, args.fp8.split(",")))
     rows: list[dict[str, Any]] = []
     for anchor in pool:
-        rows += bench_shape(anchor, variants, kv_fp8=False, check_seqs=args.check_seqs,
-                            time_it=not args.no_time)
-        if anchor.name in fp8:
-            rows += bench_shape(anchor, variants, kv_fp8=True, check_seqs=args.check_seqs,
-                                time_it=not args.no_time)
+        for kv_fp8 in (False, True) if anchor.name in fp8 else (False,):
+            rows += bench_shape(
+                anchor,
+                variants,
+                kv_fp8=kv_fp8,
+                check_seqs=args.check_seqs,
+                time_it=not args.no_time,
+                all_bq=args.all_bq,
+            )
     bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > BF16_REL_L2_MAX]
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"device": gpu_info(), "date": time.strftime("%Y-%m-%d"),
-                       "command": " ".join(sys.argv), "rows": rows}, fh, indent=1)
+            json.dump(
+                {
+                    "device": gpu_info(),
+                    "date": time.strftime("%Y-%m-%d"),
+                    "command": " ".join(sys.argv),
+                    "rows": rows,
+                },
+                fh,
+                indent=1,
+            )
+    if args.summary:
+        with open(args.summary, "w") as fh:
+            json.dump(
+                {
+                    "device": gpu_info(),
+                    "date": time.strftime("%Y-%m-%d"),
+                    "command": " ".join(sys.argv),
+                    "shapes": summarize(rows, pool),
+                },
+                fh,
+                indent=1,
+            )
     print(f"{len(rows)} rows, {len(bad)} failing correctness or erroring")
     return 1 if bad else 0
 

@@ -51,17 +51,21 @@ def _import_mlafleet() -> None:
     sys.path.insert(0, str(root))
 
 
-def _parse_configs(text: str) -> list[tuple[str, Any, bool | None]]:
-    """``BQxBKxWARPSxSTAGES`` (loads as the launcher picks: TMA on sm_90) or with a ``p``
-    suffix (pointer loads forced) -> ``(name, config, use_tma)``."""
+def _parse_configs(text: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """``BQxBKxWARPSxSTAGES[p]`` -> ``(name, config, launch options)``.
+
+    Plain: loads as the launcher picks (TMA on sm_90+); ``p``: pointer loads forced.
+    """
     from mlafleet.kernels.configs import PrefillConfig
 
     configs = []
     for item in filter(None, text.split(",")):
-        pointers = item.endswith("p")
-        bq, bk, w, s = (int(x) for x in item.rstrip("p").split("x"))
+        body = item.rstrip("p")
+        suffix = item[len(body) :]
+        bq, bk, w, s = (int(x) for x in body.split("x"))
         cfg = PrefillConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=s)
-        configs.append((item, cfg, False if pointers else None))
+        opts: dict[str, Any] = {"use_tma": False if "p" in suffix else None}
+        configs.append((item, cfg, opts))
     return configs
 
 
@@ -69,10 +73,16 @@ def _args(inputs: dict[str, Any]) -> Any:
     from mlafleet.kernels.prefill_args import check_prefill_args
 
     return check_prefill_args(
-        inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"], inputs["cu_seqlens_k"],
-        inputs["max_seqlen_q"], inputs["max_seqlen_k"], causal=inputs["causal"],
+        inputs["q"],
+        inputs["k"],
+        inputs["v"],
+        inputs["cu_seqlens_q"],
+        inputs["cu_seqlens_k"],
+        inputs["max_seqlen_q"],
+        inputs["max_seqlen_k"],
+        causal=inputs["causal"],
         softmax_scale=inputs["softmax_scale"],
-    )  # fmt: skip
+    )
 
 
 def _rel_l2(out: Any, ref: Any) -> float:
@@ -80,9 +90,11 @@ def _rel_l2(out: Any, ref: Any) -> float:
     return float(diff / ref.float().norm().clamp_min(1e-30))
 
 
-def check_correctness(problems: list[tuple[str, Any, dict[str, Any]]],
-                      configs: list[tuple[str, Any, bool | None]], device: str,
-                      ) -> list[dict[str, Any]]:  # fmt: skip
+def check_correctness(
+    problems: list[tuple[str, Any, dict[str, Any]]],
+    configs: list[tuple[str, Any, dict[str, Any]]],
+    device: str,
+) -> list[dict[str, Any]]:
     """Configs against the fp32 reference on each problem (a problem's ``max_configs`` limits
     how many, to save compile time); returns one record each."""
     import torch
@@ -97,23 +109,31 @@ def check_correctness(problems: list[tuple[str, Any, dict[str, Any]]],
         inputs = make_prefill_inputs(problem, device=device, seed=seed, **kwargs)
         ref_out, ref_lse = run_prefill_ref(inputs)
         finite = torch.isfinite(ref_lse)
-        for name, cfg, use_tma in configs[:limit]:
+        for name, cfg, launch_opts in configs[:limit]:
             rec: dict[str, Any] = {"problem": label, "config": name}
             try:
-                out, lse, _ = _launch(_args(inputs), cfg, use_tma=use_tma)
+                out, lse, _ = _launch(_args(inputs), cfg, **launch_opts)
                 rec["rel_l2_out"] = _rel_l2(out, ref_out)
                 rec["max_abs_lse"] = float((lse[finite] - ref_lse[finite]).abs().max())
                 rec["nan_out"] = bool(torch.isnan(out).any())
                 rec["lse_inf_match"] = bool(torch.equal(torch.isinf(lse), ~finite))
-                rec["ok"] = (rec["rel_l2_out"] < 1e-2 and rec["max_abs_lse"] < 5e-2
-                             and not rec["nan_out"] and rec["lse_inf_match"])  # fmt: skip
+                rec["ok"] = (
+                    rec["rel_l2_out"] < 1e-2
+                    and rec["max_abs_lse"] < 5e-2
+                    and not rec["nan_out"]
+                    and rec["lse_inf_match"]
+                )
             except Exception as exc:  # recorded, the sweep goes on
                 rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
             records.append(rec)
-            print(f"check {label:<28} {rec['config']:<12} " + (
-                f"rel_l2={rec.get('rel_l2_out', float('nan')):.2e} "
-                f"lse_err={rec.get('max_abs_lse', float('nan')):.1e} ok={rec['ok']}"
-                if "error" not in rec else rec["error"]), flush=True)  # fmt: skip
+            if "error" in rec:
+                detail = rec["error"]
+            else:
+                detail = (
+                    f"rel_l2={rec['rel_l2_out']:.2e} lse_err={rec['max_abs_lse']:.1e} "
+                    f"ok={rec['ok']}"
+                )
+            print(f"check {label:<28} {rec['config']:<12} {detail}", flush=True)
         del inputs, ref_out, ref_lse
     return records
 
@@ -131,12 +151,20 @@ def _bench(fn: Any, *, rep_ms: int) -> float:
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
-    return float(triton.testing.do_bench(fn, warmup=max(rep_ms // 4, 5), rep=rep_ms,
-                                         return_mode="median"))  # fmt: skip
+    return float(
+        triton.testing.do_bench(fn, warmup=max(rep_ms // 4, 5), rep=rep_ms, return_mode="median")
+    )
 
 
-def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: str,
-                 dtype: str, rep_ms: int, heads: int = 128) -> list[dict[str, Any]]:  # fmt: skip
+def time_configs(
+    shapes: list[tuple[int, int]],
+    configs: list[Any],
+    *,
+    device: str,
+    dtype: str,
+    rep_ms: int,
+    heads: int = 128,
+) -> list[dict[str, Any]]:
     """Median time of each config (and of torch SDPA) on each causal anchor shape."""
     import torch
 
@@ -146,20 +174,32 @@ def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: s
 
     records = []
     for batch, seqlen in shapes:
-        problem = PrefillProblem(batch=batch, seqlen_q=seqlen, seqlen_k=seqlen, h=heads,
-                                 d_qk=192, d_v=128, dtype=dtype, causal=True)  # type: ignore[arg-type]
+        problem = PrefillProblem(
+            batch=batch,
+            seqlen_q=seqlen,
+            seqlen_k=seqlen,
+            h=heads,
+            d_qk=192,
+            d_v=128,
+            dtype=dtype,
+            causal=True,
+        )  # type: ignore[arg-type]
         inputs = make_prefill_inputs(problem, device=device, seed=batch * seqlen)
         # contiguous copies: the NaN-padded views of make_prefill_inputs are for correctness
         for key in ("q", "k", "v"):
             inputs[key] = inputs[key].contiguous()
         args = _args(inputs)
         flops = problem.flops()
-        for name, cfg, use_tma in configs:
-            rec: dict[str, Any] = {"batch": batch, "seqlen": seqlen, "impl": "mla_prefill",
-                                   "config": name}  # fmt: skip
+        for name, cfg, launch_opts in configs:
+            rec: dict[str, Any] = {
+                "batch": batch,
+                "seqlen": seqlen,
+                "impl": "mla_prefill",
+                "config": name,
+            }
             try:
                 t0 = time.perf_counter()
-                _, _, compiled = _launch(args, cfg, use_tma=use_tma)
+                _, _, compiled = _launch(args, cfg, **launch_opts)
                 torch.cuda.synchronize() if device == "cuda" else None
                 rec["first_call_s"] = round(time.perf_counter() - t0, 2)
                 if compiled is not None and hasattr(compiled, "n_regs"):
@@ -167,25 +207,29 @@ def time_configs(shapes: list[tuple[int, int]], configs: list[Any], *, device: s
                     rec["n_spills"] = int(compiled.n_spills)
                     rec["shared_bytes"] = int(compiled.metadata.shared)
                     rec["wgmma"] = "wgmma" in compiled.asm.get("ptx", "")
-                ms = _bench(lambda cfg=cfg, t=use_tma: _launch(args, cfg, use_tma=t),
-                            rep_ms=rep_ms)  # fmt: skip
+                ms = _bench(lambda a=args, c=cfg, o=launch_opts: _launch(a, c, **o), rep_ms=rep_ms)
                 rec.update(median_ms=ms, tflops=flops / ms / 1e9)
             except Exception as exc:
                 rec.update(error=f"{type(exc).__name__}: {exc}"[:300])
             records.append(rec)
-            print(f"time {batch}x{seqlen:<6} {rec['config']:<12} " + (
-                f"{rec['median_ms']:.3f} ms {rec['tflops']:.0f} TFLOP/s regs={rec.get('n_regs')} "
-                f"spills={rec.get('n_spills')} smem={rec.get('shared_bytes')} "
-                f"wgmma={rec.get('wgmma')}" if "error" not in rec else rec["error"]), flush=True)  # fmt: skip
+            if "error" in rec:
+                detail = rec["error"]
+            else:
+                detail = (
+                    f"{rec['median_ms']:.3f} ms {rec['tflops']:.0f} TFLOP/s "
+                    f"regs={rec.get('n_regs')} spills={rec.get('n_spills')} "
+                    f"smem={rec.get('shared_bytes')} wgmma={rec.get('wgmma')}"
+                )
+            print(f"time {batch}x{seqlen:<6} {rec['config']:<12} {detail}", flush=True)
         records.append(_time_sdpa(batch, seqlen, inputs, flops, device=device, rep_ms=rep_ms))
         del inputs, args
     return records
 
 
-def _time_sdpa(batch: int, seqlen: int, inputs: dict[str, Any], flops: int, *, device: str,
-               rep_ms: int) -> dict[str, Any]:  # fmt: skip
+def _time_sdpa(
+    batch: int, seqlen: int, inputs: dict[str, Any], flops: int, *, device: str, rep_ms: int
+) -> dict[str, Any]:
     """torch SDPA (cuDNN backend first, then whatever torch picks) on the same data."""
-    import torch
     import torch.nn.functional as F  # noqa: N812
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -195,8 +239,17 @@ def _time_sdpa(batch: int, seqlen: int, inputs: dict[str, Any], flops: int, *, d
     q, k, v = (to_bhsd(inputs[name]) for name in ("q", "k", "v"))
     rec: dict[str, Any] = {"batch": batch, "seqlen": seqlen, "impl": "torch_sdpa"}
     backends = [("cudnn", [SDPBackend.CUDNN_ATTENTION])] if device == "cuda" else []
-    backends.append(("default", [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
-                                 SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))  # fmt: skip
+    backends.append(
+        (
+            "default",
+            [
+                SDPBackend.CUDNN_ATTENTION,
+                SDPBackend.FLASH_ATTENTION,
+                SDPBackend.EFFICIENT_ATTENTION,
+                SDPBackend.MATH,
+            ],
+        )
+    )
     for name, allowed in backends:
         try:
             with sdpa_kernel(allowed):
@@ -207,8 +260,11 @@ def _time_sdpa(batch: int, seqlen: int, inputs: dict[str, Any], flops: int, *, d
             break
         except Exception as exc:
             rec[f"error_{name}"] = f"{type(exc).__name__}: {exc}"[:300]
-    print(f"time {batch}x{seqlen:<6} sdpa/{rec.get('backend')} "
-          f"{rec.get('median_ms', float('nan')):.3f} ms {rec.get('tflops', 0):.0f} TFLOP/s", flush=True)  # fmt: skip
+    print(
+        f"time {batch}x{seqlen:<6} sdpa/{rec.get('backend')} "
+        f"{rec.get('median_ms', float('nan')):.3f} ms {rec.get('tflops', 0):.0f} TFLOP/s",
+        flush=True,
+    )
     return rec
 
 
@@ -216,8 +272,16 @@ def markdown_table(timings: list[dict[str, Any]]) -> str:
     """One row per shape: best config, its time/TFLOP/s, every config's TFLOP/s, SDPA."""
     shapes = sorted({(r["batch"], r["seqlen"]) for r in timings}, key=lambda s: s[0] * s[1])
     configs = list(dict.fromkeys(r["config"] for r in timings if r["impl"] == "mla_prefill"))
-    head = ["batch x seqlen", "best config", "ms", "TFLOP/s", *configs, "torch SDPA ms (TFLOP/s)",
-            "ours / SDPA", "cuDNN in ANCHORS"]  # fmt: skip
+    head = [
+        "batch x seqlen",
+        "best config",
+        "ms",
+        "TFLOP/s",
+        *configs,
+        "torch SDPA ms (TFLOP/s)",
+        "ours / SDPA",
+        "cuDNN in ANCHORS",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for batch, seqlen in shapes:
         rows = [r for r in timings if (r["batch"], r["seqlen"]) == (batch, seqlen)]
@@ -225,8 +289,10 @@ def markdown_table(timings: list[dict[str, Any]]) -> str:
         sdpa = next((r for r in rows if r["impl"] == "torch_sdpa"), {})
         best = max(ours.values(), key=lambda r: r["tflops"], default=None)
         cells = [f"{batch} x {seqlen}"]
-        cells += [best["config"], f"{best['median_ms']:.3f}", f"{best['tflops']:.0f}"] if best \
-            else ["-", "-", "-"]  # fmt: skip
+        if best:
+            cells += [best["config"], f"{best['median_ms']:.3f}", f"{best['tflops']:.0f}"]
+        else:
+            cells += ["-", "-", "-"]
         cells += [f"{ours[c]['tflops']:.0f}" if c in ours else "fail" for c in configs]
         if "median_ms" in sdpa:
             cells.append(f"{sdpa['median_ms']:.3f} ({sdpa['tflops']:.0f}, {sdpa['backend']})")
@@ -240,8 +306,9 @@ def markdown_table(timings: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                        help="comma-separated BQxBKxWARPSxSTAGES")  # fmt: skip
+    parser.add_argument(
+        "--configs", default=DEFAULT_CONFIGS, help="comma-separated BQxBKxWARPSxSTAGES"
+    )
     parser.add_argument("--out", default=str(REPO / "bench/results/h200_prefill.json"))
     parser.add_argument("--md", default="", help="also write the markdown table here")
     parser.add_argument("--rep-ms", type=int, default=200)
@@ -263,33 +330,55 @@ def main() -> None:
     else:
         h, seq, shapes = 128, 4096, ANCHOR_SHAPES
     problems = [
-        (f"1x{seq} causal", PrefillProblem(batch=1, seqlen_q=seq, seqlen_k=seq, h=h, dtype=dtype),
-         {}),
-        (f"varlen 4x~{seq // 2} k+{seq // 4} causal",
-         PrefillProblem(batch=4, seqlen_q=seq // 2, seqlen_k=seq // 2 + seq // 4, h=h,
-                        dtype=dtype), {"varlen": True}),
-        (f"varlen 3x~{seq // 2} gqa h_k=h/8 noncausal",
-         PrefillProblem(batch=3, seqlen_q=seq // 2, seqlen_k=seq // 2, h=max(h, 8),
-                        h_k=max(h, 8) // 8, dtype=dtype, causal=False),
-         {"varlen": True, "max_configs": 2}),
-    ]  # fmt: skip
+        (
+            f"1x{seq} causal",
+            PrefillProblem(batch=1, seqlen_q=seq, seqlen_k=seq, h=h, dtype=dtype),
+            {},
+        ),
+        (
+            f"varlen 4x~{seq // 2} k+{seq // 4} causal",
+            PrefillProblem(
+                batch=4, seqlen_q=seq // 2, seqlen_k=seq // 2 + seq // 4, h=h, dtype=dtype
+            ),
+            {"varlen": True},
+        ),
+        (
+            f"varlen 3x~{seq // 2} gqa h_k=h/8 noncausal",
+            PrefillProblem(
+                batch=3,
+                seqlen_q=seq // 2,
+                seqlen_k=seq // 2,
+                h=max(h, 8),
+                h_k=max(h, 8) // 8,
+                dtype=dtype,
+                causal=False,
+            ),
+            {"varlen": True, "max_configs": 2},
+        ),
+    ]
     started = time.time()
     env = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu-interpreter",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python3", *sys.argv]),
-        "torch": torch.__version__, "triton": triton.__version__,
-        "cuda": torch.version.cuda, "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
         "cudnn": torch.backends.cudnn.version() if device == "cuda" else None,
-    }  # fmt: skip
+    }
     print(json.dumps(env), flush=True)
     checks = check_correctness(problems, configs, device)
-    timings = time_configs(shapes, configs, device=device, dtype=dtype, rep_ms=opts.rep_ms,
-                           heads=h)
+    timings = time_configs(shapes, configs, device=device, dtype=dtype, rep_ms=opts.rep_ms, heads=h)
     table = markdown_table(timings)
     print(table)
-    result = {"env": env, "correctness": checks, "timings": timings, "table_md": table,
-              "wall_s": round(time.time() - started, 1)}  # fmt: skip
+    result = {
+        "env": env,
+        "correctness": checks,
+        "timings": timings,
+        "table_md": table,
+        "wall_s": round(time.time() - started, 1),
+    }
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(result, indent=1))
     if opts.md:

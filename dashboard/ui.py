@@ -20,9 +20,8 @@ ICON_CUT = ":material/content_cut:"
 ICON_CANCEL = ":material/cancel:"
 
 START_A_JOB = (
-    "Nothing has been measured yet. Start a tuning job: `mlafleet demo` (one machine, "
-    "everything in one command), or `mlafleet submit job.yaml` against this API, or the "
-    "**Jobs** page here."
+    "Start a tuning job: `mlafleet demo` (one machine, everything in one command), or "
+    "`mlafleet submit job.yaml` against this API, or the **Jobs** page here."
 )
 
 

@@ -76,8 +76,14 @@ def check_decode_args(
         TypeError: a non-tensor, a wrong dtype, or a non-int/non-bool scalar.
         ValueError: a wrong shape, device, layout, page size, head split or length.
     """
-    q = check_tensor(q, "q", ndim=4, dtypes=(torch.float16, torch.bfloat16),
-                     last_dim_contiguous=True, hint="q is [batch, s_q, h_q, d_qk]")
+    q = check_tensor(
+        q,
+        "q",
+        ndim=4,
+        dtypes=(torch.float16, torch.bfloat16),
+        last_dim_contiguous=True,
+        hint="q is [batch, s_q, h_q, d_qk]",
+    )
     device = q.device
     if device.type != "cuda" and not interpreting():
         raise ValueError(
@@ -86,35 +92,59 @@ def check_decode_args(
         )
     batch, s_q, h_q, d_qk = q.shape
     kv_dtypes = (q.dtype,) + ((_FP8,) if _FP8 is not None else ())
-    kv_cache = check_tensor(kv_cache, "kv_cache", ndim=4, dtypes=kv_dtypes, device=device,
-                            last_dim_contiguous=True,
-                            hint="kv_cache is [num_pages, page_size, h_kv, d_qk] in q's dtype "
-                            "or float8_e4m3fn with kv_scale")
+    kv_cache = check_tensor(
+        kv_cache,
+        "kv_cache",
+        ndim=4,
+        dtypes=kv_dtypes,
+        device=device,
+        last_dim_contiguous=True,
+        hint="kv_cache is [num_pages, page_size, h_kv, d_qk] in q's dtype "
+        "or float8_e4m3fn with kv_scale",
+    )
     num_pages, page_size, h_kv, kv_d = kv_cache.shape
     if kv_d != d_qk:
-        raise ValueError(f"kv_cache: expected last dim {d_qk} (q's d_qk), got {kv_d}; pass the "
-                         "concatenated latent+rope cache")
+        raise ValueError(
+            f"kv_cache: expected last dim {d_qk} (q's d_qk), got {kv_d}; pass the "
+            "concatenated latent+rope cache"
+        )
     check_power_of_two(page_size, "kv_cache page size (dim 1)", low=1, high=256)
     if h_kv == 0 or h_q % h_kv:
         raise ValueError(f"kv_cache: expected h_kv (dim 2) dividing h_q={h_q}, got {h_kv}")
     if s_q < 1 or h_q < 1:
         raise ValueError(f"q: expected s_q >= 1 and h_q >= 1, got shape {list(q.shape)}")
-    block_table = check_tensor(block_table, "block_table", ndim=2, shape=(batch, None),
-                               dtypes=(torch.int32,), device=device, last_dim_contiguous=True,
-                               hint="block_table is [batch, max_pages] int32")
-    cache_seqlens = check_tensor(cache_seqlens, "cache_seqlens", shape=(batch,),
-                                 dtypes=(torch.int32,), device=device, last_dim_contiguous=True,
-                                 hint="cache_seqlens is [batch] int32")
+    block_table = check_tensor(
+        block_table,
+        "block_table",
+        ndim=2,
+        shape=(batch, None),
+        dtypes=(torch.int32,),
+        device=device,
+        last_dim_contiguous=True,
+        hint="block_table is [batch, max_pages] int32",
+    )
+    cache_seqlens = check_tensor(
+        cache_seqlens,
+        "cache_seqlens",
+        shape=(batch,),
+        dtypes=(torch.int32,),
+        device=device,
+        last_dim_contiguous=True,
+        hint="cache_seqlens is [batch] int32",
+    )
     if isinstance(head_dim_v, bool) or not isinstance(head_dim_v, int):
         raise TypeError(f"head_dim_v: expected an int, got {type(head_dim_v).__name__}")
     if not 16 <= head_dim_v <= d_qk:
-        raise ValueError(f"head_dim_v: expected 16 <= head_dim_v <= d_qk={d_qk}, got "
-                         f"{head_dim_v}; DeepSeek uses 512 with d_qk 576")
+        raise ValueError(
+            f"head_dim_v: expected 16 <= head_dim_v <= d_qk={d_qk}, got "
+            f"{head_dim_v}; DeepSeek uses 512 with d_qk 576"
+        )
     if softmax_scale is None:
         scale = d_qk**-0.5
     elif isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
-        raise TypeError(f"softmax_scale: expected a float or None, got "
-                        f"{type(softmax_scale).__name__}")
+        raise TypeError(
+            f"softmax_scale: expected a float or None, got {type(softmax_scale).__name__}"
+        )
     elif not (math.isfinite(softmax_scale) and softmax_scale > 0):
         raise ValueError(f"softmax_scale: expected a finite value > 0, got {softmax_scale}")
     else:
@@ -123,24 +153,43 @@ def check_decode_args(
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     is_fp8 = kv_cache.dtype != q.dtype
     if is_fp8 and kv_scale is None:
-        raise ValueError("kv_scale: expected an fp32 scalar tensor for a float8_e4m3fn "
-                         "kv_cache, got None; pass the cache's dequantisation scale")
+        raise ValueError(
+            "kv_scale: expected an fp32 scalar tensor for a float8_e4m3fn "
+            "kv_cache, got None; pass the cache's dequantisation scale"
+        )
     if kv_scale is not None:
         if not is_fp8:
-            raise ValueError(f"kv_scale: only meaningful with a float8_e4m3fn kv_cache, got a "
-                             f"{kv_cache.dtype} cache; pass kv_scale=None")
+            raise ValueError(
+                f"kv_scale: only meaningful with a float8_e4m3fn kv_cache, got a "
+                f"{kv_cache.dtype} cache; pass kv_scale=None"
+            )
         kv_scale = check_tensor(kv_scale, "kv_scale", dtypes=(torch.float32,), device=device)
         if kv_scale.numel() != 1:
             raise ValueError(f"kv_scale: expected one element, got shape {list(kv_scale.shape)}")
     if out is not None:
-        out = check_tensor(out, "out", shape=(batch, s_q, h_q, head_dim_v), dtypes=(q.dtype,),
-                           device=device, last_dim_contiguous=True)
+        out = check_tensor(
+            out,
+            "out",
+            shape=(batch, s_q, h_q, head_dim_v),
+            dtypes=(q.dtype,),
+            device=device,
+            last_dim_contiguous=True,
+        )
     if cache_seqlens.device.type == "cpu" and batch > 0:
         _check_lengths(cache_seqlens, block_table, page_size=page_size, num_pages=num_pages)
-    return DecodeArgs(q=q, kv_cache=kv_cache, block_table=block_table,
-                      cache_seqlens=cache_seqlens, kv_scale=kv_scale, out=out,  # type: ignore[arg-type]
-                      head_dim_v=head_dim_v, d_pe=d_qk - head_dim_v, h_kv=h_kv,
-                      softmax_scale=scale, causal=causal)
+    return DecodeArgs(
+        q=q,
+        kv_cache=kv_cache,
+        block_table=block_table,
+        cache_seqlens=cache_seqlens,
+        kv_scale=kv_scale,
+        out=out,  # type: ignore[arg-type]
+        head_dim_v=head_dim_v,
+        d_pe=d_qk - head_dim_v,
+        h_kv=h_kv,
+        softmax_scale=scale,
+        causal=causal,
+    )
 
 
 def _check_lengths(
@@ -184,17 +233,19 @@ def resolve_decode_config(args: DecodeArgs, config: object) -> tuple[DecodeConfi
     for name in ("block_size_q", "block_size_k"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 16 or value & (value - 1):
-            raise ValueError(f"config.{name}: expected a power of two >= 16 (tl.dot's minimum), "
-                             f"got {value!r}")
-    if not isinstance(config.num_warps, int) or config.num_warps < 1 or (
-        config.num_warps & (config.num_warps - 1)
+            raise ValueError(
+                f"config.{name}: expected a power of two >= 16 (tl.dot's minimum), got {value!r}"
+            )
+    if (
+        not isinstance(config.num_warps, int)
+        or config.num_warps < 1
+        or (config.num_warps & (config.num_warps - 1))
     ):
         raise ValueError(f"config.num_warps: expected a power of two, got {config.num_warps!r}")
     if not isinstance(config.num_stages, int) or config.num_stages < 1:
         raise ValueError(f"config.num_stages: expected an int >= 1, got {config.num_stages!r}")
     splits = config.num_kv_splits
-    if splits != "auto" and (isinstance(splits, bool) or not isinstance(splits, int)
-                             or splits < 1):
+    if splits != "auto" and (isinstance(splits, bool) or not isinstance(splits, int) or splits < 1):
         raise ValueError(f"config.num_kv_splits: expected 'auto' or an int >= 1, got {splits!r}")
     return config, resolve_num_splits(config, problem, limits)
 

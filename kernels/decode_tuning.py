@@ -39,8 +39,9 @@ def query_rows(problem: DecodeProblem) -> int:
 
 def estimate_shared_bytes(config: DecodeConfig, problem: DecodeProblem) -> int:
     """Shared memory of one program: pipelined KV tiles + the query tile + the P tile."""
-    d_qk = _next_pow2(problem.d_v) + (_next_pow2(problem.d_qk - problem.d_v) if
-                                      problem.d_qk > problem.d_v else 0)
+    d_qk = _next_pow2(problem.d_v) + (
+        _next_pow2(problem.d_qk - problem.d_v) if problem.d_qk > problem.d_v else 0
+    )
     kv_elem = 1 if problem.cache_dtype == "fp8_e4m3" else 2
     stages = max(1, config.num_stages)
     kv_tiles = stages * config.block_size_k * d_qk * kv_elem
@@ -52,11 +53,19 @@ def estimate_shared_bytes(config: DecodeConfig, problem: DecodeProblem) -> int:
 
 
 def estimate_registers_per_thread(config: DecodeConfig, problem: DecodeProblem) -> int:
-    """fp32 accumulator [block_size_q, D_V] spread over the program's threads, plus overhead."""
+    """Registers per thread: the fp32 accumulator [block_size_q, D_V] and the scores, plus, for
+    row blocks of <= 32 (mma.sync, q held in registers), the q tile, and for fp8 caches there
+    the prefetched raw KV tile and its fp16 copy (calibrated on H200 compiles, NOTES.md)."""
     threads = 32 * config.num_warps
+    d_qk = _next_pow2(problem.d_v) + _next_pow2(max(problem.d_qk - problem.d_v, 1))
     acc = config.block_size_q * _next_pow2(problem.d_v) // threads
     scores = config.block_size_q * config.block_size_k // threads
-    return acc + scores + _REG_OVERHEAD
+    regs = acc + scores + _REG_OVERHEAD
+    if config.block_size_q <= 32:
+        regs += config.block_size_q * d_qk * 2 // 4 // threads
+        if problem.cache_dtype == "fp8_e4m3":
+            regs += config.block_size_k * d_qk * 3 // 4 // threads
+    return regs
 
 
 def why_invalid_decode(
@@ -84,8 +93,9 @@ def why_invalid_decode(
     if not 1 <= config.num_stages <= 5:
         return f"num_stages {config.num_stages}: expected 1 to 5"
     splits = config.num_kv_splits
-    if splits != "auto" and (isinstance(splits, bool) or not isinstance(splits, int)
-                             or not 1 <= splits <= 256):
+    if splits != "auto" and (
+        isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= 256
+    ):
         return f"num_kv_splits {splits!r}: expected 'auto' or an int from 1 to 256"
     rows = query_rows(problem)
     if config.block_size_q > max(_MIN_DOT, _next_pow2(rows)):
@@ -99,9 +109,9 @@ def why_invalid_decode(
     cap = min(_REGS_PER_THREAD, limits.max_registers_per_block // (32 * config.num_warps))
     if regs > cap:
         return (
-            f"registers: the fp32 accumulator [{config.block_size_q}, {problem.d_v}] needs about "
-            f"{regs} per thread with {config.num_warps} warps, over the {cap} available: it "
-            "would spill; use fewer query rows or more warps"
+            f"registers: about {regs} per thread with {config.num_warps} warps (the fp32 "
+            f"accumulator [{config.block_size_q}, {problem.d_v}], scores, q/fp8 tiles), over "
+            f"the {cap} available: it would spill; use fewer query rows or more warps"
         )
     smem = estimate_shared_bytes(config, problem)
     if smem > limits.max_shared_mem_bytes:
@@ -114,9 +124,7 @@ def why_invalid_decode(
     return None
 
 
-def auto_num_splits(
-    *, programs: int, max_seqlen: int, block_size_k: int, sm_count: int
-) -> int:
+def auto_num_splits(*, programs: int, max_seqlen: int, block_size_k: int, sm_count: int) -> int:
     """KV splits that fill the GPU: best wave efficiency, fewest splits (FlashAttention's rule).
 
     Args:
@@ -144,9 +152,7 @@ def auto_num_splits(
     return max_splits
 
 
-def resolve_num_splits(
-    config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits
-) -> int:
+def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits) -> int:
     """The split count ``config`` means for ``problem`` (``"auto"`` resolved), at least 1."""
     if config.num_kv_splits != "auto":
         return int(config.num_kv_splits)
@@ -169,11 +175,11 @@ def decode_search_space(problem: DecodeProblem, limits: DeviceLimits) -> list[De
     if limits.is_interpreter:
         grid = itertools.product((16, 32), (16, 32), (4,), (1,), ("auto",))
     else:
-        grid = itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (4, 8, 16), (1, 2, 3),
-                                 ("auto",))
+        grid = itertools.product(
+            (16, 32, 64, 128), (16, 32, 64, 128), (4, 8, 16), (1, 2, 3), ("auto",)
+        )
     space = [
-        DecodeConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=st,
-                     num_kv_splits=sp)
+        DecodeConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=st, num_kv_splits=sp)
         for bq, bk, w, st, sp in grid
     ]
     if not limits.is_interpreter:
@@ -192,8 +198,9 @@ def _split_variants(
     for base in valid[:4]:
         auto = resolve_num_splits(base, problem, limits)
         for splits in sorted({max(1, auto // 4), max(1, auto // 2), auto * 2, auto * 4} - {auto}):
-            variant = DecodeConfig(base.block_size_q, base.block_size_k, base.num_warps,
-                                   base.num_stages, splits)
+            variant = DecodeConfig(
+                base.block_size_q, base.block_size_k, base.num_warps, base.num_stages, splits
+            )
             if splits <= _MAX_SPLITS and variant not in out:
                 out.append(variant)
     return out
@@ -214,9 +221,13 @@ _ARCH_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
 _FALLBACK_DEFAULT = (32, 32, 4, 1)
 
 
-def _warps_for(block_size_q: int, num_warps: int) -> int:
-    """Small row blocks run best on 4 warps (H200: 16 rows, 4 warps 85 us vs 8 warps 89 us)."""
-    return min(num_warps, 4) if block_size_q <= 32 else num_warps
+def _warps_for(block_size_q: int, num_warps: int, problem: DecodeProblem) -> int:
+    """Small row blocks run best on 4 warps (H200: 16 rows, 4 warps 85 us vs 8 warps 89 us),
+    except with an fp8 cache, whose prefetched tile needs 8 warps' registers (4 warps spill:
+    793 us vs 131 us)."""
+    if block_size_q > 32:
+        return num_warps
+    return max(num_warps, 8) if problem.cache_dtype == "fp8_e4m3" else min(num_warps, 4)
 
 
 def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> DecodeConfig:
@@ -228,9 +239,10 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
     """
     bq, bk, warps, stages = _ARCH_DEFAULTS.get(limits.arch, _FALLBACK_DEFAULT)
     bq = min(bq, max(_MIN_DOT, _next_pow2(query_rows(problem))))
-    warps = _warps_for(bq, warps)
-    cfg = DecodeConfig(block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages,
-                       num_kv_splits="auto")
+    warps = _warps_for(bq, warps, problem)
+    cfg = DecodeConfig(
+        block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages, num_kv_splits="auto"
+    )
     if why_invalid_decode(cfg, problem, limits) is None:
         return cfg
     space = decode_search_space(problem, limits)

@@ -45,7 +45,7 @@ def limits_for(device: torch.device | str) -> DeviceLimits:
     return _gpu_limits(index)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gpu_limits(index: int) -> DeviceLimits:
     props = torch.cuda.get_device_properties(index)
     if torch.version.hip is not None:

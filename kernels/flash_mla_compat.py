@@ -110,9 +110,14 @@ def flash_mla_with_kvcache(
         TypeError, ValueError: as ``mla_decode``; or a shape that differs from the one the
             scheduling state was first used with.
     """
-    sparse = {"indices": indices, "attn_sink": attn_sink, "extra_k_cache": extra_k_cache,
-              "extra_indices_in_kvcache": extra_indices_in_kvcache, "topk_length": topk_length,
-              "extra_topk_length": extra_topk_length}
+    sparse = {
+        "indices": indices,
+        "attn_sink": attn_sink,
+        "extra_k_cache": extra_k_cache,
+        "extra_indices_in_kvcache": extra_indices_in_kvcache,
+        "topk_length": topk_length,
+        "extra_topk_length": extra_topk_length,
+    }
     given = sorted(name for name, value in sparse.items() if value is not None)
     if given:
         raise NotImplementedError(
@@ -127,8 +132,10 @@ def flash_mla_with_kvcache(
     if block_table is None or cache_seqlens is None:
         raise ValueError("block_table, cache_seqlens: expected tensors for dense decode, got None")
     if num_splits is not None and not isinstance(num_splits, torch.Tensor):
-        raise TypeError(f"num_splits: expected None (or FlashMLA's metadata tensor), got "
-                        f"{type(num_splits).__name__}")
+        raise TypeError(
+            f"num_splits: expected None (or FlashMLA's metadata tensor), got "
+            f"{type(num_splits).__name__}"
+        )
     if kv_scale is not None and descale_k is not None:
         raise ValueError("descale_k, kv_scale: expected at most one of them, got both")
     scale_k = descale_k if descale_k is not None else kv_scale
@@ -137,11 +144,20 @@ def flash_mla_with_kvcache(
         if q.dtype != fp8:
             raise ValueError(f"descale_q: only meaningful with a float8_e4m3fn q, got {q.dtype}")
         q = (q.to(torch.float32) * descale_q.to(torch.float32).reshape(())).to(torch.bfloat16)
-    args = check_decode_args(q, k_cache, block_table, cache_seqlens, head_dim_v=head_dim_v,
-                             softmax_scale=softmax_scale, causal=causal, kv_scale=scale_k,
-                             out=None)
-    meta = tile_scheduler_metadata if isinstance(tile_scheduler_metadata,
-                                                 FlashMLASchedMeta) else None
+    args = check_decode_args(
+        q,
+        k_cache,
+        block_table,
+        cache_seqlens,
+        head_dim_v=head_dim_v,
+        softmax_scale=softmax_scale,
+        causal=causal,
+        kv_scale=scale_k,
+        out=None,
+    )
+    meta = (
+        tile_scheduler_metadata if isinstance(tile_scheduler_metadata, FlashMLASchedMeta) else None
+    )
     shape = (*q.shape[:3], k_cache.shape[1], k_cache.shape[2], causal, scale_k is not None)
     if meta is not None and meta.have_initialized and config is None:
         if meta.config != shape:
@@ -149,7 +165,8 @@ def flash_mla_with_kvcache(
                 f"tile_scheduler_metadata: made for (batch, s_q, h_q, page_size, h_kv, causal, "
                 f"fp8) = {meta.config}, got {shape}; use one get_mla_metadata() per shape"
             )
-        assert meta.decode_config is not None and meta.num_splits is not None
+        assert meta.decode_config is not None
+        assert meta.num_splits is not None
         return _launch(args, meta.decode_config, meta.num_splits)
     cfg, splits = resolve_decode_config(args, config)
     if meta is not None and config is None:

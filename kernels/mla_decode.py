@@ -43,7 +43,8 @@ _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
 LAST_COMPILED: dict[str, Any] = {}
 """The compiled decode kernel of the latest launch (diagnostics: n_regs, n_spills, shared)."""
 FP8_PREFETCH = True
-"""fp8 caches: load the next KV tile into registers while the current one is used."""
+"""fp8 caches with block_size_q <= 32: load the next KV tile into registers while the current
+one is used (with 64 rows the extra registers spill: not applied there)."""
 
 
 @triton.jit
@@ -232,8 +233,20 @@ def _mla_decode_kernel(
         # Register double-buffering (fp8): the upcast keeps these loads out of Triton's
         # cp.async pipeline, so the next tile is loaded by hand while this one is used.
         k_nope, k_pe = _load_kv_tile(
-            kv_head, bt_row, start_n, end_n, stride_kv_page, stride_kv_slot, D_V, D_PE,
-            PAGE_SIZE, BLOCK_N, BLOCK_DV, BLOCK_DPE, HAS_PE, TILE_IN_PAGE,
+            kv_head,
+            bt_row,
+            start_n,
+            end_n,
+            stride_kv_page,
+            stride_kv_slot,
+            D_V,
+            D_PE,
+            PAGE_SIZE,
+            BLOCK_N,
+            BLOCK_DV,
+            BLOCK_DPE,
+            HAS_PE,
+            TILE_IN_PAGE,
         )
     if INTERPRET:
         # The CPU interpreter (numpy >= 2.4) cannot use a loaded scalar as a range() bound;
@@ -242,14 +255,38 @@ def _mla_decode_kernel(
         while tile_n < end_n:
             next_n = tile_n + BLOCK_N if PREFETCH else tile_n
             nxt_nope, nxt_pe = _load_kv_tile(
-                kv_head, bt_row, next_n, end_n, stride_kv_page, stride_kv_slot, D_V, D_PE,
-                PAGE_SIZE, BLOCK_N, BLOCK_DV, BLOCK_DPE, HAS_PE, TILE_IN_PAGE,
+                kv_head,
+                bt_row,
+                next_n,
+                end_n,
+                stride_kv_page,
+                stride_kv_slot,
+                D_V,
+                D_PE,
+                PAGE_SIZE,
+                BLOCK_N,
+                BLOCK_DV,
+                BLOCK_DPE,
+                HAS_PE,
+                TILE_IN_PAGE,
             )
             if not PREFETCH:
                 k_nope, k_pe = nxt_nope, nxt_pe
             m_i, l_i, acc = _attend_tile(
-                q_nope, q_pe, k_nope, k_pe, tile_n, end_n, limit_r, scale_log2, m_i, l_i, acc,
-                BLOCK_N, CAUSAL, HAS_PE,
+                q_nope,
+                q_pe,
+                k_nope,
+                k_pe,
+                tile_n,
+                end_n,
+                limit_r,
+                scale_log2,
+                m_i,
+                l_i,
+                acc,
+                BLOCK_N,
+                CAUSAL,
+                HAS_PE,
             )
             if PREFETCH:
                 k_nope, k_pe = nxt_nope, nxt_pe
@@ -258,14 +295,38 @@ def _mla_decode_kernel(
         for tile_n in range(start_n, end_n, BLOCK_N):
             next_n = tile_n + BLOCK_N if PREFETCH else tile_n
             nxt_nope, nxt_pe = _load_kv_tile(
-                kv_head, bt_row, next_n, end_n, stride_kv_page, stride_kv_slot, D_V, D_PE,
-                PAGE_SIZE, BLOCK_N, BLOCK_DV, BLOCK_DPE, HAS_PE, TILE_IN_PAGE,
+                kv_head,
+                bt_row,
+                next_n,
+                end_n,
+                stride_kv_page,
+                stride_kv_slot,
+                D_V,
+                D_PE,
+                PAGE_SIZE,
+                BLOCK_N,
+                BLOCK_DV,
+                BLOCK_DPE,
+                HAS_PE,
+                TILE_IN_PAGE,
             )
             if not PREFETCH:
                 k_nope, k_pe = nxt_nope, nxt_pe
             m_i, l_i, acc = _attend_tile(
-                q_nope, q_pe, k_nope, k_pe, tile_n, end_n, limit_r, scale_log2, m_i, l_i, acc,
-                BLOCK_N, CAUSAL, HAS_PE,
+                q_nope,
+                q_pe,
+                k_nope,
+                k_pe,
+                tile_n,
+                end_n,
+                limit_r,
+                scale_log2,
+                m_i,
+                l_i,
+                acc,
+                BLOCK_N,
+                CAUSAL,
+                HAS_PE,
             )
             if PREFETCH:
                 k_nope, k_pe = nxt_nope, nxt_pe
@@ -394,7 +455,9 @@ def mla_decode(
     return _launch(args, cfg, num_splits)
 
 
-def _launch(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _launch(
+    args: DecodeArgs, cfg: DecodeConfig, num_splits: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Allocate, build the grid and launch (one split: direct; else split + combine)."""
     q, kv_cache = args.q, args.kv_cache
     batch, s_q, h_q, _ = q.shape
@@ -449,7 +512,7 @@ def _launch(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> tuple[torch
         HAS_KV_SCALE=args.kv_scale is not None,
         HAS_PE=d_pe > 0,
         TILE_IN_PAGE=page_size >= cfg.block_size_k,
-        PREFETCH=args.kv_scale is not None and FP8_PREFETCH,
+        PREFETCH=args.kv_scale is not None and FP8_PREFETCH and cfg.block_size_q <= 32,
         INTERPRET=interpreting(),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,

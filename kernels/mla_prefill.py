@@ -9,6 +9,10 @@ of the program fully sees run without any mask; only the diagonal blocks and the
 tail block build and apply a mask. Scores are at most two dots over the head dim, a
 power-of-two part and the rest (192 = 128 + 64, see ``prefill_tuning.head_dims``).
 
+Loads: on sm_90+ (when strides allow) q/k/v are read with Hopper's bulk tensor copies (TMA)
+through host-side descriptors over the whole packed tensors; elsewhere with masked pointer
+loads. Measured on the H200 both run at the same speed; TMA needs fewer registers.
+
 Causal masks are aligned to the bottom right (FlashAttention): with ``S_k`` keys and ``S_q``
 queries, query ``i`` sees keys ``0 .. i + S_k - S_q``; a row that sees no key (``S_k = 0``,
 or ``S_k < S_q`` near the top) gives zeros and ``lse = -inf``.
@@ -54,20 +58,10 @@ def _load_tile(ptrs, mask_rows, mask_cols, MASK_ROWS: tl.constexpr, MASK_COLS: t
 
 @triton.jit
 def _load_rows(
-    desc,
-    base_ptr,
-    row_start,
-    head,
-    start,
-    seqlen,
-    stride_rows,
-    COL0: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    D_TOTAL: tl.constexpr,
-    MASK_ROWS: tl.constexpr,
-    USE_TMA: tl.constexpr,
-):
+    desc, base_ptr, row_start, head, start, seqlen, stride_rows,
+    COL0: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, D_TOTAL: tl.constexpr,
+    MASK_ROWS: tl.constexpr, USE_TMA: tl.constexpr,
+):  # fmt: skip
     """Rows ``start .. start + BLOCK_R`` of one head, columns ``COL0 .. COL0 + BLOCK_C``.
 
     TMA: one bulk tensor copy through ``desc`` (a [tokens, heads, dim] descriptor over the
@@ -92,35 +86,12 @@ def _load_rows(
 
 @triton.jit
 def _attend_block(
-    acc,
-    m_i,
-    l_i,
-    q1,
-    q2,
-    k1_desc,
-    k2_desc,
-    v_desc,
-    k_base,
-    v_base,
-    k_start,
-    pid_hk,
-    start_n,
-    offs_m,
-    seqlen_k,
-    diag_offset,
-    qk_scale_log2,
-    stride_k_n,
-    stride_v_n,
-    D_QK: tl.constexpr,
-    D_V: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D1: tl.constexpr,
-    BLOCK_D2: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    IS_BOUNDARY: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    USE_TMA: tl.constexpr,
-):
+    acc, m_i, l_i, q1, q2, k1_desc, k2_desc, v_desc, k_base, v_base, k_start, pid_hk, start_n,
+    offs_m, seqlen_k, diag_offset, qk_scale_log2, stride_k_n, stride_v_n,
+    D_QK: tl.constexpr, D_V: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr,
+    BLOCK_D2: tl.constexpr, BLOCK_DV: tl.constexpr, IS_BOUNDARY: tl.constexpr,
+    CAUSAL: tl.constexpr, USE_TMA: tl.constexpr,
+):  # fmt: skip
     """One key block of the online softmax; masks only when ``IS_BOUNDARY``."""
     k1 = _load_rows(k1_desc, k_base, k_start, pid_hk, start_n, seqlen_k, stride_k_n,
                     0, BLOCK_N, BLOCK_D1, D_QK, IS_BOUNDARY, USE_TMA)  # fmt: skip
@@ -337,6 +308,11 @@ def mla_prefill(
     return out, lse
 
 
+def _empty(shape: tuple[int, ...], *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Output allocation (one place, so tests can poison it)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def tma_eligible(*tensors: torch.Tensor) -> bool:
     """True when the tensors can be read with Hopper's bulk tensor copies (TMA).
 
@@ -384,8 +360,8 @@ def _launch(
     total_q, h, d_qk = q.shape
     d_v = v.shape[2]
     dims = head_dims(d_qk, d_v)
-    out = torch.empty((total_q, h, d_v), dtype=q.dtype, device=q.device)
-    lse = torch.empty((h, total_q), dtype=torch.float32, device=q.device)
+    out = _empty((total_q, h, d_v), dtype=q.dtype, device=q.device)
+    lse = _empty((h, total_q), dtype=torch.float32, device=q.device)
     batch = args.cu_seqlens_q.shape[0] - 1
     if total_q == 0 or batch == 0:
         return out, lse, None

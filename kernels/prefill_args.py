@@ -9,6 +9,7 @@ them from a GPU would synchronise the stream and break CUDA-graph capture.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ def _check_cu_seqlens(cu: torch.Tensor, name: str, *, total: int, max_seqlen: in
             f"{name}: expected the packed total {total} last, got {values[-1]}; "
             "the last entry must equal the token count of the packed tensor"
         )
-    lengths = [b - a for a, b in zip(values, values[1:], strict=False)]
+    lengths = [b - a for a, b in itertools.pairwise(values)]
     if lengths and min(lengths) < 0:
         bad = lengths.index(min(lengths))
         raise ValueError(f"{name}: expected non-decreasing prefix sums, sequence {bad} has "
@@ -124,11 +125,14 @@ def check_prefill_args(
     why = why_unsupported_dims(d_qk, v.shape[2])
     if why is not None:
         raise ValueError(why)
-    cu_q = check_tensor(cu_seqlens_q, "cu_seqlens_q", ndim=1, dtypes=(torch.int32,),
-                        device=device, hint="cu_seqlens_q is [batch + 1] int32 prefix sums")  # fmt: skip
-    cu_k = check_tensor(cu_seqlens_k, "cu_seqlens_k", shape=(cu_q.shape[0],),
-                        dtypes=(torch.int32,), device=device,
-                        hint="cu_seqlens_k is [batch + 1] int32, as long as cu_seqlens_q")  # fmt: skip
+    cu_q = check_tensor(
+        cu_seqlens_q, "cu_seqlens_q", ndim=1, dtypes=(torch.int32,), device=device,
+        hint="cu_seqlens_q is [batch + 1] int32 prefix sums",
+    )  # fmt: skip
+    cu_k = check_tensor(
+        cu_seqlens_k, "cu_seqlens_k", shape=(cu_q.shape[0],), dtypes=(torch.int32,),
+        device=device, hint="cu_seqlens_k is [batch + 1] int32, as long as cu_seqlens_q",
+    )  # fmt: skip
     if cu_q.shape[0] < 1:
         raise ValueError("cu_seqlens_q: expected [batch + 1] entries (at least [0]), got none")
     if not cu_q.is_contiguous() or not cu_k.is_contiguous():

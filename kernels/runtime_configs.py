@@ -217,14 +217,15 @@ def select_entry(
         ``(entry, level)`` with ``level`` one of ``LEVELS``; ``(None, "default")`` when no
         entry applies (use the kernel's built-in default).
     """
-    usable = [
-        e for e in entries if e.kernel == kernel and e.validated and (accept is None or accept(e))
-    ]
     by_arch: dict[str, list[BundleEntry]] = {}
-    for e in usable:
-        by_arch.setdefault(e.arch, []).append(e)
+    for e in entries:
+        if e.kernel == kernel and e.validated:
+            by_arch.setdefault(e.arch, []).append(e)
 
     def split(pool: list[BundleEntry]) -> tuple[list[BundleEntry], list[BundleEntry]]:
+        # ``accept`` may be costly (the kernel's pruning rules): only on the pools visited
+        if accept is not None:
+            pool = [e for e in pool if accept(e)]
         same = [e for e in pool if same_software(e.software, software)]
         return same, [e for e in pool if not same_software(e.software, software)]
 
@@ -401,6 +402,10 @@ def _resolve(
 ) -> Lookup:
     spec = get_kernel(kernel)
     arch = limits.arch
+    try:
+        why_invalid: Callable[..., str | None] | None = spec.fn("why_invalid")
+    except (ImportError, AttributeError):
+        why_invalid = None  # no pruning rule available: trust the validated entries
 
     def config_of(entry: BundleEntry) -> DecodeConfig | PrefillConfig | None:
         try:
@@ -412,11 +417,7 @@ def _resolve(
         config = config_of(entry)
         if config is None:
             return False
-        try:
-            reason = spec.fn("why_invalid")(config, problem, limits)
-        except (ImportError, AttributeError):
-            return True  # no pruning rule available: trust the validated entry
-        return reason is None
+        return why_invalid is None or why_invalid(config, problem, limits) is None
 
     entry, level = (None, LEVEL_DEFAULT)
     if entries:

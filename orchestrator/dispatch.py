@@ -85,7 +85,7 @@ class Fleet:
         """Create actors for new devices, drop those of dead nodes; returns their lost tasks."""
         lost: list[LostEvent] = []
         alive: set[str] = set()
-        for node in ray.nodes():
+        for node in ray.nodes():  # type: ignore[no-untyped-call]
             if not node.get("Alive"):
                 continue
             node_id = node["NodeID"]
@@ -110,7 +110,7 @@ class Fleet:
 
     def _spawn(self, key: str, node_id: str, arch: str, test_alias: bool) -> Slot:
         gpu = arch != INTERPRETER_ARCH and not test_alias
-        actor = DeviceActor.options(  # type: ignore[attr-defined]
+        actor = DeviceActor.options(
             num_cpus=0 if gpu else 1,
             num_gpus=1 if gpu else 0,
             resources={f"{ARCH_RESOURCE_PREFIX}{arch}": 1},
@@ -185,16 +185,16 @@ class Fleet:
 
     def poll(self, timeout_s: float) -> list[Event]:
         """Everything ready within ``timeout_s``: trials, ended tasks, lost tasks."""
-        streams = list(self._stream_slot)
+        streams: list[Any] = list(self._stream_slot)
         if not streams:
             return []
         ready, _ = ray.wait(streams, num_returns=1, timeout=timeout_s)
         if not ready:
             return []
-        ready, _ = ray.wait(streams, num_returns=len(streams), timeout=0)
+        all_ready: list[Any] = ray.wait(streams, num_returns=len(streams), timeout=0)[0]
         events: list[Event] = []
         refs: list[tuple[Any, Slot]] = []
-        for stream in ready:
+        for stream in all_ready:
             slot = self._stream_slot[stream]
             try:
                 refs.append((next(stream), slot))
@@ -260,7 +260,7 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> dict[str,
         ConnectionError: no Ray cluster at ``address`` (the message says how to start one).
     """
     if ray.is_initialized():
-        return dict(ray.cluster_resources())
+        return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
     if address:
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -269,7 +269,7 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> dict[str,
                 f"cannot join the Ray cluster at {address}: {exc}; start one with `ray start "
                 "--head` or leave --ray-address unset to start a local one"
             ) from None
-        return dict(ray.cluster_resources())
+        return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
     from mlafleet.worker.device import local_devices
 
     resources, num_gpus = node_resources(local_devices())
@@ -281,7 +281,7 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> dict[str,
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
-    return dict(ray.cluster_resources())
+    return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
 
 
 def node_resources(

@@ -55,6 +55,10 @@ def _as_list(value: Any) -> Any:
     return [value]
 
 
+def _default_dtypes() -> list[WorkloadDType]:
+    return ["bf16"]
+
+
 class Workloads(BaseModel):
     """A grid of workloads: the cross product of every listed axis.
 
@@ -69,7 +73,7 @@ class Workloads(BaseModel):
     seqlen: list[_POSITIVE] = Field(min_length=1)
     heads: list[_POSITIVE] = Field(min_length=1)
     s_q: list[Annotated[int, Field(ge=1, le=64)]] | None = None
-    dtype: list[WorkloadDType] = Field(default_factory=lambda: ["bf16"], min_length=1)
+    dtype: list[WorkloadDType] = Field(default_factory=lambda: _default_dtypes(), min_length=1)
     page_size: list[int] | None = None
     d_qk: int | None = Field(default=None, ge=1, le=4096)
     d_v: int | None = Field(default=None, ge=1, le=4096)
@@ -279,9 +283,14 @@ def parse_job_spec(
     if isinstance(data, bytes | str):
         text = data.decode() if isinstance(data, bytes) else data
         try:
-            data = yaml.safe_load(text) if text.strip() else None
+            loaded: Any = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise JobSpecError([f"not valid YAML or JSON: {exc}"]) from None
+        return _parse_mapping(loaded, max_workloads=max_workloads)
+    return _parse_mapping(data, max_workloads=max_workloads)
+
+
+def _parse_mapping(data: Any, *, max_workloads: int | None) -> JobSpec:
     if not isinstance(data, Mapping):
         got = type(data).__name__
         raise JobSpecError([f"expected a mapping of kind, name, kernel, workloads, ...; got {got}"])

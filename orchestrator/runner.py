@@ -35,6 +35,7 @@ from .db.models import Job, Task
 from .db.store import Store
 from .dispatch import DoneEvent, Fleet, LostEvent, Slot, TrialEvent
 from .errors import MlafleetError
+from .jobspec import JobSpec
 from .schemas import JobStatus, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Runner:
                 self.fleet.start(slot, request)
 
     @staticmethod
-    def _spec(session: Session, job_id: int) -> life.JobSpec:
+    def _spec(session: Session, job_id: int) -> JobSpec:
         job = session.get(Job, job_id)
         assert job is not None
         return life.spec_from_json_dict(job.spec)

@@ -23,6 +23,7 @@ from .validate import validate_config
 logger = logging.getLogger(__name__)
 
 _ERROR_CHARS = 2000
+_REFERENCES: dict[object, object] = {}  # inputs + reference outputs of recent validation seeds
 
 
 def classify(exc: BaseException, *, default: TrialStatus) -> TrialStatus:
@@ -116,7 +117,9 @@ def _trial(req: ChildRequest, *, device: str, device_index: int, on_gpu: bool) -
     validation = None
     try:
         if req.validate_output:
-            validation = validate_config(spec, problem, config, device=device, seed=req.seed)
+            validation = validate_config(
+                spec, problem, config, device=device, seed=req.seed, reference_cache=_REFERENCES
+            )
             if not validation.passed:
                 return ChildReply(
                     kind="result",

@@ -141,9 +141,7 @@ def fingerprint(index: int = 0) -> DeviceFingerprint:
     if handle is not None:
         uuid = _safe(lambda: _text(nvml.nvmlDeviceGetUUID(handle)))
         sm_clock = _safe(lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM)))
-        mem_clock = _safe(
-            lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM))
-        )
+        mem_clock = _safe(lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM)))
     if uuid is None and getattr(props, "uuid", None) is not None:
         uuid = str(props.uuid)
     shared = int(
@@ -209,9 +207,7 @@ def device_sample(index: int) -> DeviceSample | None:
     power_mw = _safe(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
     return DeviceSample(
         sm_clock_mhz=_safe(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))),
-        mem_clock_mhz=_safe(
-            lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM))
-        ),
+        mem_clock_mhz=_safe(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM))),
         temperature_c=_safe(
             lambda: int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
         ),

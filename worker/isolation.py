@@ -11,6 +11,7 @@ trial recorded as ``compile_timeout``, ``run_timeout``, ``compile_error`` or ``r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import signal
@@ -94,7 +95,8 @@ class Child:
         Raises:
             ChildStartError: it died or stayed silent past ``start_timeout_s``.
         """
-        assert self.conn is not None and self.process is not None
+        assert self.conn is not None
+        assert self.process is not None
         if not self.conn.poll(self.start_timeout_s):
             self.kill()
             raise ChildStartError(
@@ -130,10 +132,8 @@ class Child:
     def close(self) -> None:
         """Ask the child to exit, then kill it if it does not."""
         if self.conn is not None and self.alive():
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
             self.process.join(5)
         self.kill()
 
@@ -302,8 +302,7 @@ class ChildPool:
             return (
                 _synth(
                     status,
-                    f"still {what} after {waited:.1f} s: killed the worker process and "
-                    "replaced it",
+                    f"still {what} after {waited:.1f} s: killed the worker process and replaced it",
                     state.compile_s,
                 ),
                 False,

@@ -18,7 +18,7 @@ from mlafleet.kernels.registry import get_kernel
 
 from .device import fingerprint
 from .schemas import DeviceFingerprint, TrialResult, TrialStatus
-from .sweep import SweepOptions, Sweeper
+from .sweep import Sweeper, SweepOptions
 from .tune import problem_of
 
 DEFAULT_MAX_DRIFT = 0.10

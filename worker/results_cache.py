@@ -71,8 +71,9 @@ class ResultsCache:
                     trial = TrialResult.model_validate_json(line)
                 except ValidationError as exc:
                     self.skipped_lines += 1
-                    logger.warning("%s:%d: unreadable trial skipped (%s)", path, lineno,
-                                   exc.errors()[0]["msg"])
+                    logger.warning(
+                        "%s:%d: unreadable trial skipped (%s)", path, lineno, exc.errors()[0]["msg"]
+                    )
                     continue
                 self._trials[key_of(trial)] = trial
 

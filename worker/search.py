@@ -38,7 +38,7 @@ class Strategy(ABC):
     def propose(self, n: int) -> list[Any]:
         """Up to ``n`` configs not proposed before; an empty list when the space is done."""
 
-    def tell(self, config: Any, trial: TrialResult) -> None:  # noqa: B027 - optional hook
+    def tell(self, config: Any, trial: TrialResult) -> None:
         """The result of a proposed config (model-based strategies learn from it)."""
         del config, trial
 

@@ -45,9 +45,7 @@ def spread(samples: Sequence[float]) -> float:
     return (percentile(samples, 80) - percentile(samples, 20)) / median
 
 
-def is_stable(
-    samples: Sequence[float], *, batch: int, rel_tol: float = DEFAULT_STABLE_REL
-) -> bool:
+def is_stable(samples: Sequence[float], *, batch: int, rel_tol: float = DEFAULT_STABLE_REL) -> bool:
     """Whether the median of ``samples`` moved by less than ``rel_tol`` with the last ``batch``.
 
     Needs at least two batches; fewer are never stable.

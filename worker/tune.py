@@ -21,7 +21,7 @@ from .device import fingerprint, limits_of
 from .results_cache import ResultsCache
 from .schemas import DeviceFingerprint, TrialResult, TuneResult
 from .search import STRATEGIES, Strategy, make_strategy
-from .sweep import SweepOptions, Sweeper, default_compile_workers
+from .sweep import Sweeper, SweepOptions, default_compile_workers
 from .validate import winner
 
 logger = logging.getLogger(__name__)
@@ -174,4 +174,3 @@ def tune(
         compile_wall_s=compile_wall_s,
         timing_wall_s=timing_wall_s,
     )
-

@@ -27,16 +27,14 @@ else:
     cols[0].metric("Architectures", len(archs))
     cols[1].metric("GPUs", int(archs["gpus"].sum()))
     cols[2].metric("Nodes", len(hosts))
-    left, right = st.columns([1, 2])
-    left.altair_chart(charts.gpus_per_arch_chart(archs), width="stretch")
-    right.dataframe(
-        archs,
+    st.altair_chart(charts.gpus_per_arch_chart(archs), width="stretch")
+    st.dataframe(
+        archs[["arch", "gpus", "gpu_names", "nodes", "software", "tuned", "last_seen"]],
         hide_index=True,
         width="stretch",
         column_config={
             "arch": "architecture",
             "gpu_names": "GPUs",
-            "alive_nodes": "nodes alive",
             "software": "software (driver, CUDA/ROCm, torch, Triton)",
             "tuned": "tuned",
             "last_seen": st.column_config.DatetimeColumn("last seen", format="YYYY-MM-DD HH:mm"),

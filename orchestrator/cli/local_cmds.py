@@ -60,33 +60,56 @@ def devices(
         typer.echo(json.dumps([_device_json(d) for d in devs], indent=2))
         return
     table = Table(title="local devices")
-    for col in ("index", "name", "arch", "SMs", "memory GiB", "L2 MiB", "driver", "CUDA/ROCm",
-                "torch", "triton", "host"):
+    for col in (
+        "index",
+        "name",
+        "arch",
+        "SMs",
+        "memory GiB",
+        "L2 MiB",
+        "driver",
+        "CUDA/ROCm",
+        "torch",
+        "triton",
+        "host",
+    ):
         table.add_column(col)
     for d in devs:
         sw = d.software
-        table.add_row(str(d.index), d.name, d.arch, str(d.sm_count),
-                      f"{d.memory_bytes / 2**30:.1f}", f"{d.l2_bytes / 2**20:.1f}",
-                      sw.driver or "-", sw.cuda or sw.rocm or "-", sw.torch, sw.triton, d.host)
+        table.add_row(
+            str(d.index),
+            d.name,
+            d.arch,
+            str(d.sm_count),
+            f"{d.memory_bytes / 2**30:.1f}",
+            f"{d.l2_bytes / 2**20:.1f}",
+            sw.driver or "-",
+            sw.cuda or sw.rocm or "-",
+            sw.torch,
+            sw.triton,
+            d.host,
+        )
     _out.print(table)
     if devs[0].arch == "cpu-interpreter":
-        _err.print("no GPU: kernels run on Triton's CPU interpreter (functional only, timings "
-                   "meaningless)")
+        _err.print(
+            "no GPU: kernels run on Triton's CPU interpreter (functional only, timings meaningless)"
+        )
 
 
-def _problems(kernel: str, *, batch: str, seqlen: str, heads: str, s_q: int, dtype: str,
-              page_size: int) -> list[Any]:
+def _problems(
+    kernel: str, *, batch: str, seqlen: str, heads: str, s_q: int, dtype: str, page_size: int
+) -> list[Any]:
     batches = _int_list(batch, "--batch")
     seqlens = _int_list(seqlen, "--seqlen")
     head_counts = _int_list(heads, "--heads")
     out: list[Any] = []
     for b, n, h in itertools.product(batches, seqlens, head_counts):
         if kernel == KERNEL_DECODE:
-            out.append(DecodeProblem(batch=b, s_q=s_q, h_q=h, seqlen=n, page_size=page_size,
-                                     dtype=dtype))  # type: ignore[arg-type]
+            out.append(
+                DecodeProblem(batch=b, s_q=s_q, h_q=h, seqlen=n, page_size=page_size, dtype=dtype)
+            )  # type: ignore[arg-type]
         else:
-            out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h,
-                                      dtype=dtype))  # type: ignore[arg-type]
+            out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h, dtype=dtype))  # type: ignore[arg-type]
     return out
 
 
@@ -95,17 +118,20 @@ def _check_common(kernel: str, dtype: str | None, s_q: int, page_size: int) -> s
     from mlafleet.worker.device import interpreter_mode
 
     if kernel not in KERNELS:
-        raise typer.BadParameter(f"expected one of {sorted(KERNELS)}, got {kernel!r}",
-                                 param_hint="--kernel")
+        raise typer.BadParameter(
+            f"expected one of {sorted(KERNELS)}, got {kernel!r}", param_hint="--kernel"
+        )
     chosen = dtype or ("fp16" if interpreter_mode() else "bf16")
     if chosen not in _DTYPES:
-        raise typer.BadParameter(f"expected one of {list(_DTYPES)}, got {chosen!r}",
-                                 param_hint="--dtype")
+        raise typer.BadParameter(
+            f"expected one of {list(_DTYPES)}, got {chosen!r}", param_hint="--dtype"
+        )
     if s_q < 1:
         raise typer.BadParameter(f"expected a positive integer, got {s_q}", param_hint="--s-q")
     if page_size < 1 or page_size & (page_size - 1) or page_size > 256:
-        raise typer.BadParameter(f"expected a power of two from 1 to 256, got {page_size}",
-                                 param_hint="--page-size")
+        raise typer.BadParameter(
+            f"expected a power of two from 1 to 256, got {page_size}", param_hint="--page-size"
+        )
     return chosen
 
 
@@ -114,8 +140,10 @@ def _save_to_db(db_url: str, results: list[Any]) -> None:
         store = importlib.import_module("mlafleet.orchestrator.db.store")
         save = store.save_tune_result
     except (ImportError, AttributeError):
-        _err.print("[red]error:[/red] --db: saving tune results to a database is not available "
-                   "in this build yet; use --json and keep the output")
+        _err.print(
+            "[red]error:[/red] --db: saving tune results to a database is not available "
+            "in this build yet; use --json and keep the output"
+        )
         raise typer.Exit(2) from None
     for result in results:
         save(db_url, result)
@@ -128,21 +156,33 @@ def tune(
     heads: Annotated[str, typer.Option("--heads", help="Query head counts, comma-separated.")],
     s_q: Annotated[int, typer.Option("--s-q", help="Query tokens per sequence (decode).")] = 1,
     dtype: Annotated[
-        str | None, typer.Option("--dtype", help="fp16, bf16 or fp32 (default bf16; fp16 on the "
-                                 "CPU interpreter).")] = None,
+        str | None,
+        typer.Option(
+            "--dtype", help="fp16, bf16 or fp32 (default bf16; fp16 on the CPU interpreter)."
+        ),
+    ] = None,
     page_size: Annotated[int, typer.Option("--page-size", help="KV page size (decode).")] = 64,
     strategy: Annotated[str, typer.Option("--strategy", help="exhaustive, random or tpe.")] = (
-        "exhaustive"),
-    budget: Annotated[int | None, typer.Option("--budget", min=1,
-                                               help="New measurements per workload.")] = None,
-    budget_minutes: Annotated[float | None, typer.Option(
-        "--budget-minutes", min=0.01, help="Minutes per workload.")] = None,
-    device: Annotated[int | None, typer.Option("--device", min=0,
-                                               help="Only this local device.")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Results cache (JSON lines); "
-                                               "default: the user's cache folder.")] = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume",
-                                         help="Reuse configs measured before.")] = True,
+        "exhaustive"
+    ),
+    budget: Annotated[
+        int | None, typer.Option("--budget", min=1, help="New measurements per workload.")
+    ] = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option("--budget-minutes", min=0.01, help="Minutes per workload.")
+    ] = None,
+    device: Annotated[
+        int | None, typer.Option("--device", min=0, help="Only this local device.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", help="Results cache (JSON lines); default: the user's cache folder."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Reuse configs measured before.")
+    ] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     db: Annotated[str | None, typer.Option("--db", help="Database URL to store results.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
@@ -155,31 +195,54 @@ def tune(
 
     chosen_dtype = _check_common(kernel, dtype, s_q, page_size)
     if strategy not in STRATEGIES:
-        raise typer.BadParameter(f"expected one of {list(STRATEGIES)}, got {strategy!r}",
-                                 param_hint="--strategy")
-    problems = _problems(kernel, batch=batch, seqlen=seqlen, heads=heads, s_q=s_q,
-                         dtype=chosen_dtype, page_size=page_size)
+        raise typer.BadParameter(
+            f"expected one of {list(STRATEGIES)}, got {strategy!r}", param_hint="--strategy"
+        )
+    problems = _problems(
+        kernel,
+        batch=batch,
+        seqlen=seqlen,
+        heads=heads,
+        s_q=s_q,
+        dtype=chosen_dtype,
+        page_size=page_size,
+    )
     devs = local_devices()
     if device is not None:
         if device >= len(devs):
-            raise typer.BadParameter(f"expected 0..{len(devs) - 1}, got {device}",
-                                     param_hint="--device")
+            raise typer.BadParameter(
+                f"expected 0..{len(devs) - 1}, got {device}", param_hint="--device"
+            )
         devs = [devs[device]]
     if devs[0].arch == "cpu-interpreter":
-        _err.print("no GPU: tuning on Triton's CPU interpreter (functional only, timings "
-                   "meaningless)")
+        _err.print(
+            "no GPU: tuning on Triton's CPU interpreter (functional only, timings meaningless)"
+        )
     store = ResultsCache(cache or default_cache_path()) if resume else ResultsCache(None)
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=_err, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=False,
+    ) as progress:
         for dev, problem in itertools.product(devs, problems):
             label = f"{dev.arch}#{dev.index} {_label(problem)}"
             task = progress.add_task(label, total=None)
             try:
                 result = run_tune(
-                    kernel, problem, device_index=dev.index, strategy=strategy,
-                    budget_trials=budget, budget_minutes=budget_minutes, seed=seed, cache=store,
-                    device=dev, on_plan=lambda n, t=task: progress.update(t, total=n),
+                    kernel,
+                    problem,
+                    device_index=dev.index,
+                    strategy=strategy,
+                    budget_trials=budget,
+                    budget_minutes=budget_minutes,
+                    seed=seed,
+                    cache=store,
+                    device=dev,
+                    on_plan=lambda n, t=task: progress.update(t, total=n),
                     on_trial=lambda _trial, t=task: progress.advance(t),
                 )
             except ValueError as exc:
@@ -234,10 +297,13 @@ def _print_results(results: list[Any]) -> None:
 
 
 def validate(
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="Config bundle JSON file.")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Config bundle JSON file.")
+    ] = None,
     kernel: Annotated[str | None, typer.Option("--kernel")] = None,
-    config: Annotated[list[str] | None, typer.Option(
-        "--config", help="A config as JSON (repeatable).")] = None,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", help="A config as JSON (repeatable).")
+    ] = None,
     batch: Annotated[str, typer.Option("--batch")] = "4",
     seqlen: Annotated[str, typer.Option("--seqlen")] = "1024",
     heads: Annotated[str, typer.Option("--heads")] = "16",
@@ -245,27 +311,34 @@ def validate(
     dtype: Annotated[str | None, typer.Option("--dtype")] = None,
     page_size: Annotated[int, typer.Option("--page-size")] = 64,
     device: Annotated[int, typer.Option("--device", min=0)] = 0,
-    max_drift: Annotated[float, typer.Option("--max-drift", min=0.0,
-                                             help="Allowed slow-down vs recorded.")] = 0.10,
-    all_archs: Annotated[bool, typer.Option("--all-archs",
-                                            help="Also check other architectures' entries.")] = False,
+    max_drift: Annotated[
+        float, typer.Option("--max-drift", min=0.0, help="Allowed slow-down vs recorded.")
+    ] = 0.10,
+    all_archs: Annotated[
+        bool, typer.Option("--all-archs", help="Also check other architectures' entries.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Check configs (a bundle's, or given ones) for correctness and timing drift here."""
     from mlafleet.worker.recheck import check_bundle, check_configs
 
     if (bundle is None) == (kernel is None):
-        raise typer.BadParameter("pass either --bundle FILE or --kernel K --config JSON",
-                                 param_hint="--bundle/--kernel")
+        raise typer.BadParameter(
+            "pass either --bundle FILE or --kernel K --config JSON", param_hint="--bundle/--kernel"
+        )
     if bundle is not None:
         try:
             doc = ConfigBundle.model_validate_json(bundle.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise typer.BadParameter(f"cannot read {bundle}: {exc.strerror}",
-                                     param_hint="--bundle") from None
+            raise typer.BadParameter(
+                f"cannot read {bundle}: {exc.strerror}", param_hint="--bundle"
+            ) from None
         except ValidationError as exc:
-            raise typer.BadParameter(f"{bundle} is not a config bundle: {exc.errors()[0]['msg']} "
-                                     f"at {exc.errors()[0]['loc']}", param_hint="--bundle") from None
+            raise typer.BadParameter(
+                f"{bundle} is not a config bundle: {exc.errors()[0]['msg']} "
+                f"at {exc.errors()[0]['loc']}",
+                param_hint="--bundle",
+            ) from None
         checks = check_bundle(doc, device_index=device, max_drift=max_drift, all_archs=all_archs)
     else:
         assert kernel is not None
@@ -277,14 +350,23 @@ def validate(
             try:
                 configs.append(json.loads(text))
             except json.JSONDecodeError as exc:
-                raise typer.BadParameter(f"not JSON ({exc.msg}): {text!r}",
-                                         param_hint="--config") from None
+                raise typer.BadParameter(
+                    f"not JSON ({exc.msg}): {text!r}", param_hint="--config"
+                ) from None
         checks = []
-        for problem in _problems(kernel, batch=batch, seqlen=seqlen, heads=heads, s_q=s_q,
-                                 dtype=chosen, page_size=page_size):
+        for problem in _problems(
+            kernel,
+            batch=batch,
+            seqlen=seqlen,
+            heads=heads,
+            s_q=s_q,
+            dtype=chosen,
+            page_size=page_size,
+        ):
             try:
-                checks += check_configs(kernel, problem, configs, device_index=device,
-                                        max_drift=max_drift)
+                checks += check_configs(
+                    kernel, problem, configs, device_index=device, max_drift=max_drift
+                )
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--config") from None
     if as_json:
@@ -294,9 +376,14 @@ def validate(
         for col in ("kernel", "workload", "config", "status", "µs", "message"):
             table.add_column(col)
         for c in checks:
-            table.add_row(c.kernel, json.dumps(c.problem, separators=(",", ":")),
-                          json.dumps(c.config), c.status,
-                          f"{c.measured_us:.1f}" if c.measured_us else "-", c.message)
+            table.add_row(
+                c.kernel,
+                json.dumps(c.problem, separators=(",", ":")),
+                json.dumps(c.config),
+                c.status,
+                f"{c.measured_us:.1f}" if c.measured_us else "-",
+                c.message,
+            )
         _out.print(table)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)

@@ -183,7 +183,7 @@ def _task_trial_stats(session: Session, task_ids: list[int]) -> dict[int, tuple[
         .where(Trial.task_id.in_(task_ids))
         .group_by(Trial.task_id)
     ).all()
-    return {int(tid): (int(n), best) for tid, n, best in rows}
+    return {int(tid): (int(n), best) for tid, n, best in rows if tid is not None}
 
 
 def _jobs_public(session: Session, jobs: list[Job]) -> list[JobPublic]:

@@ -122,7 +122,7 @@ def expand_validate_job(
     count = 0
     for arch in targets:
         checks = _validate_checks(session, spec=spec, arch=arch, wanted=wanted)
-        hosts = nodes_by_arch.get(arch) or [None]
+        hosts: list[str | None] = [*nodes_by_arch.get(arch, [])] or [None]
         idx = 0
         for host in hosts:
             for problem, config, rec_id, median in checks:
@@ -141,14 +141,14 @@ def expand_validate_job(
 def _bucket_key(kernel: str, problem: dict[str, Any]) -> str:
     from mlafleet.kernels.registry import get_kernel
 
-    return bucket_of(get_kernel(kernel).problem_from_dict(problem)).key()
+    return str(bucket_of(get_kernel(kernel).problem_from_dict(problem)).key())
 
 
 def _validate_checks(
     session: Session, *, spec: JobSpec, arch: str, wanted: set[str] | None
 ) -> list[tuple[dict[str, Any], dict[str, Any], int | None, float | None]]:
     if spec.bundle is not None:
-        out = []
+        out: list[tuple[dict[str, Any], dict[str, Any], int | None, float | None]] = []
         for entry in spec.bundle.entries:
             if entry.arch != arch:
                 continue

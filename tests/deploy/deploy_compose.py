@@ -8,11 +8,13 @@ anchors and merge keys, then the Compose Specification's variable interpolation 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -180,3 +182,13 @@ def env_example_names() -> set[str]:
         if match:
             names.add(match.group(1))
     return names
+
+
+def load_healthcheck() -> ModuleType:
+    """orchestrator/deploy/healthcheck.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("healthcheck", DEPLOY_DIR / "healthcheck.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -19,6 +19,7 @@ from deploy_compose import (
     TEST_SECRETS,
     command_argv,
     interpolate,
+    load_healthcheck,
     load_yaml,
     mlafleet_invocations,
     shell_steps,
@@ -127,11 +128,7 @@ def test_ray_head_options_exist_in_the_installed_ray() -> None:
 
 
 def test_health_checks_name_real_roles_of_the_installed_script() -> None:
-    sys.path.insert(0, str(DEPLOY_DIR))
-    try:
-        import healthcheck
-    finally:
-        sys.path.remove(str(DEPLOY_DIR))
+    healthcheck = load_healthcheck()
     assert "/opt/mlafleet/healthcheck.py" in DOCKERFILE.read_text()
     checked = 0
     for name, service in _services():

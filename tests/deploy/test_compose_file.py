@@ -149,6 +149,21 @@ def test_workers_join_the_head_and_the_dashboard_reads_the_api() -> None:
     assert services["head"]["environment"]["MLAFLEET_PORT"] == 8000
 
 
+def test_only_migrate_and_head_get_the_database_password() -> None:
+    services = compose()["services"]
+    holders = {
+        name for name, svc in services.items() if "MLAFLEET_DB_URL" in svc.get("environment", {})
+    }
+    assert holders == {"migrate", "head"}
+    password = TEST_SECRETS["POSTGRES_PASSWORD"]
+    for name in (*GPU_WORKERS, "worker-cpu", "dashboard"):
+        assert password not in str(services[name]), name
+    ray_nodes = {
+        name for name, svc in services.items() if "RAY_AUTH_TOKEN" in svc.get("environment", {})
+    }
+    assert ray_nodes == {"head", *GPU_WORKERS, "worker-cpu"}
+
+
 def test_every_mlafleet_variable_is_one_that_mlafleet_reads() -> None:
     real = settings_env_names() | names_read_in_source()
     for name, service in compose()["services"].items():

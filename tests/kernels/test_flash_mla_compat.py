@@ -27,12 +27,21 @@ def _inputs(kit: Kit, seed: int, **overrides: Any) -> dict[str, Any]:
 def test_current_form_matches_reference_and_reuses_the_plan(kit: Kit, seed: int):
     inputs = _inputs(kit, seed, s_q=2, h_q=8, causal=True)
     sched_meta, none = get_mla_metadata()
-    assert none is None and isinstance(sched_meta, FlashMLASchedMeta)
-    args = (inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
-            inputs["head_dim_v"], sched_meta, None)
+    assert none is None
+    assert isinstance(sched_meta, FlashMLASchedMeta)
+    args = (
+        inputs["q"],
+        inputs["kv_cache"],
+        inputs["block_table"],
+        inputs["cache_seqlens"],
+        inputs["head_dim_v"],
+        sched_meta,
+        None,
+    )
     got = flash_mla_with_kvcache(*args, softmax_scale=inputs["softmax_scale"], causal=True)
     kit.assert_matches_reference(inputs, got, seed=seed)
-    assert sched_meta.have_initialized and sched_meta.num_splits is not None
+    assert sched_meta.have_initialized
+    assert sched_meta.num_splits is not None
     again = flash_mla_with_kvcache(*args, softmax_scale=inputs["softmax_scale"], causal=True)
     torch.testing.assert_close(again[0], got[0], rtol=0, atol=0)  # same plan, same result
 
@@ -42,8 +51,14 @@ def test_older_form_with_metadata_and_num_splits(kit: Kit, seed: int):
     h_q = inputs["q"].shape[2]
     tile_scheduler_metadata, num_splits = get_mla_metadata(inputs["cache_seqlens"], h_q, 1)
     got = flash_mla_with_kvcache(
-        inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
-        inputs["head_dim_v"], tile_scheduler_metadata, num_splits, causal=False,
+        inputs["q"],
+        inputs["kv_cache"],
+        inputs["block_table"],
+        inputs["cache_seqlens"],
+        inputs["head_dim_v"],
+        tile_scheduler_metadata,
+        num_splits,
+        causal=False,
     )
     kit.assert_matches_reference(inputs, got, seed=seed)
 
@@ -51,8 +66,15 @@ def test_older_form_with_metadata_and_num_splits(kit: Kit, seed: int):
 def test_fp8_cache_with_descale_k(kit: Kit, seed: int):
     inputs = _inputs(kit, seed, kv_dtype="fp8_e4m3")
     got = flash_mla_with_kvcache(
-        inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
-        inputs["head_dim_v"], None, None, descale_k=inputs["kv_scale"], config=CFG,
+        inputs["q"],
+        inputs["kv_cache"],
+        inputs["block_table"],
+        inputs["cache_seqlens"],
+        inputs["head_dim_v"],
+        None,
+        None,
+        descale_k=inputs["kv_scale"],
+        config=CFG,
     )
     kit.assert_matches_reference(inputs, got, seed=seed)
 
@@ -69,8 +91,11 @@ def test_shape_change_on_one_metadata_is_refused(kit: Kit, seed: int):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"indices": torch.zeros(1, dtype=torch.int32)}, NotImplementedError,
-         "sparse attention (indices)"),
+        (
+            {"indices": torch.zeros(1, dtype=torch.int32)},
+            NotImplementedError,
+            "sparse attention (indices)",
+        ),
         ({"attn_sink": torch.zeros(1)}, NotImplementedError, "attn_sink"),
         ({"is_fp8_kvcache": True}, NotImplementedError, "packed fp8 layout"),
         ({"num_splits": 4}, TypeError, "num_splits: expected None"),
@@ -78,12 +103,18 @@ def test_shape_change_on_one_metadata_is_refused(kit: Kit, seed: int):
         ({"descale_k": torch.ones(1), "kv_scale": torch.ones(1)}, ValueError, "at most one"),
     ],
 )
-def test_unsupported_arguments_raise(kit: Kit, kwargs: dict[str, Any], error: type,
-                                     message: str):
+def test_unsupported_arguments_raise(kit: Kit, kwargs: dict[str, Any], error: type, message: str):
     inputs = _inputs(kit, 0)
     with pytest.raises(error) as info:
-        flash_mla_with_kvcache(inputs["q"], inputs["kv_cache"], inputs["block_table"],
-                               inputs["cache_seqlens"], 64, None, **kwargs)
+        flash_mla_with_kvcache(
+            inputs["q"],
+            inputs["kv_cache"],
+            inputs["block_table"],
+            inputs["cache_seqlens"],
+            64,
+            None,
+            **kwargs,
+        )
     assert message in str(info.value)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import PrivatePostgres
+from reliability_support import PrivatePostgres, add_node_with_retries
 
 INTERPRETER_RESOURCES = {"arch:cpu-interpreter": 1}
 
@@ -31,13 +31,9 @@ def ray_cluster() -> Iterator[Any]:
 
     if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         pytest.skip("the fault tests run the fleet on the CPU interpreter (TRITON_INTERPRET=1)")
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "resources": dict(INTERPRETER_RESOURCES),
-            "include_dashboard": False,
-        },
+    cluster = Cluster(initialize_head=False)
+    add_node_with_retries(
+        cluster, num_cpus=2, resources=dict(INTERPRETER_RESOURCES), include_dashboard=False
     )
     ray.init(address=cluster.address, log_to_driver=False)
     try:

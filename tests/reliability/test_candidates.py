@@ -37,8 +37,13 @@ def planted_kernel() -> Iterator[None]:
 
 
 def _options() -> SweepOptions:
-    return SweepOptions(compile_workers=1, compile_timeout_s=60.0, run_timeout_s=10.0,
-                        start_timeout_s=300.0, timing=TimingOptions(interpreter_calls=2))  # fmt: skip
+    return SweepOptions(
+        compile_workers=1,
+        compile_timeout_s=60.0,
+        run_timeout_s=10.0,
+        start_timeout_s=300.0,
+        timing=TimingOptions(interpreter_calls=2),
+    )
 
 
 def _sweep_into_db(url: str, problem: Any) -> tuple[list[TrialResult], Any, float]:
@@ -93,7 +98,8 @@ def test_hang_crash_and_nan_are_isolated_recorded_and_the_sweep_goes_on(
 
     status, error, median = stored[k["hang"]]
     assert status == TrialStatus.RUN_TIMEOUT
-    assert "still running after" in error and "killed the worker process" in error
+    assert "still running after" in error
+    assert "killed the worker process" in error
     assert median is None
 
     status, error, median = stored[k["crash"]]
@@ -104,7 +110,8 @@ def test_hang_crash_and_nan_are_isolated_recorded_and_the_sweep_goes_on(
     for name in ("ok", "ok_last"):  # before and after every failure
         status, error, median = stored[k[name]]
         assert (status, error) == (TrialStatus.OK, ""), name
-        assert median is not None and median > 0
+        assert median is not None
+        assert median > 0
     assert result.best is not None
     assert result.best.config["block_size_k"] in (k["ok"], k["ok_last"])
     figures(scenario="planted candidates (CPU)", candidates=len(seen),
@@ -114,10 +121,9 @@ def test_hang_crash_and_nan_are_isolated_recorded_and_the_sweep_goes_on(
 
 def test_the_illegal_access_candidate_is_refused_on_the_interpreter(planted_kernel: None) -> None:
     """On the CPU the GPU-only candidate never runs: it is pruned with a reason."""
+    from mlafleet.kernels.registry import get_kernel
     from mlafleet.worker.device import cpu_fingerprint
     from mlafleet.worker.sweep import Sweeper
-
-    from mlafleet.kernels.registry import get_kernel
 
     with Sweeper(get_kernel("rel_planted"), planted.GPU_PROBLEM, cpu_fingerprint(),
                  _options()) as sweeper:  # fmt: skip
@@ -130,7 +136,7 @@ def test_the_illegal_access_candidate_is_refused_on_the_interpreter(planted_kern
 def test_illegal_memory_access_is_isolated_on_the_gpu(
     planted_kernel: None, sqlite_url: str, figures: Callable[..., None]
 ) -> None:
-    seen, result, wall_s = _sweep_into_db(sqlite_url, planted.GPU_PROBLEM)
+    _, result, wall_s = _sweep_into_db(sqlite_url, planted.GPU_PROBLEM)
     stored = _stored(sqlite_url)
     k = planted.BEHAVIOURS
     status, error, _ = stored[k["illegal"]]
@@ -141,7 +147,8 @@ def test_illegal_memory_access_is_isolated_on_the_gpu(
     for name in ("ok", "ok_last"):  # the config after the poisoned context still runs
         status, error, median = stored[k[name]]
         assert (status, error) == (TrialStatus.OK, ""), (name, error)
-        assert median is not None and median > 0
+        assert median is not None
+        assert median > 0
     assert result.best is not None
     figures(scenario="illegal memory access (GPU)", recorded={n: stored[k[n]][0]
             for n in planted.GPU_SPACE}, error=stored[k["illegal"]][1][:300],

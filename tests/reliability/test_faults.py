@@ -27,6 +27,7 @@ import ray
 from reliability_support import (
     PrivatePostgres,
     ServeProcess,
+    add_node_with_retries,
     assert_every_trial_once,
     tiny_job,
     trial_census,
@@ -92,7 +93,9 @@ def test_worker_process_sigkilled_mid_job(
     runner = _runner(store)
     job_id = _submit(store, tiny_job("sigkill-worker"))
     try:
-        task_id, slot = _step_until(runner, lambda: _running_with_trials(runner, sqlite_url, job_id))
+        task_id, slot = _step_until(
+            runner, lambda: _running_with_trials(runner, sqlite_url, job_id)
+        )
         before = trial_census(sqlite_url, job_id)
         pid = _actor_pid(slot.actor)
         os.kill(pid, signal.SIGKILL)
@@ -114,7 +117,7 @@ def test_worker_process_sigkilled_mid_job(
 def test_ray_node_removed_mid_job(
     ray_cluster: Any, sqlite_url: str, figures: Callable[..., None]
 ) -> None:
-    node = ray_cluster.add_node(num_cpus=1, resources={"arch:cpu-interpreter": 1})
+    node = add_node_with_retries(ray_cluster, num_cpus=1, resources={"arch:cpu-interpreter": 1})
     ray_cluster.wait_for_nodes()
     store = Store.open(sqlite_url, auto_upgrade=True)
     runner = _runner(store)

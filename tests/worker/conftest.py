@@ -65,14 +65,29 @@ def make_trial(
 ) -> TrialResult:
     timing = None
     if median_us is not None:
-        timing = TimingStats(median_us=median_us, p20_us=median_us, p80_us=median_us,
-                             min_us=median_us, max_us=median_us, mean_us=median_us, spread=0.0,
-                             samples_us=[median_us], method="cuda_graph")
+        timing = TimingStats(
+            median_us=median_us,
+            p20_us=median_us,
+            p80_us=median_us,
+            min_us=median_us,
+            max_us=median_us,
+            mean_us=median_us,
+            spread=0.0,
+            samples_us=[median_us],
+            method="cuda_graph",
+        )
     validation = None
     if rel_l2 is not None:
-        validation = ValidationResult(passed=status == TrialStatus.OK, max_abs_err=rel_l2,
-                                      max_rel_err=rel_l2, rel_l2_err=rel_l2, lse_max_abs_err=0.0,
-                                      atol=1.6e-2, rtol=1.6e-2, seed=1)
+        validation = ValidationResult(
+            passed=status == TrialStatus.OK,
+            max_abs_err=rel_l2,
+            max_rel_err=rel_l2,
+            rel_l2_err=rel_l2,
+            lse_max_abs_err=0.0,
+            atol=1.6e-2,
+            rtol=1.6e-2,
+            seed=1,
+        )
     return TrialResult(
         kernel="mla_decode",
         problem={"batch": 1, "s_q": 1, "h_q": 16, "seqlen": 64},

@@ -94,8 +94,9 @@ def run(inputs: dict[str, Any], config: DecodeConfig) -> tuple[torch.Tensor, tor
 
 
 def config(name: str) -> DecodeConfig:
-    return DecodeConfig(block_size_q=16, block_size_k=BEHAVIOURS[name], num_warps=4, num_stages=1,
-                        num_kv_splits=1)
+    return DecodeConfig(
+        block_size_q=16, block_size_k=BEHAVIOURS[name], num_warps=4, num_stages=1, num_kv_splits=1
+    )
 
 
 CLEAN_SPACE = ("ok16", "ok32", "slow")

@@ -13,10 +13,27 @@ from mlafleet.kernels.bundle import BundleEntry, ConfigBundle, Software, Workloa
 from mlafleet.orchestrator.cli.main import app
 
 runner = CliRunner()
-TINY = ["--kernel", "mla_decode", "--batch", "1", "--seqlen", "32", "--heads", "16",
-        "--page-size", "16", "--dtype", "fp16"]
-GOOD = {"block_size_q": 16, "block_size_k": 16, "num_warps": 4, "num_stages": 1,
-        "num_kv_splits": "auto"}
+TINY = [
+    "--kernel",
+    "mla_decode",
+    "--batch",
+    "1",
+    "--seqlen",
+    "32",
+    "--heads",
+    "16",
+    "--page-size",
+    "16",
+    "--dtype",
+    "fp16",
+]
+GOOD = {
+    "block_size_q": 16,
+    "block_size_k": 16,
+    "num_warps": 4,
+    "num_stages": 1,
+    "num_kv_splits": "auto",
+}
 
 
 def _flat(text: str) -> str:
@@ -62,8 +79,9 @@ def test_tune_without_kernel_is_a_usage_error() -> None:
 
 def test_tune_json_on_the_interpreter(tmp_path: Path) -> None:
     cache = tmp_path / "trials.jsonl"
-    result = runner.invoke(app, ["tune", *TINY, "--strategy", "exhaustive", "--cache", str(cache),
-                                 "--json"])
+    result = runner.invoke(
+        app, ["tune", *TINY, "--strategy", "exhaustive", "--cache", str(cache), "--json"]
+    )
     assert result.exit_code == 0, result.output
     (tuned,) = json.loads(result.stdout)["results"]
     assert tuned["device"]["arch"] == "cpu-interpreter"
@@ -79,8 +97,10 @@ def test_tune_json_on_the_interpreter(tmp_path: Path) -> None:
 
 def test_validate_given_configs(tmp_path: Path) -> None:
     bad = {**GOOD, "block_size_q": 24}
-    result = runner.invoke(app, ["validate", *TINY, "--config", json.dumps(GOOD),
-                                 "--config", json.dumps(bad), "--json"])
+    result = runner.invoke(
+        app,
+        ["validate", *TINY, "--config", json.dumps(GOOD), "--config", json.dumps(bad), "--json"],
+    )
     assert result.exit_code == 1, result.output  # one config is invalid
     checks = json.loads(result.stdout)["checks"]
     assert [c["status"] for c in checks] == ["ok", "invalid_config"]
@@ -92,14 +112,21 @@ def test_validate_bundle_checks_this_arch_and_skips_others(tmp_path: Path) -> No
     bucket = WorkloadBucket(batch=1, seqlen=32, heads=16, s_q=1, dtype="fp16", page_size=16)
     sw = Software(torch="2", triton="3")
     entries = [
-        BundleEntry(kernel="mla_decode", arch=arch, gpu_name=name, software=sw, bucket=bucket,
-                    config=GOOD, median_us=1.0, validated=True)
+        BundleEntry(
+            kernel="mla_decode",
+            arch=arch,
+            gpu_name=name,
+            software=sw,
+            bucket=bucket,
+            config=GOOD,
+            median_us=1.0,
+            validated=True,
+        )
         for arch, name in (("cpu-interpreter", "cpu-interpreter"), ("sm_90", "NVIDIA H200"))
     ]
     path = tmp_path / "bundle.json"
     path.write_text(ConfigBundle(entries=entries).model_dump_json(), encoding="utf-8")
-    result = runner.invoke(app, ["validate", "--bundle", str(path), "--json",
-                                 "--max-drift", "1e9"])
+    result = runner.invoke(app, ["validate", "--bundle", str(path), "--json", "--max-drift", "1e9"])
     assert result.exit_code == 0, result.output
     checks = json.loads(result.stdout)["checks"]
     assert [c["status"] for c in checks] == ["ok", "skipped"]

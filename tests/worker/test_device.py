@@ -26,7 +26,7 @@ def test_cpu_fingerprint_is_the_interpreter() -> None:
 
 
 def test_fingerprint_of_a_missing_device_says_what_exists() -> None:
-    with pytest.raises(ValueError, match="expected 0 .*got 3"):
+    with pytest.raises(ValueError, match=r"expected 0 .*got 3"):
         device.fingerprint(3)
 
 

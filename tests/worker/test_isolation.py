@@ -10,7 +10,7 @@ from mlafleet.worker.device import cpu_fingerprint
 from mlafleet.worker.isolation import ChildPool
 from mlafleet.worker.protocol import ChildRequest
 from mlafleet.worker.schemas import TrialStatus
-from mlafleet.worker.sweep import SweepOptions, Sweeper
+from mlafleet.worker.sweep import Sweeper, SweepOptions
 from mlafleet.worker.tune import tune
 
 EXPECTED = {
@@ -29,8 +29,12 @@ def test_every_planted_failure_is_recorded_and_the_sweep_completes(
     planted: Any, fast_options: SweepOptions
 ) -> None:
     seen: list[str] = []
-    result = tune("planted", planted.FAILING_PROBLEM, options=fast_options,
-                  on_trial=lambda t: seen.append(t.status.value))
+    result = tune(
+        "planted",
+        planted.FAILING_PROBLEM,
+        options=fast_options,
+        on_trial=lambda t: seen.append(t.status.value),
+    )
     by_k = {t.config["block_size_k"]: t for t in result.trials}
     assert len(result.trials) == len(EXPECTED)
     assert len(seen) == len(EXPECTED)
@@ -39,18 +43,23 @@ def test_every_planted_failure_is_recorded_and_the_sweep_completes(
         assert trial.status == status, (name, trial.error)
     assert "power of 2" in by_k[24].error
     assert "outside atol" in by_k[64].error
-    assert by_k[64].validation is not None and not by_k[64].validation.passed
+    assert by_k[64].validation is not None
+    assert not by_k[64].validation.passed
     assert "still running after" in by_k[128].error
     assert "exit code 7" in by_k[256].error
     assert "SIGKILL" in by_k[512].error
     assert "planted runtime failure" in by_k[1024].error
     for name in ("ok16", "ok32"):
         ok = by_k[planted.BEHAVIOURS[name]]
-        assert ok.timing is not None and ok.timing.method == "wall_clock"
-        assert ok.validation is not None and ok.validation.passed
+        assert ok.timing is not None
+        assert ok.timing.method == "wall_clock"
+        assert ok.validation is not None
+        assert ok.validation.passed
         assert ok.compile_s == 0.0  # nothing to compile on the interpreter
-    assert result.best is not None and result.best.config["block_size_k"] in (16, 32)
-    assert result.default is not None and result.default.is_default
+    assert result.best is not None
+    assert result.best.config["block_size_k"] in (16, 32)
+    assert result.default is not None
+    assert result.default.is_default
 
 
 def test_invalid_config_is_pruned_before_running(planted: Any, fast_options: SweepOptions) -> None:
@@ -66,13 +75,22 @@ def test_compile_pool_classifies_hangs_and_deaths_by_phase(planted: Any) -> None
     spec = get_kernel("planted")
 
     def req(name: str) -> ChildRequest:
-        return ChildRequest(op="compile", spec=spec, problem=planted.PROBLEM.as_dict(),
-                            config=planted.config(name).as_dict(), seed=1)
+        return ChildRequest(
+            op="compile",
+            spec=spec,
+            problem=planted.PROBLEM.as_dict(),
+            config=planted.config(name).as_dict(),
+            seed=1,
+        )
 
     names = ["ok16", "hang", "exit", "compile_error", "ok32"]
     with ChildPool(size=2, device_index=0, on_gpu=False) as pool:
-        replies = pool.run([req(n) for n in names], first_timeout_s=10.0, then_timeout_s=10.0,
-                           first_phase="compile")
+        replies = pool.run(
+            [req(n) for n in names],
+            first_timeout_s=10.0,
+            then_timeout_s=10.0,
+            first_phase="compile",
+        )
         assert pool.replaced == 2
         assert all(child.alive() for child in pool.children)
     statuses = [r.status for r in replies]
@@ -84,4 +102,5 @@ def test_compile_pool_classifies_hangs_and_deaths_by_phase(planted: Any) -> None
         TrialStatus.OK,
     ]
     assert "died while compiling" in replies[2].error
-    assert replies[0].compile_s is not None and replies[0].compile_s > 0
+    assert replies[0].compile_s is not None
+    assert replies[0].compile_s > 0

@@ -25,15 +25,17 @@ def test_other_environment_or_gpu_is_a_miss() -> None:
     trial = make_trial()
     cache = ResultsCache(None, known=[trial])
     assert cache.get(trial.kernel, trial.problem, trial.config, trial.device) == trial
-    other_sw = make_device(software=Software(driver="590", cuda="13.0", torch="2.11.0",
-                                             triton="3.6.0"))
+    other_sw = make_device(
+        software=Software(driver="590", cuda="13.0", torch="2.11.0", triton="3.6.0")
+    )
     assert cache.get(trial.kernel, trial.problem, trial.config, other_sw) is None
     other_gpu = make_device(name="NVIDIA H100")
     assert cache.get(trial.kernel, trial.problem, trial.config, other_gpu) is None
     # the same GPU model on another host is the same environment
     assert cache.get(trial.kernel, trial.problem, trial.config, make_device(host="b")) == trial
-    assert cache.get(trial.kernel, {**trial.problem, "batch": 2}, trial.config,
-                     trial.device) is None
+    assert (
+        cache.get(trial.kernel, {**trial.problem, "batch": 2}, trial.config, trial.device) is None
+    )
 
 
 def test_unreadable_lines_are_skipped(tmp_path: Path) -> None:

@@ -68,9 +68,14 @@ def test_tpe_finds_a_near_best_config_in_a_quarter_of_the_space() -> None:
 
     def cost(c: DecodeConfig) -> float:  # a smooth bowl with noise, best near (64, 32, 8, 2)
         splits = c.num_kv_splits if c.num_kv_splits != "auto" else 4
-        return noise[c] * (100 + 30 * abs(math.log2(c.block_size_q) - 6)
-                           + 20 * abs(math.log2(c.block_size_k) - 5) + 2.5 * abs(c.num_warps - 8)
-                           + 5 * abs(c.num_stages - 2) + 10 * abs(math.log2(splits) - 2))
+        return noise[c] * (
+            100
+            + 30 * abs(math.log2(c.block_size_q) - 6)
+            + 20 * abs(math.log2(c.block_size_k) - 5)
+            + 2.5 * abs(c.num_warps - 8)
+            + 5 * abs(c.num_stages - 2)
+            + 10 * abs(math.log2(splits) - 2)
+        )
 
     budget = len(space) // 4
     tpe = make_strategy("tpe", space, seed=0, budget=budget)

@@ -22,7 +22,7 @@ def test_percentile_interpolates_like_numpy() -> None:
 def test_percentile_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="at least one sample"):
         stats.percentile([], 50)
-    with pytest.raises(ValueError, match="q in 0..100"):
+    with pytest.raises(ValueError, match=r"q in 0\.\.100"):
         stats.percentile([1.0], 101)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mlafleet.worker.results_cache import ResultsCache
 from mlafleet.worker.schemas import TrialStatus
-from mlafleet.worker.sweep import SweepOptions, Sweeper
+from mlafleet.worker.sweep import Sweeper, SweepOptions
 from mlafleet.worker.tune import tune
 
 
@@ -34,10 +34,13 @@ def test_tune_then_resume_measures_nothing_twice(
     first = tune("planted", planted.PROBLEM, options=fast_options, cache=ResultsCache(path))
     assert measured == [[16], [32, 48]]  # the default first, then the rest of the space
     assert [t.status for t in first.trials] == [TrialStatus.OK] * 3
-    assert first.default is not None and first.default.config["block_size_k"] == 16
+    assert first.default is not None
+    assert first.default.config["block_size_k"] == 16
     assert first.default.is_default
-    assert first.best is not None and first.best.config["block_size_k"] in (16, 32)  # not "slow"
-    assert first.speedup_vs_default is not None and first.speedup_vs_default >= 1.0
+    assert first.best is not None
+    assert first.best.config["block_size_k"] in (16, 32)  # not "slow"
+    assert first.speedup_vs_default is not None
+    assert first.speedup_vs_default >= 1.0
     assert first.compile_wall_s == 0.0
     assert first.timing_wall_s > 0.0
     assert first.wall_s >= first.timing_wall_s
@@ -49,8 +52,9 @@ def test_tune_then_resume_measures_nothing_twice(
     assert again.trials == first.trials
     assert len(path.read_text().splitlines()) == 3
 
-    from_caller = tune("planted", planted.PROBLEM, options=fast_options, known=first.trials,
-                       strategy="random")
+    from_caller = tune(
+        "planted", planted.PROBLEM, options=fast_options, known=first.trials, strategy="random"
+    )
     assert measured == []
     assert {t.config["block_size_k"] for t in from_caller.trials} == {16, 32, 48}
 

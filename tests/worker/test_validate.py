@@ -78,10 +78,10 @@ def test_winner_is_fastest_within_error_factor() -> None:
     accurate = make_trial(median_us=20.0, rel_l2=1e-3, config={"c": 1})
     close = make_trial(median_us=15.0, rel_l2=3e-3, config={"c": 2})
     sloppy_fast = make_trial(median_us=5.0, rel_l2=9e-3, config={"c": 3})  # > 4x the best error
-    wrong = make_trial(median_us=1.0, rel_l2=0.5, status=TrialStatus.WRONG_ANSWER,
-                       config={"c": 4})
-    crashed = make_trial(median_us=None, rel_l2=None, status=TrialStatus.RUNTIME_ERROR,
-                         config={"c": 5})
+    wrong = make_trial(median_us=1.0, rel_l2=0.5, status=TrialStatus.WRONG_ANSWER, config={"c": 4})
+    crashed = make_trial(
+        median_us=None, rel_l2=None, status=TrialStatus.RUNTIME_ERROR, config={"c": 5}
+    )
     best = winner([accurate, close, sloppy_fast, wrong, crashed])
     assert best is not None
     assert best.config == {"c": 2}
