@@ -111,15 +111,14 @@ def smoke_shapes(page_size: int) -> list[Anchor]:
 
 @dataclass(frozen=True)
 class Variant:
-    """A config to time (None: the device default) and whether fp8 prefetching is on."""
+    """A config to time (None: the device default)."""
 
     name: str
     config: DecodeConfig | None
-    fp8_prefetch: bool = True
 
 
 def parse_variant(text: str) -> Variant:
-    """``default`` or ``q64-k32-w8-s2[-p4][-f0]`` (p: splits; f0: no fp8 prefetch)."""
+    """``default`` or ``q64-k32-w8-s2[-p4]`` (p: the split count)."""
     if text == "default":
         return Variant(text, None)
     knobs = {part[0]: int(part[1:]) for part in text.split("-")}
@@ -130,7 +129,7 @@ def parse_variant(text: str) -> Variant:
         num_stages=knobs["s"],
         num_kv_splits=knobs.get("p", "auto"),
     )
-    return Variant(text, cfg, fp8_prefetch=bool(knobs.get("f", 1)))
+    return Variant(text, cfg)
 
 
 def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
@@ -181,20 +180,17 @@ def bench_shape(
         make_decode_inputs(problem, device="cuda", seed=2 + i) for i in range(copies - 1)
     ]
     rows: list[dict[str, Any]] = []
-    seen: set[tuple[DecodeConfig, bool]] = set()
+    seen: set[DecodeConfig] = set()
     default = default_decode_config(problem, limits)
     for variant in variants:
         cfg = default if variant.config is None else _fit_to_problem(variant.config, problem)
-        prefetch = variant.fp8_prefetch or not kv_fp8
-        if (cfg, prefetch) in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
+        if cfg in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
             continue
-        seen.add((cfg, prefetch))
-        decode_mod.FP8_PREFETCH = prefetch
+        seen.add(cfg)
         row: dict[str, Any] = {
             "shape": anchor.name,
             "kv": "fp8" if kv_fp8 else "bf16",
             "variant": variant.name,
-            "fp8_prefetch": prefetch,
             "config": asdict(cfg),
             "problem": problem.as_dict(),
             "splits": resolve_num_splits(cfg, problem, limits),
@@ -224,7 +220,6 @@ def bench_shape(
                     row["vs_peer"] = anchor.peer_us / timing.median_us
         except Exception as exc:  # a variant that fails to compile/run is recorded, not fatal
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        decode_mod.FP8_PREFETCH = True
         rows.append(row)
         print(_fmt(row), flush=True)
     del inputs, first
@@ -235,7 +230,6 @@ def bench_shape(
 def _fmt(row: dict[str, Any]) -> str:
     c = row["config"]
     tag = f"q{c['block_size_q']}-k{c['block_size_k']}-w{c['num_warps']}-s{c['num_stages']}"
-    tag += "" if row.get("fp8_prefetch", True) else "-f0"
     head = f"{row['shape']:<26}{row['kv']:<5}{tag:<19}p{row['splits']:<3}"
     if "error" in row:
         return head + " ERROR " + row["error"][:120]
@@ -283,7 +277,6 @@ def summarize(rows: list[dict[str, Any]], anchors: list[Anchor]) -> list[dict[st
                 "tflops": best["tflops"],
                 "config": best["config"],
                 "splits": best["splits"],
-                "fp8_prefetch": best.get("fp8_prefetch"),
                 "rel_l2": best["rel_l2"],
                 "flashmla_us": anchor.flashmla_us,
                 "peer_us": anchor.peer_us,

@@ -6,6 +6,8 @@ returns a chart; pages only render it. Tested alone in ``tests/dashboard/test_ch
 
 from __future__ import annotations
 
+from typing import cast
+
 import altair as alt
 import pandas as pd
 
@@ -99,7 +101,7 @@ def timing_distribution_chart(samples: pd.DataFrame, *, title: str = "") -> alt.
         .mark_rule(color="#b00020", strokeWidth=2)
         .encode(x="median_us:Q", tooltip=[alt.Tooltip("median_us:Q", format=".2f")])
     )
-    return alt.layer(hist, median).properties(title=title, height=220)
+    return cast(alt.LayerChart, alt.layer(hist, median).properties(title=title, height=220))
 
 
 def compare_chart(bars: pd.DataFrame, *, title: str = "") -> alt.Chart:
@@ -109,7 +111,7 @@ def compare_chart(bars: pd.DataFrame, *, title: str = "") -> alt.Chart:
         bars: long form from ``analysis.compare_bars``: ``arch``, ``which``, ``median_us``.
         title: chart title.
     """
-    return (
+    chart: alt.Chart = (
         alt.Chart(bars)
         .mark_bar()
         .encode(
@@ -121,6 +123,7 @@ def compare_chart(bars: pd.DataFrame, *, title: str = "") -> alt.Chart:
         )
         .properties(width=120, height=220, title=title)
     )
+    return chart
 
 
 def gpus_per_arch_chart(archs: pd.DataFrame) -> alt.Chart:
@@ -129,7 +132,7 @@ def gpus_per_arch_chart(archs: pd.DataFrame) -> alt.Chart:
     Args:
         archs: one row per architecture, columns ``arch``, ``gpus``, ``gpu_names``, ``nodes``.
     """
-    return (
+    chart: alt.Chart = (
         alt.Chart(archs)
         .mark_bar()
         .encode(
@@ -140,6 +143,7 @@ def gpus_per_arch_chart(archs: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=alt.Step(28))
     )
+    return chart
 
 
 def job_progress_chart(progress: pd.DataFrame) -> alt.Chart:
@@ -152,7 +156,7 @@ def job_progress_chart(progress: pd.DataFrame) -> alt.Chart:
         fraction=(progress["done"] / progress["total"].where(progress["total"] > 0)).fillna(0.0),
         row=progress["job"].astype(str) + " · " + progress["arch"].astype(str),
     )
-    return (
+    chart: alt.Chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
@@ -168,6 +172,7 @@ def job_progress_chart(progress: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=alt.Step(22))
     )
+    return chart
 
 
 def speedup_chart(recommendations: pd.DataFrame) -> alt.Chart:
@@ -177,7 +182,7 @@ def speedup_chart(recommendations: pd.DataFrame) -> alt.Chart:
         recommendations: columns ``bucket``, ``speedup_vs_default``, ``validated``.
     """
     data = recommendations.dropna(subset=["speedup_vs_default"])
-    return (
+    chart: alt.Chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
@@ -188,3 +193,4 @@ def speedup_chart(recommendations: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=alt.Step(20))
     )
+    return chart

@@ -54,8 +54,8 @@ def estimate_shared_bytes(config: DecodeConfig, problem: DecodeProblem) -> int:
 
 def estimate_registers_per_thread(config: DecodeConfig, problem: DecodeProblem) -> int:
     """Registers per thread: the fp32 accumulator [block_size_q, D_V] and the scores, plus, for
-    row blocks of <= 32 (mma.sync, q held in registers), the q tile, and for fp8 caches there
-    the prefetched raw KV tile and its fp16 copy (calibrated on H200 compiles, NOTES.md)."""
+    row blocks of <= 32 (mma.sync, q held in registers), the q tile (calibrated on H200
+    compiles, NOTES.md)."""
     threads = 32 * config.num_warps
     d_qk = _next_pow2(problem.d_v) + _next_pow2(max(problem.d_qk - problem.d_v, 1))
     acc = config.block_size_q * _next_pow2(problem.d_v) // threads
@@ -63,8 +63,6 @@ def estimate_registers_per_thread(config: DecodeConfig, problem: DecodeProblem) 
     regs = acc + scores + _REG_OVERHEAD
     if config.block_size_q <= 32:
         regs += config.block_size_q * d_qk * 2 // 4 // threads
-        if problem.cache_dtype == "fp8_e4m3":
-            regs += config.block_size_k * d_qk * 3 // 4 // threads
     return regs
 
 
@@ -221,13 +219,10 @@ _ARCH_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
 _FALLBACK_DEFAULT = (32, 32, 4, 1)
 
 
-def _warps_for(block_size_q: int, num_warps: int, problem: DecodeProblem) -> int:
-    """Small row blocks run best on 4 warps (H200: 16 rows, 4 warps 85 us vs 8 warps 89 us),
-    except with an fp8 cache, whose prefetched tile needs 8 warps' registers (4 warps spill:
-    793 us vs 131 us)."""
-    if block_size_q > 32:
-        return num_warps
-    return max(num_warps, 8) if problem.cache_dtype == "fp8_e4m3" else min(num_warps, 4)
+def _warps_for(block_size_q: int, num_warps: int) -> int:
+    """Small row blocks run best on 4 warps (H200, 16 rows: bf16 85 vs 89 us with 8 warps,
+    fp8 114 vs 143 us)."""
+    return min(num_warps, 4) if block_size_q <= 32 else num_warps
 
 
 def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> DecodeConfig:
@@ -239,7 +234,7 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
     """
     bq, bk, warps, stages = _ARCH_DEFAULTS.get(limits.arch, _FALLBACK_DEFAULT)
     bq = min(bq, max(_MIN_DOT, _next_pow2(query_rows(problem))))
-    warps = _warps_for(bq, warps, problem)
+    warps = _warps_for(bq, warps)
     cfg = DecodeConfig(
         block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages, num_kv_splits="auto"
     )

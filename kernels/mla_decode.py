@@ -18,6 +18,10 @@ Paging: every token's row is gathered through the block table (``page = table[n 
 fp8 KV: the e4m3 tile is upcast to q's dtype before the dots and ``kv_scale`` is folded into
 the softmax scale (scores) and the final rescale (values): ``q . (s k) = s (q . k)``.
 
+Head dims: any ``head_dim_v >= 16`` and ``D_PE = d_qk - head_dim_v >= 0``; each part is padded
+to the next power of two (at least 16) and masked, so powers of two waste nothing (DeepSeek
+512 + 64). ``D_PE == 0`` drops the rope dot.
+
 Axes: B batch, S query tokens (``s_q``), H query heads, HK kv heads, N kv tokens, P page size,
 D_V latent / value dim (512), D_PE rope dim (64), D_QK = D_V + D_PE.
 Layouts: q [B, S, H, D_QK]; kv_cache [num_pages, P, HK, D_QK]; block_table [B, max_pages];
@@ -42,17 +46,21 @@ from .device_limits import interpreting
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
 LAST_COMPILED: dict[str, Any] = {}
 """The compiled decode kernel of the latest launch (diagnostics: n_regs, n_spills, shared)."""
-FP8_PREFETCH = True
-"""fp8 caches with block_size_q <= 32: load the next KV tile into registers while the current
-one is used (with 64 rows the extra registers spill: not applied there)."""
 
 
 @triton.jit
-def _load_kv_tile(
+def _attend_tile(
+    q_nope,
+    q_pe,
     kv_head,
     bt_row,
     tile_n,
     end_n,
+    limit_r,
+    scale_log2,
+    m_i,
+    l_i,
+    acc,
     stride_kv_page,
     stride_kv_slot,
     D_V: tl.constexpr,
@@ -61,10 +69,11 @@ def _load_kv_tile(
     BLOCK_N: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     BLOCK_DPE: tl.constexpr,
+    CAUSAL: tl.constexpr,
     HAS_PE: tl.constexpr,
     TILE_IN_PAGE: tl.constexpr,
 ):
-    """The raw KV rows [tile_n, tile_n + BLOCK_N) (zeros past end_n): latent and rope parts."""
+    """One KV tile [tile_n, tile_n + BLOCK_N) for all rows: scores, online softmax, p @ v."""
     offs_dv = tl.arange(0, BLOCK_DV)
     offs_dpe = tl.arange(0, BLOCK_DPE)
     offs_n = tile_n + tl.arange(0, BLOCK_N)
@@ -72,7 +81,7 @@ def _load_kv_tile(
     if TILE_IN_PAGE:
         # PAGE_SIZE % BLOCK_N == 0 and tiles start at multiples of BLOCK_N: one page per tile,
         # so one table entry and contiguous slots (cheaper addresses, provably aligned rows).
-        page = tl.load(bt_row + tile_n // PAGE_SIZE, mask=tile_n < end_n, other=0)
+        page = tl.load(bt_row + tile_n // PAGE_SIZE)
         slots = tile_n % PAGE_SIZE + tl.arange(0, BLOCK_N)
         kv_row = kv_head + page.to(tl.int64) * stride_kv_page + slots * stride_kv_slot
     else:
@@ -84,43 +93,17 @@ def _load_kv_tile(
         kv_row[:, None] + offs_dv[None, :],
         mask=mask_n[:, None] & (offs_dv[None, :] < D_V),
         other=0.0,
-    )
+    ).to(q_nope.dtype)  # no-op for fp16/bf16; the upcast for fp8
+    qk = tl.dot(q_nope, tl.trans(k_nope))
     if HAS_PE:
         k_pe = tl.load(
             kv_row[:, None] + D_V + offs_dpe[None, :],
             mask=mask_n[:, None] & (offs_dpe[None, :] < D_PE),
             other=0.0,
-        )
-    else:
-        k_pe = k_nope  # unused placeholder (no rope part)
-    return k_nope, k_pe
-
-
-@triton.jit
-def _attend_tile(
-    q_nope,
-    q_pe,
-    k_nope,
-    k_pe,
-    tile_n,
-    end_n,
-    limit_r,
-    scale_log2,
-    m_i,
-    l_i,
-    acc,
-    BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    HAS_PE: tl.constexpr,
-):
-    """One loaded KV tile for all rows: scores (two dots), online softmax, p @ v."""
-    offs_n = tile_n + tl.arange(0, BLOCK_N)
-    k_nope = k_nope.to(q_nope.dtype)  # no-op for fp16/bf16; the upcast for fp8
-    qk = tl.dot(q_nope, tl.trans(k_nope))
-    if HAS_PE:
-        qk += tl.dot(q_pe, tl.trans(k_pe.to(q_nope.dtype)))
+        ).to(q_nope.dtype)
+        qk += tl.dot(q_pe, tl.trans(k_pe))
     qk = qk * scale_log2
-    valid = (offs_n < end_n)[None, :]
+    valid = mask_n[None, :]
     if CAUSAL:
         valid = valid & (offs_n[None, :] <= limit_r[:, None])
     qk = tl.where(valid, qk, float("-inf"))
@@ -173,7 +156,6 @@ def _mla_decode_kernel(
     HAS_KV_SCALE: tl.constexpr,
     HAS_PE: tl.constexpr,
     TILE_IN_PAGE: tl.constexpr,
-    PREFETCH: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     pid_q = tl.program_id(0)  # row block: the fastest axis, so blocks sharing a KV tile co-run
@@ -229,36 +211,23 @@ def _mla_decode_kernel(
     bt_row = block_table_ptr + pid_b * stride_bt_b
     kv_head = kv_ptr + pid_g * stride_kv_h
 
-    if PREFETCH:
-        # Register double-buffering (fp8): the upcast keeps these loads out of Triton's
-        # cp.async pipeline, so the next tile is loaded by hand while this one is used.
-        k_nope, k_pe = _load_kv_tile(
-            kv_head,
-            bt_row,
-            start_n,
-            end_n,
-            stride_kv_page,
-            stride_kv_slot,
-            D_V,
-            D_PE,
-            PAGE_SIZE,
-            BLOCK_N,
-            BLOCK_DV,
-            BLOCK_DPE,
-            HAS_PE,
-            TILE_IN_PAGE,
-        )
     if INTERPRET:
         # The CPU interpreter (numpy >= 2.4) cannot use a loaded scalar as a range() bound;
         # the while form is the same loop (compiled code keeps the for form: it pipelines).
         tile_n = start_n
         while tile_n < end_n:
-            next_n = tile_n + BLOCK_N if PREFETCH else tile_n
-            nxt_nope, nxt_pe = _load_kv_tile(
+            m_i, l_i, acc = _attend_tile(
+                q_nope,
+                q_pe,
                 kv_head,
                 bt_row,
-                next_n,
+                tile_n,
                 end_n,
+                limit_r,
+                scale_log2,
+                m_i,
+                l_i,
+                acc,
                 stride_kv_page,
                 stride_kv_slot,
                 D_V,
@@ -267,38 +236,25 @@ def _mla_decode_kernel(
                 BLOCK_N,
                 BLOCK_DV,
                 BLOCK_DPE,
+                CAUSAL,
                 HAS_PE,
                 TILE_IN_PAGE,
             )
-            if not PREFETCH:
-                k_nope, k_pe = nxt_nope, nxt_pe
-            m_i, l_i, acc = _attend_tile(
-                q_nope,
-                q_pe,
-                k_nope,
-                k_pe,
-                tile_n,
-                end_n,
-                limit_r,
-                scale_log2,
-                m_i,
-                l_i,
-                acc,
-                BLOCK_N,
-                CAUSAL,
-                HAS_PE,
-            )
-            if PREFETCH:
-                k_nope, k_pe = nxt_nope, nxt_pe
             tile_n += BLOCK_N
     else:
         for tile_n in range(start_n, end_n, BLOCK_N):
-            next_n = tile_n + BLOCK_N if PREFETCH else tile_n
-            nxt_nope, nxt_pe = _load_kv_tile(
+            m_i, l_i, acc = _attend_tile(
+                q_nope,
+                q_pe,
                 kv_head,
                 bt_row,
-                next_n,
+                tile_n,
                 end_n,
+                limit_r,
+                scale_log2,
+                m_i,
+                l_i,
+                acc,
                 stride_kv_page,
                 stride_kv_slot,
                 D_V,
@@ -307,29 +263,10 @@ def _mla_decode_kernel(
                 BLOCK_N,
                 BLOCK_DV,
                 BLOCK_DPE,
+                CAUSAL,
                 HAS_PE,
                 TILE_IN_PAGE,
             )
-            if not PREFETCH:
-                k_nope, k_pe = nxt_nope, nxt_pe
-            m_i, l_i, acc = _attend_tile(
-                q_nope,
-                q_pe,
-                k_nope,
-                k_pe,
-                tile_n,
-                end_n,
-                limit_r,
-                scale_log2,
-                m_i,
-                l_i,
-                acc,
-                BLOCK_N,
-                CAUSAL,
-                HAS_PE,
-            )
-            if PREFETCH:
-                k_nope, k_pe = nxt_nope, nxt_pe
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
@@ -512,7 +449,6 @@ def _launch(
         HAS_KV_SCALE=args.kv_scale is not None,
         HAS_PE=d_pe > 0,
         TILE_IN_PAGE=page_size >= cfg.block_size_k,
-        PREFETCH=args.kv_scale is not None and FP8_PREFETCH and cfg.block_size_q <= 32,
         INTERPRET=interpreting(),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,

@@ -129,12 +129,12 @@ def check_prefill_args(
         cu_seqlens_q, "cu_seqlens_q", ndim=1, dtypes=(torch.int32,), device=device,
         hint="cu_seqlens_q is [batch + 1] int32 prefix sums",
     )  # fmt: skip
+    if cu_q.shape[0] < 1:
+        raise ValueError("cu_seqlens_q: expected [batch + 1] entries (at least [0]), got none")
     cu_k = check_tensor(
         cu_seqlens_k, "cu_seqlens_k", shape=(cu_q.shape[0],), dtypes=(torch.int32,),
         device=device, hint="cu_seqlens_k is [batch + 1] int32, as long as cu_seqlens_q",
     )  # fmt: skip
-    if cu_q.shape[0] < 1:
-        raise ValueError("cu_seqlens_q: expected [batch + 1] entries (at least [0]), got none")
     if not cu_q.is_contiguous() or not cu_k.is_contiguous():
         name = "cu_seqlens_q" if not cu_q.is_contiguous() else "cu_seqlens_k"
         raise ValueError(f"{name}: expected a contiguous tensor; pass {name}.contiguous()")

@@ -176,6 +176,7 @@ class ChildPool:
         self.on_gpu = on_gpu
         self.start_timeout_s = start_timeout_s
         self.children: list[Child] = []
+        self._starting: list[Child] = []
         self.replaced = 0
 
     def _new_child(self) -> Child:
@@ -185,19 +186,31 @@ class ChildPool:
             start_timeout_s=self.start_timeout_s,
         )
 
-    def start(self) -> None:
-        """Start every child (in parallel) and wait until all are ready."""
+    def begin(self) -> None:
+        """Spawn the missing children without waiting for them (see ``start``)."""
         fresh = [self._new_child() for _ in range(self.size - len(self.children))]
         for child in fresh:
             child.spawn()
-        for child in fresh:
+        self._starting = fresh
+
+    def start(self) -> None:
+        """Start every child (in parallel) and wait until all are ready.
+
+        Raises:
+            ChildStartError: a child did not come up.
+        """
+        if not self._starting:
+            self.begin()
+        starting, self._starting = self._starting, []
+        for child in starting:
             child.wait_ready()
-        self.children.extend(fresh)
+        self.children.extend(starting)
 
     def close(self) -> None:
-        for child in self.children:
+        for child in self.children + self._starting:
             child.close()
         self.children = []
+        self._starting = []
 
     def __enter__(self) -> ChildPool:
         self.start()

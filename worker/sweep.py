@@ -115,6 +115,7 @@ class Sweeper:
                 on_gpu=self.on_gpu,
                 start_timeout_s=self.options.start_timeout_s,
             )
+        if not self._timer.children:
             self._timer.start()
         return self._timer
 
@@ -127,6 +128,15 @@ class Sweeper:
                 on_gpu=self.on_gpu,
                 start_timeout_s=self.options.start_timeout_s,
             )
+            self._compiler.begin()
+            if self._timer is None:  # the timing process starts while the pool compiles
+                self._timer = ChildPool(
+                    size=1,
+                    device_index=self.device.index,
+                    on_gpu=self.on_gpu,
+                    start_timeout_s=self.options.start_timeout_s,
+                )
+                self._timer.begin()
             self._compiler.start()
         return self._compiler
 

@@ -126,9 +126,9 @@ def tune(
 
     def evaluate(sweeper: Sweeper, configs: list[Any]) -> int:
         """Results of ``configs`` (reused or measured) into ``trials``; returns new measurements."""
-        fresh = []
+        fresh: list[Any] = []
         for cfg in configs:
-            if cfg in trials:
+            if cfg in trials or cfg in fresh:
                 continue
             hit = store.get(spec.name, prob.as_dict(), cfg.as_dict(), dev)
             if hit is not None:
@@ -143,21 +143,21 @@ def tune(
             ):
                 trials[cfg] = trial
                 store.add(trial)
-        return len(fresh)
+        return sum(1 for cfg in fresh if cfg != default_cfg)
 
     with Sweeper(spec, prob, dev, opts) as sweeper:
-        evaluate(sweeper, [default_cfg])
+        pending_default = [default_cfg]  # measured with the first batch, not counted
         while True:
-            if budget_trials is not None and measured >= budget_trials:
-                break
+            stop = budget_trials is not None and measured >= budget_trials
             if deadline is not None and time.monotonic() >= deadline:
                 logger.info("minutes budget spent after %d new measurements", measured)
-                break
+                stop = True
             room = batch if budget_trials is None else min(batch, budget_trials - measured)
-            proposals = search.propose(room)
-            if not proposals:
+            proposals = [] if stop else search.propose(room)
+            if not proposals and not pending_default:
                 break
-            measured += evaluate(sweeper, proposals)
+            measured += evaluate(sweeper, pending_default + proposals)
+            pending_default = []
             for cfg in proposals:
                 search.tell(cfg, trials[cfg])
         compile_wall_s, timing_wall_s = sweeper.compile_wall_s, sweeper.timing_wall_s

@@ -65,7 +65,6 @@ def serve(
     """Run the job runner and the HTTP API until Ctrl-C."""
     from ..db.store import Store
     from ..dispatch import ensure_ray
-    from ..runner import Runner
 
     settings = _settings(db_url=db, ray_address=ray_address, host=host, port=port)
     try:
@@ -78,6 +77,16 @@ def serve(
         _fail(str(exc))
     archs = sorted(k[5:] for k in resources if k.startswith("arch:"))
     err.print(f"Ray: {', '.join(archs) or 'no device nodes yet'}; database: {settings.db_url}")
+    try:
+        _run_service(store, settings)
+    finally:
+        store.close()
+
+
+def _run_service(store: Any, settings: Settings) -> None:
+    """The job runner in a thread and the API in this one, until Ctrl-C."""
+    from ..runner import Runner
+
     stop = threading.Event()
     runner = Runner(store=store, settings=settings)
     thread = threading.Thread(target=runner.run, args=(stop,), name="mlafleet-runner", daemon=True)
@@ -87,7 +96,6 @@ def serve(
     finally:
         stop.set()
         thread.join(timeout=30)
-        store.close()
 
 
 def _serve_api(store: Any, settings: Settings) -> None:
@@ -196,7 +204,7 @@ def demo(
         return
     dash = _start_dashboard(settings)
     try:
-        _serve_api(store, settings)
+        _run_service(store, settings)  # jobs submitted through the API keep running
     finally:
         if dash is not None:
             dash.terminate()

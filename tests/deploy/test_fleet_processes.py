@@ -224,7 +224,8 @@ def service_env(service: dict[str, Any], fleet: Fleet, db_url: str) -> dict[str,
     for key, port_name in ports.items():
         if key in env:
             env[key] = str(fleet.ports[port_name])
-    env["MLAFLEET_DB_URL"] = db_url
+    if "MLAFLEET_DB_URL" in env:  # the same variable, pointing at this test's database
+        env["MLAFLEET_DB_URL"] = db_url
     return env
 
 
@@ -318,33 +319,42 @@ def test_the_worker_joins_and_the_api_lists_its_node(fleet: Fleet) -> None:
     fleet.joined_archs = joined
 
 
-def _page_text(url: str) -> str:
+def _page_text(url: str, *, expect: list[str], timeout_s: float = 120.0) -> str:
+    """The text of the page at ``url`` as headless Chromium renders it, loaded again until it
+    contains every string of ``expect`` (Streamlit renders after its script has run, which takes
+    a while on a loaded machine) or ``timeout_s`` passes."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("headless Chromium is not installed (.ci/run installs it)")
-    done = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", done.stdout))
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=20000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", done.stdout))
+        if all(needle in text for needle in expect):
+            break
+    return text
 
 
 def test_the_dashboard_page_reaches_the_api(fleet: Fleet) -> None:
     """In a browser, the page's sidebar asks the API's /healthz (server side) and says so."""
     test_the_dashboard_answers_its_health_check(fleet)
-    text = _page_text(fleet.dashboard + "/")
+    text = _page_text(fleet.dashboard + "/", expect=["API up", fleet.api])
     assert "API up" in text, text[-3000:]
     assert fleet.api in text, text[-3000:]
     assert "unreachable" not in text, text[-3000:]
@@ -353,7 +363,8 @@ def test_the_dashboard_page_reaches_the_api(fleet: Fleet) -> None:
 def test_the_dashboard_fleet_page_shows_the_workers_node(fleet: Fleet) -> None:
     test_the_worker_joins_and_the_api_lists_its_node(fleet)
     test_the_dashboard_answers_its_health_check(fleet)
-    text = _page_text(f"{fleet.dashboard}/fleet")
+    archs = [arch["arch"] for arch in fleet.joined_archs or []]
+    text = _page_text(f"{fleet.dashboard}/fleet", expect=["Devices", *archs])
     assert "Devices" in text, text[-3000:]
     for arch in fleet.joined_archs or []:
         assert arch["arch"] in text, f"{arch['arch']} not on the Fleet page: {text[-3000:]}"

@@ -289,3 +289,25 @@ def test_invalid_keyword_raises(kwargs: dict[str, Any], error: type, message: st
     with pytest.raises(error) as info:
         mla_decode(**inputs, **kwargs)
     assert message in str(info.value)
+
+
+# ---- GPU: full DeepSeek size (skipped, and reported as skipped, without a CUDA GPU) ----------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv_dtype", [None, "fp8_e4m3"], ids=["bf16", "fp8"])
+def test_full_deepseek_size_on_gpu(kv_dtype: str | None, seed: int, kit: Kit):
+    problem = DecodeProblem(
+        batch=4,
+        s_q=2,
+        h_q=128,
+        seqlen=0,
+        seqlens=(4113, 1, 0, 2048),
+        page_size=64,
+        dtype="bf16",
+        kv_dtype=kv_dtype,
+        causal=True,
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    got = mla_decode(**inputs, out=kit.poisoned_out(inputs))
+    kit.assert_matches_reference(inputs, got, seed=seed)

@@ -138,7 +138,14 @@ def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
         rec_b = next(r for r in recs if r.arch == B)
         s.get(Recommendation, rec_b.id).median_us = rec_b.median_us / 1000
         check = parse_job_spec(
-            {"kind": "validate", "name": "recheck", "kernel": "mla_decode", "archs": "all"},
+            # interpreter wall-clock timings are noisy: allow 50x drift; B's is 1000x off
+            {
+                "kind": "validate",
+                "name": "recheck",
+                "kernel": "mla_decode",
+                "archs": "all",
+                "drift_tolerance": 50,
+            },
             max_workloads=10,
         )
         check_id = repo.create_job(s, spec=check).id

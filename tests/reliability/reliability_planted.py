@@ -92,8 +92,17 @@ CPU_SPACE = ("ok", "nan", "hang", "crash", "ok_last")
 GPU_SPACE = ("ok", "illegal", "nan", "ok_last")
 
 
+def clean_space() -> list[DecodeConfig]:
+    """Six correct configs (the default among them): for budget tests."""
+    warps = [DecodeConfig(16, 16, w, 1, 1) for w in (1, 2, 4, 8)]
+    return [*warps, DecodeConfig(16, 16, 4, 2, 1), config("ok_last")]
+
+
 def search_space(problem: DecodeProblem, limits: DeviceLimits) -> list[DecodeConfig]:
-    """``h_q == 1``: the CPU set; ``h_q == 2``: the GPU set (with the illegal access)."""
+    """``h_q == 1``: the CPU set; ``h_q == 2``: the GPU set (with the illegal access);
+    ``h_q == 4``: only correct configs."""
+    if problem.h_q == 4:
+        return clean_space()
     return [config(name) for name in (CPU_SPACE if problem.h_q == 1 else GPU_SPACE)]
 
 
@@ -122,3 +131,4 @@ SPEC = KernelSpec(
 
 CPU_PROBLEM = DecodeProblem(batch=1, s_q=1, h_q=1, seqlen=N, dtype="fp32")
 GPU_PROBLEM = DecodeProblem(batch=1, s_q=1, h_q=2, seqlen=N, dtype="fp32")
+CLEAN_PROBLEM = DecodeProblem(batch=1, s_q=1, h_q=4, seqlen=N, dtype="fp32")

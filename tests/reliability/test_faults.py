@@ -12,10 +12,8 @@ All run a real Ray cluster on the CPU interpreter; slow (minutes on 2 cores).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +35,7 @@ from reliability_support import (
 from mlafleet.orchestrator.config import Settings
 from mlafleet.orchestrator.db import repo
 from mlafleet.orchestrator.db.store import Store
+from mlafleet.orchestrator.errors import StorageError
 from mlafleet.orchestrator.jobspec import parse_job_spec
 from mlafleet.orchestrator.runner import Runner
 
@@ -195,53 +194,66 @@ def test_serve_sigkilled_and_restarted_mid_job(
             restart_to_job_done_s=round(recovered_s, 1))  # fmt: skip
 
 
+PG_BUG = (
+    "orchestrator/runner.py Runner._collect: events taken from Ray (fleet.poll) are dropped when "
+    "the database write fails, so a trial that arrives while PostgreSQL is down is never stored "
+    "(its task still ends 'succeeded') and a task end that arrives then leaves the task "
+    "'running' forever"
+)
+
+
 @pytest.mark.postgres
+@pytest.mark.xfail(strict=True, reason=PG_BUG)
 def test_postgres_restarted_mid_job(
-    ray_cluster: Any,
-    private_pg: PrivatePostgres,
-    figures: Callable[..., None],
-    caplog: pytest.LogCaptureFixture,
+    ray_cluster: Any, private_pg: PrivatePostgres, figures: Callable[..., None]
 ) -> None:
+    """PostgreSQL goes down mid-task and stays down until the runner has taken at least one
+    result from Ray; then it comes back and the job must end with every trial stored once."""
     url = private_pg.url
     store = Store.open(url, auto_upgrade=True)
     runner = _runner(store)
-    job_id = _submit(store, tiny_job("restart-pg", workloads={
-        **tiny_job()["workloads"], "seqlen": [16, 32, 48]}))  # fmt: skip
-    stop = threading.Event()
-    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
-    caplog.set_level(logging.ERROR, logger="mlafleet.orchestrator.runner")
-    outage_s = 6.0
+    job_id = _submit(store, tiny_job("restart-pg"))
+    taken: list[Any] = []
+    poll = runner.fleet.poll
+
+    def counting_poll(timeout_s: float) -> list[Any]:
+        events = poll(timeout_s)
+        taken.extend(events)
+        return events
+
+    failed_steps, stuck = 0, ""
     try:
-        thread.start()
-        wait_until(lambda: trial_census(url, job_id).total >= 1, timeout_s=400,
-                   what="first trial stored")  # fmt: skip
+        _step_until(runner, lambda: _running_with_trials(runner, url, job_id))
         before = trial_census(url, job_id)
         private_pg.stop("fast")
         down_at = time.monotonic()
-        time.sleep(outage_s)  # trials and task ends arrive while the database is down
+        runner.fleet.poll = counting_poll  # type: ignore[method-assign]
+        while not taken and time.monotonic() - down_at < 400:
+            try:  # what Runner.run does: log the failed step, try again
+                runner.step(wait_s=0.5)
+            except StorageError:
+                failed_steps += 1
+        runner.fleet.poll = poll  # type: ignore[method-assign]
         private_pg.start()
         up_at = time.monotonic()
-
-        def finished() -> bool:
-            try:
-                return trial_census(url, job_id).job_status in ("succeeded", "failed")
-            except Exception:  # the server is still coming up
-                return False
-
-        wait_until(finished, timeout_s=JOB_TIMEOUT_S, what="job finished after the restart",
-                   every_s=1)  # fmt: skip
+        try:
+            runner.run_until([job_id], timeout_s=240)
+        except TimeoutError as exc:
+            stuck = str(exc)
         recovered_s = time.monotonic() - up_at
     finally:
-        stop.set()
-        thread.join(timeout=60)
         runner.fleet.shutdown()
-    census, expected = assert_every_trial_once(url, job_id)
-    step_errors = [r for r in caplog.records if "runner step failed" in r.getMessage()]
-    figures(scenario="PostgreSQL restart", trials_expected=expected, trials_stored=census.total,
-            duplicates=census.duplicates, stored_before_fault=before.total,
-            retries=sum(a - 1 for a in census.attempts.values()),
-            outage_s=round(up_at - down_at, 1), failed_runner_steps=len(step_errors),
-            db_up_to_job_done_s=round(recovered_s, 1))  # fmt: skip
+    census = trial_census(url, job_id)
+    figures(scenario="PostgreSQL restart", stored_before_fault=before.total,
+            outage_s=round(up_at - down_at, 1), failed_runner_steps=failed_steps,
+            results_taken_during_outage=[type(e).__name__ for e in taken],
+            trials_stored=census.total, duplicates=census.duplicates,
+            task_status=census.task_status, job_status=census.job_status, stuck=stuck,
+            db_up_to_end_s=round(recovered_s, 1))  # fmt: skip
+    assert taken, "no result arrived during the outage"
+    assert not stuck, stuck
+    _, expected = assert_every_trial_once(url, job_id)
+    figures(trials_expected=expected)
     store.close()
 
 

@@ -99,9 +99,9 @@ def test_decode_matches_the_reference_on_random_shapes(
 @st.composite
 def prefill_cases(draw: Any) -> tuple[PrefillProblem, list[tuple[int, int]], PrefillConfig, int]:
     h_k = draw(st.sampled_from([1, 2]))
-    h = h_k * draw(st.sampled_from([1, 2, 4]))
+    h = h_k * draw(st.sampled_from([1, 2]))
     batch = draw(st.integers(1, 3))
-    pairs = st.tuples(st.integers(0, 24), st.integers(0, 24))
+    pairs = st.tuples(st.integers(0, 20), st.integers(0, 20))
     lengths = draw(st.lists(pairs, min_size=batch, max_size=batch))
     causal = draw(st.booleans())
     d_qk, d_v = draw(st.sampled_from([(32, 16), (48, 32), (64, 32)]))
@@ -208,8 +208,8 @@ def test_decode_refuses_invalid_input_naming_it(
     assert text in str(info.value)
 
 
-def _prefill_inputs() -> dict[str, Any]:
-    problem = PrefillProblem(batch=2, seqlen_q=8, seqlen_k=12, h=4, h_k=2, d_qk=32, d_v=16,
+def _prefill_inputs(d_qk: int = 32) -> dict[str, Any]:
+    problem = PrefillProblem(batch=2, seqlen_q=8, seqlen_k=12, h=4, h_k=2, d_qk=d_qk, d_v=16,
                              dtype="fp16", causal=True)  # fmt: skip
     return make_prefill_inputs(problem, device=_device(), seed=0, lengths=[(8, 12), (3, 5)])
 
@@ -222,7 +222,8 @@ PREFILL_INVALID: list[tuple[str, Mutate, type[Exception], str]] = [
     ("h_k-3", _with("k", lambda k: k[:, :1].expand(-1, 3, -1)), ValueError,
      "k: expected h_k (dim 1) dividing h=4, got 3"),
     ("v-rows", _with("v", lambda v: v[:-1]), ValueError, "v:"),
-    ("d_qk-40", _with("q", lambda q: q), ValueError, "d_qk: expected a multiple of 16"),
+    ("d_qk-40", lambda inputs: inputs.update(_prefill_inputs(d_qk=40)), ValueError,
+     "d_qk: expected a multiple of 16"),
     ("cu-int64", _with("cu_seqlens_q", lambda c: c.long()), TypeError, "cu_seqlens_q"),
     ("cu-k-len", _with("cu_seqlens_k", lambda c: c[:-1]), ValueError, "cu_seqlens_k"),
     ("cu-q-first", _with("cu_seqlens_q", lambda c: c + 1), ValueError,
@@ -247,14 +248,9 @@ PREFILL_INVALID: list[tuple[str, Mutate, type[Exception], str]] = [
     [pytest.param(m, e, t, id=name) for name, m, e, t in PREFILL_INVALID],
 )
 def test_prefill_refuses_invalid_input_naming_it(
-    mutate: Mutate, error: type[Exception], text: str, request: pytest.FixtureRequest
+    mutate: Mutate, error: type[Exception], text: str
 ) -> None:
-    if request.node.callspec.id == "d_qk-40":
-        problem = PrefillProblem(batch=1, seqlen_q=4, seqlen_k=4, h=2, d_qk=40, d_v=16,
-                                 dtype="fp16")  # fmt: skip
-        inputs = make_prefill_inputs(problem, device=_device(), seed=0)
-    else:
-        inputs = _prefill_inputs()
+    inputs = _prefill_inputs()
     inputs.setdefault("config", PrefillConfig(16, 16, 4, 1))
     mutate(inputs)
     with pytest.raises(error) as info:

@@ -32,7 +32,7 @@ def test_tune_then_resume_measures_nothing_twice(
 ) -> None:
     path = tmp_path / "trials.jsonl"
     first = tune("planted", planted.PROBLEM, options=fast_options, cache=ResultsCache(path))
-    assert measured == [[16], [32, 48]]  # the default first, then the rest of the space
+    assert measured == [[16, 32, 48]]  # the default with the first batch, measured once
     assert [t.status for t in first.trials] == [TrialStatus.OK] * 3
     assert first.default is not None
     assert first.default.config["block_size_k"] == 16

@@ -3,6 +3,8 @@ metrics, and the error form of unknown routes and methods."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from api_support import DECODE_PROBLEM, SOFTWARE, TUNED, fingerprint, seed_trials, trial_result
@@ -193,3 +195,24 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     post = schema["paths"]["/v1/jobs"]["post"]
     assert set(post["requestBody"]["content"]) == {"application/json", "application/yaml"}
     assert client.get("/docs").status_code == 200
+
+
+def test_config_lookup_follows_new_results(seeded: str, db_url: str, client: httpx.Client) -> None:
+    first = client.get("/v1/configs/mla_decode", params=LOOKUP).json()
+    assert first["config"] == TUNED
+    assert client.get("/v1/configs/mla_decode", params=LOOKUP).json() == first  # cached bytes
+    faster = {**TUNED, "num_stages": 1}
+    seed_trials(
+        db_url,
+        [trial_result(problem=DECODE_PROBLEM, config=faster, median_us=5.0, device=fingerprint())],
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        got = client.get("/v1/configs/mla_decode", params=LOOKUP).json()
+        if got["config"] == faster:
+            break
+        time.sleep(0.2)
+    assert got["config"] == faster
+    assert got["median_us"] == 5.0
+    text = client.get("/metrics").text
+    assert 'route="/v1/configs/{kernel}",status="200"' in text

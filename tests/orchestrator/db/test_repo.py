@@ -228,3 +228,47 @@ def test_retry_cap_and_runner_recovery(store: Store) -> None:
         task = repo.list_tasks(s, job_id=job_id).items[0]
         assert task.attempts == 2
         assert task.message == "failed after 2 attempts: node lost"
+
+
+def test_validate_job_checks_every_recommendation_on_every_node(store: Store) -> None:
+    _, task_id = _job_with_task(store)
+    with store.session() as s:
+        trial_id = repo.record_trial(s, trial=make_trial(median_us=50.0), task_id=task_id)
+        assert trial_id is not None
+        rec = repo.refresh_for_trial(s, trial_id=trial_id)
+        assert rec is not None
+    spec = parse_job_spec(
+        {"kind": "validate", "name": "v", "kernel": "mla_decode", "archs": ["sm_90", "sm_80"]},
+        max_workloads=10,
+    )
+    with store.session() as s:
+        check = repo.create_job(s, spec=spec)
+        n = life.expand_validate_job(
+            s, job_id=check.id, spec=spec, nodes_by_arch={"sm_90": ["node-1", "node-2"]}
+        )
+        assert n == 2  # one recommendation x two sm_90 nodes; sm_80 has nothing to check
+        tasks = repo.list_tasks(s, job_id=check.id).items
+        assert sorted(t.node for t in tasks) == ["node-1", "node-2"]
+        assert all(t.config == rec.config for t in tasks)
+        work = [w for w in life.claimable(s, arch="sm_90", limit=10) if w.job_id == check.id]
+        assert [w.recommendation_id for w in work] == [rec.id, rec.id]
+        assert {w.recorded_median_us for w in work} == {50.0}
+        bundle_spec = parse_job_spec(
+            {
+                "kind": "validate",
+                "name": "b",
+                "kernel": "mla_decode",
+                "bundle": {"entries": [e.model_dump(mode="json") for e in repo.bundle_entries(s)]},
+            },
+            max_workloads=10,
+        )
+        other = repo.create_job(s, spec=bundle_spec)
+        assert (
+            life.expand_validate_job(
+                s, job_id=other.id, spec=bundle_spec, nodes_by_arch={"sm_90": ["node-1"]}
+            )
+            == 1
+        )
+        bundle_task = repo.list_tasks(s, job_id=other.id).items[0]
+        assert bundle_task.bucket == rec.bucket
+        assert bundle_task.config == rec.config

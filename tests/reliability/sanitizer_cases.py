@@ -1,0 +1,133 @@
+"""A few decode and prefill calls for ``compute-sanitizer`` (run by ``gpu_sanitizer.sh``).
+
+Each case runs the Triton kernel on a CUDA GPU and checks it against the fp32 reference, so the
+sanitizer sees real launches over real shapes: empty and ragged sequences, page sizes 1 to 256,
+split KV, multi-token causal decode, fp8 KV, grouped heads, varlen causal/non-causal prefill.
+Run with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` so every tensor is its own allocation and memcheck
+catches any access past it.
+
+    python tests/reliability/sanitizer_cases.py          # the cases (exit 1 on a wrong answer)
+    python tests/reliability/sanitizer_cases.py --list   # their names
+
+Works from a plain checkout: without an installed ``mlafleet``, a temporary ``mlafleet`` folder
+with a symlink to ``kernels/`` is put on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _import_kernels() -> None:
+    try:
+        import mlafleet.kernels  # noqa: F401
+    except ImportError:
+        shim = Path(tempfile.mkdtemp(prefix="mlafleet-shim-")) / "mlafleet"
+        shim.mkdir()
+        (shim / "kernels").symlink_to(ROOT / "kernels")
+        sys.path.insert(0, str(shim.parent))
+
+
+_import_kernels()
+
+import torch  # noqa: E402
+
+from mlafleet.kernels import mla_decode, mla_prefill  # noqa: E402
+from mlafleet.kernels.configs import (  # noqa: E402
+    DecodeConfig,
+    DecodeProblem,
+    PrefillConfig,
+    PrefillProblem,
+)
+from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref  # noqa: E402
+from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref  # noqa: E402
+from mlafleet.kernels.registry import TOLERANCES  # noqa: E402
+
+
+def _decode(problem: DecodeProblem, config: DecodeConfig | None) -> Callable[[], str]:
+    def run() -> str:
+        inputs = make_decode_inputs(problem, device="cuda", seed=1)
+        out, lse = mla_decode(**inputs, config=config)
+        ref_out, ref_lse = run_decode_ref(inputs)
+        torch.cuda.synchronize()
+        return _compare(out, lse, ref_out, ref_lse, problem.dtype)
+
+    return run
+
+
+def _prefill(
+    problem: PrefillProblem, lengths: list[tuple[int, int]], config: PrefillConfig | None
+) -> Callable[[], str]:
+    def run() -> str:
+        inputs = make_prefill_inputs(problem, device="cuda", seed=1, lengths=lengths)
+        out, lse = mla_prefill(**inputs, config=config)
+        ref_out, ref_lse = run_prefill_ref(inputs)
+        torch.cuda.synchronize()
+        return _compare(out, lse, ref_out, ref_lse, problem.dtype)
+
+    return run
+
+
+def _compare(out: Any, lse: Any, ref_out: Any, ref_lse: Any, dtype: str) -> str:
+    atol, rtol = TOLERANCES[dtype]
+    if torch.isnan(out).any():
+        return "NaN in out"
+    try:
+        torch.testing.assert_close(out.float(), ref_out.float(), atol=atol, rtol=rtol)
+        torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
+    except AssertionError as exc:
+        return str(exc).splitlines()[0]
+    return ""
+
+
+DS = {"d_qk": 576, "d_v": 512}
+CASES: dict[str, Callable[[], str]] = {
+    "decode-deepseek-ragged-p64": _decode(
+        DecodeProblem(batch=4, s_q=1, h_q=16, seqlen=257, page_size=64, dtype="bf16",
+                      seqlens=(0, 1, 100, 257), **DS), None),
+    "decode-split4-p16": _decode(
+        DecodeProblem(batch=2, s_q=1, h_q=32, seqlen=300, page_size=16, dtype="bf16",
+                      seqlens=(300, 17), **DS), DecodeConfig(64, 32, 4, 2, 4)),
+    "decode-mtp2-causal-p1": _decode(
+        DecodeProblem(batch=2, s_q=2, h_q=16, seqlen=40, page_size=1, dtype="fp16",
+                      causal=True, seqlens=(1, 40), **DS), None),
+    "decode-fp8-p256": _decode(
+        DecodeProblem(batch=2, s_q=1, h_q=16, seqlen=300, page_size=256, dtype="bf16",
+                      kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
+    "decode-gqa-hkv2-small-dims": _decode(
+        DecodeProblem(batch=3, s_q=1, h_q=8, h_kv=2, seqlen=70, d_qk=96, d_v=64,
+                      page_size=16, dtype="fp16", seqlens=(70, 0, 33)), None),
+    "prefill-deepseek-varlen-causal": _prefill(
+        PrefillProblem(batch=3, seqlen_q=100, seqlen_k=130, h=16, dtype="bf16", causal=True),
+        [(0, 0), (17, 17), (100, 130)], None),
+    "prefill-gqa-noncausal": _prefill(
+        PrefillProblem(batch=2, seqlen_q=65, seqlen_k=65, h=8, h_k=2, dtype="fp16",
+                       causal=False),
+        [(65, 65), (3, 40)], PrefillConfig(64, 32, 4, 2)),
+}  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        sys.stdout.write("\n".join(CASES) + "\n")
+        return 0
+    if not torch.cuda.is_available():
+        sys.stderr.write("no CUDA GPU: these cases are for compute-sanitizer on a GPU\n")
+        return 2
+    failed = 0
+    for name, case in CASES.items():
+        problem = case()
+        sys.stdout.write(f"{name}: {problem or 'ok'}\n")
+        failed += bool(problem)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
