@@ -24,8 +24,9 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-_NOT_FOUND = {404: {"model": ErrorBody, "description": "no such job"}}
-_AUTH = {401: {"model": ErrorBody, "description": "missing or wrong bearer token"}}
+_Responses = dict[int | str, dict[str, Any]]
+_NOT_FOUND: _Responses = {404: {"model": ErrorBody, "description": "no such job"}}
+_AUTH: _Responses = {401: {"model": ErrorBody, "description": "missing or wrong bearer token"}}
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -33,7 +34,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.constructor.ConstructorError(
                 None, None, "YAML aliases (*name) are not accepted in job specs", event.start_mark
             )
