@@ -329,7 +329,7 @@ def main() -> None:
         h, seq, shapes = 2, 40, [(1, 33), (2, 20)]
     else:
         h, seq, shapes = 128, 4096, ANCHOR_SHAPES
-    problems = [
+    problems: list[tuple[str, PrefillProblem, dict[str, Any]]] = [
         (
             f"1x{seq} causal",
             PrefillProblem(batch=1, seqlen_q=seq, seqlen_k=seq, h=h, dtype=dtype),

@@ -7,7 +7,9 @@ one ``exp2``). Query blocks of a sequence are visited last-first, so the longest
 start first. The key loop stops at the causal diagonal, and is split in two: blocks every row
 of the program fully sees run without any mask; only the diagonal blocks and the sequence's
 tail block build and apply a mask. Scores are at most two dots over the head dim, a
-power-of-two part and the rest (192 = 128 + 64, see ``prefill_tuning.head_dims``).
+power-of-two part and the rest padded with masks (192 = 128 + 64, 112 = 64 + 48->64); the
+value dim is padded likewise. Accepted head dims: ``d_qk`` and ``d_v`` multiples of 16 with
+``d_qk <= 320`` and ``d_v <= 256`` (``prefill_tuning.head_dims``); others are refused.
 
 Loads: on sm_90+ (when strides allow) q/k/v are read with Hopper's bulk tensor copies (TMA)
 through host-side descriptors over the whole packed tensors; elsewhere with masked pointer
@@ -72,11 +74,14 @@ def _load_rows(
     if USE_TMA:
         tile = desc.load([row_start + start, head, COL0]).reshape(BLOCK_R, BLOCK_C)
     else:
-        offs_r = start + tl.arange(0, BLOCK_R)
+        # int64 block start: start * stride passes 2**31 on long sequences (~87K tokens at
+        # 128 heads x 192); offsets inside the block stay int32
+        block_ptr = base_ptr + tl.cast(start, tl.int64) * stride_rows
+        offs_r = tl.arange(0, BLOCK_R)
         offs_c = COL0 + tl.arange(0, BLOCK_C)
         tile = _load_tile(
-            base_ptr + offs_r[:, None] * stride_rows + offs_c[None, :],
-            offs_r < seqlen,
+            block_ptr + offs_r[:, None] * stride_rows + offs_c[None, :],
+            start + offs_r < seqlen,
             offs_c < D_TOTAL,
             MASK_ROWS,
             COL0 + BLOCK_C > D_TOTAL,  # a head dim padded to a power of two
@@ -249,16 +254,17 @@ def _mla_prefill_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     o_ptrs = (
         o_ptr
-        + q_start.to(tl.int64) * stride_o_m
+        + (q_start + start_m).to(tl.int64) * stride_o_m  # int64 block start, as in _load_rows
         + pid_h * stride_o_h
-        + offs_m[:, None] * stride_o_m
+        + tl.arange(0, BLOCK_M)[:, None] * stride_o_m
         + offs_dv[None, :]
     )
     o_mask = mask_m[:, None]
     if BLOCK_DV != D_V:
         o_mask = o_mask & (offs_dv < D_V)[None, :]
     tl.store(o_ptrs, acc.to(o_ptr.dtype.element_ty), mask=o_mask)
-    tl.store(lse_ptr + pid_h * stride_lse_h + q_start + offs_m, lse, mask=mask_m)
+    lse_row = lse_ptr + pid_h.to(tl.int64) * stride_lse_h + q_start
+    tl.store(lse_row + offs_m, lse, mask=mask_m)
 
 
 def mla_prefill(

@@ -38,7 +38,7 @@ def classify(exc: BaseException, *, default: TrialStatus) -> TrialStatus:
         from triton.compiler.errors import CompilationError
         from triton.runtime.errors import InterpreterError, OutOfResources
     except ImportError:  # pragma: no cover - triton is a dependency
-        CompilationError = InterpreterError = OutOfResources = ()  # type: ignore[assignment,misc]  # noqa: N806
+        CompilationError = InterpreterError = OutOfResources = ()  # noqa: N806
     if isinstance(exc, OutOfResources):
         return TrialStatus.OUT_OF_RESOURCES
     if isinstance(exc, CompilationError | InterpreterError):

@@ -129,7 +129,7 @@ def fingerprint(index: int = 0) -> DeviceFingerprint:
     else:
         arch = f"sm_{props.major}{props.minor}"
         vendor = "nvidia"
-    nvml = _nvml() if not is_rocm else None
+    nvml: Any = _nvml() if not is_rocm else None
     handle = _nvml_handle(nvml, index) if nvml is not None else None
     driver = uuid = None
     sm_clock = mem_clock = None
@@ -200,7 +200,7 @@ def device_sample(index: int) -> DeviceSample | None:
     """Clocks, temperature and power of GPU ``index`` now (NVML); None without NVML."""
     if interpreter_mode():
         return None
-    nvml = _nvml()
+    nvml: Any = _nvml()
     handle = _nvml_handle(nvml, index) if nvml is not None else None
     if handle is None:
         return None

@@ -69,7 +69,7 @@ def problem_from_bucket(kernel: str, bucket: WorkloadBucket) -> DecodeProblem | 
             h_q=bucket.heads,
             seqlen=bucket.seqlen,
             page_size=bucket.page_size or 64,
-            dtype="bf16" if fp8 else bucket.dtype,  # type: ignore[arg-type]
+            dtype="bf16" if fp8 else bucket.dtype,
             kv_dtype="fp8_e4m3" if fp8 else None,
         )
     return PrefillProblem(
@@ -77,7 +77,7 @@ def problem_from_bucket(kernel: str, bucket: WorkloadBucket) -> DecodeProblem | 
         seqlen_q=bucket.seqlen,
         seqlen_k=bucket.seqlen,
         h=bucket.heads,
-        dtype=bucket.dtype,  # type: ignore[arg-type]
+        dtype=bucket.dtype,
     )
 
 

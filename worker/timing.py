@@ -171,7 +171,7 @@ def _measure_gpu(
 
     def one_sample() -> float:
         if replay is not None:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             start.record()
             replay()
             end.record()
@@ -199,7 +199,7 @@ def _time_plain(run: Callable[[Inputs], object], copies: list[Inputs], *, calls:
     """Microseconds per call of ``calls`` plain launches rotating over ``copies``."""
     import torch
 
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
     start.record()
     for i in range(calls):
         run(copies[i % len(copies)])
@@ -216,7 +216,7 @@ def _capture(
 
     graph = torch.cuda.CUDAGraph()
     try:
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             run(copies[0])  # warm-up on a side stream, as torch's graph docs ask

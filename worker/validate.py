@@ -31,11 +31,12 @@ def tolerance_for(dtype: str) -> tuple[float, float]:
         ValueError: a dtype with no tolerance entry.
     """
     try:
-        return TOLERANCES[dtype]
+        atol, rtol = TOLERANCES[dtype]
     except KeyError:
         raise ValueError(
             f"dtype: expected one of {sorted(TOLERANCES)} for validation, got {dtype!r}"
         ) from None
+    return float(atol), float(rtol)
 
 
 def compare(

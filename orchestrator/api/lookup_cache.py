@@ -71,12 +71,22 @@ class RecommendationCache:
         Raises:
             StorageError: the first load of this kernel failed.
         """
-        snap = self._snapshots.get(kernel)
+        snap = self.current(kernel)
         if snap is None:
             snap = await asyncio.to_thread(self._load, kernel)
             self._snapshots[kernel] = snap
-            return snap
-        if time.monotonic() - snap.loaded_at > self._ttl_s and kernel not in self._refreshing:
+        return snap
+
+    def current(self, kernel: str) -> _Snapshot | None:
+        """The loaded snapshot of ``kernel`` (None before the first load); when it is older
+        than the TTL a background refresh is started and the stale copy returned meanwhile.
+        Call from the event loop."""
+        snap = self._snapshots.get(kernel)
+        if (
+            snap is not None
+            and time.monotonic() - snap.loaded_at > self._ttl_s
+            and kernel not in self._refreshing
+        ):
             self._refreshing.add(kernel)
             task = asyncio.get_running_loop().create_task(self._refresh(kernel))
             self._tasks.add(task)
@@ -93,13 +103,6 @@ class RecommendationCache:
                 snap.memo.clear()
             snap.memo[key] = hit
         return hit
-
-    def fresh(self, kernel: str) -> _Snapshot | None:
-        """The snapshot of ``kernel`` if it is loaded and younger than the TTL, else None."""
-        snap = self._snapshots.get(kernel)
-        if snap is None or time.monotonic() - snap.loaded_at > self._ttl_s:
-            return None
-        return snap
 
     def invalidate(self) -> None:
         """Forget every snapshot (the next request reloads)."""
@@ -119,10 +122,10 @@ class FastConfigLookups:
     """Serve repeated ``GET /v1/configs/{kernel}?...`` requests from cached response bytes.
 
     The first request of a (path, query string) goes through FastAPI (validation, lookup,
-    serialization); a 200 response's body is kept on the recommendation snapshot it was
-    computed from. Later identical requests are answered here while that snapshot is current
-    and fresh; once it is older than the TTL they go through FastAPI again, which refreshes
-    it. Errors are never cached.
+    serialization); a 200 response's body is kept on the current recommendation snapshot.
+    Later identical requests are answered here while that snapshot is current; when it is
+    older than the TTL a background refresh replaces it (with an empty response cache), and
+    the stale answers are served until then. Errors are never cached.
     """
 
     def __init__(self, app: ASGIApp, *, state: Any) -> None:
@@ -141,7 +144,7 @@ class FastConfigLookups:
             await self.app(scope, receive, send)
             return
         kernel = path[len(_ROUTE_PREFIX) :]
-        snap = cache.fresh(kernel)
+        snap = cache.current(kernel)
         key = scope.get("query_string", b"")
         body = snap.responses.get(key) if snap is not None else None
         if body is not None:
@@ -170,7 +173,7 @@ class FastConfigLookups:
             await send(message)
 
         await self.app(scope, receive, capture)
-        current = cache.fresh(kernel)
+        current = cache.current(kernel)
         if status == 200 and current is not None and len(current.responses) < _MAX_MEMO:
             current.responses[key] = b"".join(chunks)
 

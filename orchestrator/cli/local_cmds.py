@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,9 +108,9 @@ def _problems(
         if kernel == KERNEL_DECODE:
             out.append(
                 DecodeProblem(batch=b, s_q=s_q, h_q=h, seqlen=n, page_size=page_size, dtype=dtype)
-            )  # type: ignore[arg-type]
+            )
         else:
-            out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h, dtype=dtype))  # type: ignore[arg-type]
+            out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h, dtype=dtype))
     return out
 
 
@@ -135,18 +136,19 @@ def _check_common(kernel: str, dtype: str | None, s_q: int, page_size: int) -> s
     return chosen
 
 
-def _save_to_db(db_url: str, results: list[Any]) -> None:
+def _db_saver(db_url: str) -> Callable[[str, Any], None]:
+    """``save_tune_result(db_url, tune_result)`` of the orchestrator's store, checked before any
+    tuning starts (so a missing feature fails fast, not after the sweep)."""
     try:
         store = importlib.import_module("mlafleet.orchestrator.db.store")
-        save = store.save_tune_result
+        save: Callable[[str, Any], None] = store.save_tune_result
     except (ImportError, AttributeError):
         _err.print(
-            "[red]error:[/red] --db: saving tune results to a database is not available "
-            "in this build yet; use --json and keep the output"
+            f"[red]error:[/red] --db {db_url}: saving tune results to a database is not "
+            "available in this build yet; use --json and keep the output"
         )
         raise typer.Exit(2) from None
-    for result in results:
-        save(db_url, result)
+    return save
 
 
 def tune(
@@ -218,6 +220,7 @@ def tune(
         _err.print(
             "no GPU: tuning on Triton's CPU interpreter (functional only, timings meaningless)"
         )
+    save = _db_saver(db) if db is not None else None
     store = ResultsCache(cache or default_cache_path()) if resume else ResultsCache(None)
     results = []
     with Progress(
@@ -250,8 +253,10 @@ def tune(
                 raise typer.Exit(2) from None
             progress.update(task, total=len(result.trials), completed=len(result.trials))
             results.append(result)
-    if db is not None:
-        _save_to_db(db, results)
+    if save is not None:
+        assert db is not None
+        for result in results:
+            save(db, result)
     if as_json:
         typer.echo(json.dumps({"results": [_result_json(r) for r in results]}, indent=2))
     else:

@@ -1,9 +1,12 @@
 """The compose services, started as plain processes (no Docker engine here), find each other.
 
 Each process runs the command of its docker-compose.yml service with that service's environment,
-interpolated as Compose would, and nothing else: no command-line flag the file does not pass.
-Container names and ports become loopback addresses and free ports (many test runs share this
-machine), and the database is a fresh one on the PostgreSQL server at 127.0.0.1:5432:
+interpolated as Compose would; mlafleet gets no flag and no MLAFLEET_* variable the file does not
+give it. What differs, because the services share one machine here instead of a container each:
+container names and ports become loopback addresses and free ports; the database is a fresh one
+on the PostgreSQL server at 127.0.0.1:5432; Ray keeps its files in a folder of this test
+(RAY_TMPDIR), the head runs without Ray's own web dashboard, and Ray waits longer for its agents
+(see ``localize_ray_start`` and ``service_env``):
 
     migrate    mlafleet db upgrade                              (runs to completion)
     head       ray start --head ... && exec mlafleet serve      (/healthz answers)
@@ -121,7 +124,10 @@ class Fleet:
         while time.monotonic() < deadline:
             code = self.procs[name].poll()
             if code is not None and self.restarts.get(name, 0) < RESTARTS:
-                self.restarts[name] = self.restarts.get(name, 0) + 1  # restart: unless-stopped
+                # restart: unless-stopped. Like a container's restart, nothing of the old run
+                # survives it (a `ray start` that gave up may leave its GCS behind).
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                _kill_group(self.procs[name])
                 self.start(name, self.argvs[name], self.envs[name])
             elif code is not None:
                 self.failures[key] = f"{name} exited ({code}) before {what}:\n{self.log_tail(name)}"
@@ -145,10 +151,7 @@ class Fleet:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+            _kill_group(proc)
         # Ray starts its worker processes in sessions of their own; they carry this run's
         # RAY_TMPDIR, which nothing else on the machine has.
         marker = f"RAY_TMPDIR={self.ray_tmp}".encode()
@@ -157,6 +160,14 @@ class Fleet:
                 with contextlib.suppress(OSError):
                     if marker in (entry / "environ").read_bytes().split(b"\0"):
                         os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group that ``proc`` leads, and reap ``proc``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 @contextlib.contextmanager

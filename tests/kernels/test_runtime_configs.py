@@ -300,3 +300,37 @@ def test_default_path_is_the_user_cache(monkeypatch: pytest.MonkeyPatch) -> None
     path = rc.bundle_path()
     assert path.name == "configs.json"
     assert path.parent.name == "mlafleet"
+
+
+def test_prefill_call_with_config_none_uses_the_bundle(
+    bundle_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from mlafleet.kernels.configs import PrefillConfig, PrefillProblem
+    from mlafleet.kernels.mla_prefill import mla_prefill
+    from mlafleet.kernels.reference import mla_prefill_ref
+
+    problem = PrefillProblem(batch=1, seqlen_q=32, seqlen_k=32, h=2, d_qk=32, d_v=32, dtype="fp16")
+    tuned = {"block_size_q": 16, "block_size_k": 32, "num_warps": 4, "num_stages": 1}
+    write_bundle(
+        bundle_file,
+        [cpu_entry(tuned, kernel="mla_prefill", bucket=bucket_of(problem))],
+    )
+    looked = rc.lookup("mla_prefill", problem, CPU_INTERPRETER)
+    assert (looked.level, looked.config) == ("exact", PrefillConfig(**tuned))
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(32, 2, 32, generator=gen).half()
+    k = torch.randn(32, 2, 32, generator=gen).half()
+    v = torch.randn(32, 2, 32, generator=gen).half()
+    cu = torch.tensor([0, 32], dtype=torch.int32)
+    rc.reset_cache()
+    with caplog.at_level(logging.DEBUG, logger="mlafleet.kernels.runtime_configs"):
+        out, lse = mla_prefill(q, k, v, cu, cu, 32, 32, causal=True, config=None)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mla_prefill")]
+    assert len(logged) == 1
+    assert "level exact" in logged[0]
+    assert str(PrefillConfig(**tuned)) in logged[0]
+    ref, ref_lse = mla_prefill_ref(q, k, v, cu, cu, 32, 32, causal=True)
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)

@@ -87,7 +87,7 @@ def wait_until(
         time.sleep(every_s)
 
 
-def add_node_with_retries(cluster: Any, *, attempts: int = 3, **node_args: Any) -> Any:
+def add_node_with_retries(cluster: Any, *, attempts: int = 5, **node_args: Any) -> Any:
     """``cluster.add_node`` retried: Ray gives a node 30 s to register, which a loaded 2-core
     CI machine can miss (a node that failed is not added; its processes end with this one)."""
     for attempt in range(1, attempts + 1):

@@ -46,14 +46,18 @@ from mlafleet.kernels.configs import (  # noqa: E402
     PrefillProblem,
 )
 from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref  # noqa: E402
+from mlafleet.kernels.decode_tuning import default_decode_config  # noqa: E402
+from mlafleet.kernels.device_limits import limits_for  # noqa: E402
 from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref  # noqa: E402
+from mlafleet.kernels.prefill_tuning import default_prefill_config  # noqa: E402
 from mlafleet.kernels.registry import TOLERANCES  # noqa: E402
 
 
 def _decode(problem: DecodeProblem, config: DecodeConfig | None) -> Callable[[], str]:
     def run() -> str:
         inputs = make_decode_inputs(problem, device="cuda", seed=1)
-        out, lse = mla_decode(**inputs, config=config)
+        cfg = config or default_decode_config(problem, limits_for(torch.device("cuda")))
+        out, lse = mla_decode(**inputs, config=cfg)
         ref_out, ref_lse = run_decode_ref(inputs)
         torch.cuda.synchronize()
         return _compare(out, lse, ref_out, ref_lse, problem.dtype)
@@ -66,7 +70,8 @@ def _prefill(
 ) -> Callable[[], str]:
     def run() -> str:
         inputs = make_prefill_inputs(problem, device="cuda", seed=1, lengths=lengths)
-        out, lse = mla_prefill(**inputs, config=config)
+        cfg = config or default_prefill_config(problem, limits_for(torch.device("cuda")))
+        out, lse = mla_prefill(**inputs, config=cfg)
         ref_out, ref_lse = run_prefill_ref(inputs)
         torch.cuda.synchronize()
         return _compare(out, lse, ref_out, ref_lse, problem.dtype)

@@ -162,7 +162,7 @@ BUDGET_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUDGET_BUG)
+@pytest.mark.slow
 def test_a_resumed_task_keeps_its_trial_budget(planted_kernel: None) -> None:
     """A task with a budget of 3 trials, interrupted after its default and one trial, then
     resumed with those two as ``known``: the task ends with 3 + 1 (default) trials in all."""
@@ -174,4 +174,6 @@ def test_a_resumed_task_keeps_its_trial_budget(planted_kernel: None) -> None:
     resumed = tune("rel_planted", planted.CLEAN_PROBLEM, strategy="random", budget_trials=budget,
                    seed=5, options=_options(), known=interrupted)  # fmt: skip
     configs = {json.dumps(t.config, sort_keys=True) for t in [*interrupted, *resumed.trials]}
+    if len(configs) == len(interrupted) + budget:  # the known bug: a whole budget more
+        pytest.xfail(f"{BUDGET_BUG}; the task ended with {len(configs)} trials")
     assert len(configs) == budget + 1, sorted(configs)

@@ -27,6 +27,8 @@ from reliability_support import (
     ServeProcess,
     add_node_with_retries,
     assert_every_trial_once,
+    expected_trials,
+    task_problems,
     tiny_job,
     trial_census,
     wait_until,
@@ -203,7 +205,6 @@ PG_BUG = (
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=PG_BUG)
 def test_postgres_restarted_mid_job(
     ray_cluster: Any, private_pg: PrivatePostgres, figures: Callable[..., None]
 ) -> None:
@@ -251,7 +252,12 @@ def test_postgres_restarted_mid_job(
             task_status=census.task_status, job_status=census.job_status, stuck=stuck,
             db_up_to_end_s=round(recovered_s, 1))  # fmt: skip
     assert taken, "no result arrived during the outage"
-    assert not stuck, stuck
+    complete = census.job_status == "succeeded" and census.total == sum(
+        len(expected_trials("mla_decode", p)) for p in task_problems(url, job_id).values()
+    )
+    if stuck or not complete:  # the known bug: xfail with what it did (passes once fixed)
+        store.close()
+        pytest.xfail(f"{PG_BUG}. Seen: {stuck or census}")
     _, expected = assert_every_trial_once(url, job_id)
     figures(trials_expected=expected)
     store.close()

@@ -77,12 +77,41 @@ def test_tune_without_kernel_is_a_usage_error() -> None:
     assert "--kernel" in result.output
 
 
-def test_tune_json_on_the_interpreter(tmp_path: Path) -> None:
+def test_tune_db_refused_before_tuning_when_the_store_cannot_save(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlafleet.orchestrator.db import store
+
+    monkeypatch.delattr(store, "save_tune_result", raising=False)
+    result = runner.invoke(app, ["tune", *TINY, "--db", "sqlite:///x.db"])
+    assert result.exit_code == 2
+    assert "not available in this build yet" in _flat(result.output)
+
+
+def test_tune_json_on_the_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlafleet.orchestrator.db import store
+
+    saved: list[tuple[str, object]] = []
+    monkeypatch.setattr(
+        store, "save_tune_result", lambda url, res: saved.append((url, res)), raising=False
+    )
     cache = tmp_path / "trials.jsonl"
     result = runner.invoke(
-        app, ["tune", *TINY, "--strategy", "exhaustive", "--cache", str(cache), "--json"]
+        app,
+        [
+            "tune",
+            *TINY,
+            "--strategy",
+            "exhaustive",
+            "--cache",
+            str(cache),
+            "--json",
+            "--db",
+            "sqlite:///t.db",
+        ],
     )
     assert result.exit_code == 0, result.output
+    assert [url for url, _ in saved] == ["sqlite:///t.db"]
     (tuned,) = json.loads(result.stdout)["results"]
     assert tuned["device"]["arch"] == "cpu-interpreter"
     assert tuned["problem"]["h_q"] == 16

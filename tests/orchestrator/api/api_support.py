@@ -42,9 +42,9 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def start_server(settings: Settings) -> LiveServer:
+def start_server(settings: Settings, **app_kwargs: Any) -> LiveServer:
     """uvicorn serving ``create_app(settings)`` on a free 127.0.0.1 port, in a thread."""
-    app = create_app(settings)
+    app = create_app(settings, **app_kwargs)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -216,3 +216,30 @@ def test_config_lookup_follows_new_results(seeded: str, db_url: str, client: htt
     assert got["median_us"] == 5.0
     text = client.get("/metrics").text
     assert 'route="/v1/configs/{kernel}",status="200"' in text
+
+
+def test_database_down_is_503_with_a_reason() -> None:
+    from api_support import start_server, stop_server
+
+    from mlafleet.orchestrator.config import Settings
+    from mlafleet.orchestrator.db.session import make_engine, make_session_factory
+
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    engine = make_engine(url, connect_args={"connect_timeout": 2})
+    live = start_server(Settings(db_url=url), session_factory=make_session_factory(engine))
+    try:
+        with live.client() as c:
+            health = c.get("/healthz")
+            assert health.status_code == 503
+            assert health.json()["status"] == "degraded"
+            assert health.json()["database"].startswith("unreachable: ")
+            r = c.get("/v1/jobs")
+            assert r.status_code == 503
+            assert r.json()["detail"].startswith(
+                "the database is unavailable or refused the operation; check that it is up"
+            )
+            lookup = c.get("/v1/configs/mla_decode", params=LOOKUP)
+            assert lookup.status_code == 503
+    finally:
+        stop_server(live)
+        engine.dispose()
