@@ -235,7 +235,7 @@ def recommendations(base_url: str, kernel: str) -> pd.DataFrame:
     )
 
 
-@st.cache_data(ttl=30, show_spinner=False)
+@st.cache_data(ttl=120, show_spinner="Reading trial results from the API…")
 def results(base_url: str, filters: tuple[tuple[str, Any], ...]) -> tuple[pd.DataFrame, int]:
     """``GET /v1/results``, page by page, flattened (``TRIAL_COLUMNS``).
 
@@ -279,21 +279,26 @@ def cancel_job(base_url: str, job_id: str, *, token: str | None) -> dict[str, An
 
 def workload_results(
     base_url: str, *, kernel: str, arch: str | None, bucket: str | None
-) -> tuple[pd.DataFrame, int]:
+) -> tuple[pd.DataFrame, str]:
     """Every trial of ``kernel`` (on ``arch``, or on every arch), of one bucket or all.
 
-    ``/v1/results`` filters by kernel and arch; the bucket is sent too (``bucket=<key>``, for an
-    API that filters by it) and applied here as well, so the answer is right either way.
+    ``/v1/results`` filters by kernel and architecture only, so all of those trials are read
+    (paged, cached per kernel and architecture) and the bucket is applied here.
 
     Returns:
-        ``(trials, total)`` as ``results`` returns them, ``total`` counted before the bucket
-        filter when the API does not apply it.
+        ``(trials, note)``: ``note`` is empty, or says that only the first
+        ``RESULTS_MAX_ROWS`` trials were read.
     """
-    filters = {"kernel": kernel, "arch": arch, "bucket": bucket}
+    filters = {"kernel": kernel, "arch": arch}
     trials, total = results(
         base_url, tuple(sorted((k, v) for k, v in filters.items() if v is not None))
     )
+    note = ""
+    if total > len(trials):
+        note = (
+            f"Read the first {len(trials)} of {total} trials of {kernel}"
+            f"{' on ' + arch if arch else ''}; this view may miss some."
+        )
     if bucket is None:
-        return trials, total
-    mine = trials[trials["bucket"] == bucket].reset_index(drop=True)
-    return mine, total if len(mine) == len(trials) else len(mine)
+        return trials, note
+    return trials[trials["bucket"] == bucket].reset_index(drop=True), note

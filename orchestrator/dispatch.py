@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,14 +274,22 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> dict[str,
     from mlafleet.worker.device import local_devices
 
     resources, num_gpus = node_resources(local_devices())
-    ray.init(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        resources=resources,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
+    # Ray's default wait for its own processes is too short on a loaded small machine.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    except Exception as exc:  # Ray raises a bare Exception when its processes do not start
+        raise ConnectionError(
+            f"could not start a local Ray cluster: {exc}; retry when the machine is less "
+            "busy, or start one with `ray start --head` and pass --ray-address"
+        ) from None
     return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
 
 

@@ -28,12 +28,12 @@ bucket = c2.selectbox(
     format_func=lambda b: f"{b}  ({counts[b]} architecture{'s' if counts[b] != 1 else ''})",
 )
 
-trials, total = ui.fetch(data.workload_results, url, kernel=kernel, arch=None, bucket=bucket)
+trials, note = ui.fetch(data.workload_results, url, kernel=kernel, arch=None, bucket=bucket)
 if trials.empty:
     st.info(f"No trials recorded for {kernel} on {bucket}.", icon=ui.ICON_INFO)
     st.stop()
-if total > len(trials):
-    st.warning(f"Compared over the first {len(trials)} of {total} trials.", icon=ui.ICON_CUT)
+if note:
+    st.warning(note, icon=ui.ICON_CUT)
 
 table = folk_vs_winner(trials)
 display = table.assign(

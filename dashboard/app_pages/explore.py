@@ -28,12 +28,12 @@ bucket = c3.selectbox(
     "Workload bucket", buckets, help="b=batch n=seqlen h=heads s=query tokens p=page size"
 )
 
-trials, total = ui.fetch(data.workload_results, url, kernel=kernel, arch=arch, bucket=bucket)
+trials, note = ui.fetch(data.workload_results, url, kernel=kernel, arch=arch, bucket=bucket)
 if trials.empty:
     st.info(f"No trials recorded for {kernel} on {arch} for {bucket}.", icon=ui.ICON_INFO)
     st.stop()
-if total > len(trials):
-    st.warning(f"Showing the first {len(trials)} of {total} trials.", icon=ui.ICON_CUT)
+if note:
+    st.warning(note, icon=ui.ICON_CUT)
 
 ok = trials[trials["status"] == "ok"]
 cols = st.columns(4)

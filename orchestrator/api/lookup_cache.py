@@ -39,6 +39,11 @@ class _Snapshot:
     responses: dict[bytes, bytes] = field(default_factory=dict)
 
 
+def _version(snap: _Snapshot) -> list[tuple[int, Any, bool]]:
+    """What identifies a snapshot's content: each recommendation's id, update time, state."""
+    return [(r.id, r.updated_at, r.withdrawn) for r in snap.recs]
+
+
 class RecommendationCache:
     """Per-kernel snapshots of the active recommendations, refreshed in the background."""
 
@@ -59,7 +64,12 @@ class RecommendationCache:
 
     async def _refresh(self, kernel: str) -> None:
         try:
-            self._snapshots[kernel] = await asyncio.to_thread(self._load, kernel)
+            new = await asyncio.to_thread(self._load, kernel)
+            old = self._snapshots.get(kernel)
+            if old is not None and _version(old) == _version(new):
+                old.loaded_at = new.loaded_at  # unchanged: keep the memoized answers
+            else:
+                self._snapshots[kernel] = new
         except Exception:  # keep serving the stale copy; /healthz reports the database
             logger.exception("refreshing the recommendations of %s failed", kernel)
         finally:

@@ -190,7 +190,10 @@ def demo(
     except MlafleetError as exc:
         _fail(str(exc))
     err.print(f"[bold]mlafleet demo[/bold]: database {url}; starting an embedded Ray cluster")
-    ensure_ray(None)
+    try:
+        ensure_ray(None)
+    except ConnectionError as exc:
+        _fail(str(exc))
     spec = demo_mod.demo_spec(has_gpu=has_gpu)
     err.print(f"job '{spec.name}': {len(spec.problems())} workloads, strategy {spec.strategy}")
     try:

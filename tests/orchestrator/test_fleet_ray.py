@@ -23,7 +23,7 @@ from mlafleet.orchestrator.config import Settings
 from mlafleet.orchestrator.db import repo
 from mlafleet.orchestrator.db.models import Recommendation, Trial
 from mlafleet.orchestrator.db.store import Store
-from mlafleet.orchestrator.dispatch import node_resources
+from mlafleet.orchestrator.dispatch import Fleet, node_resources
 from mlafleet.orchestrator.jobspec import parse_job_spec
 from mlafleet.orchestrator.runner import Runner
 from mlafleet.orchestrator.schemas import JobStatus, TaskStatus
@@ -59,14 +59,31 @@ def cluster() -> Iterator[Cluster]:
     c.shutdown()
 
 
-def _runner(store: Store) -> Runner:
+@pytest.fixture(scope="module")
+def fleet(cluster: Cluster) -> Iterator[Fleet]:
+    """One actor pool shared by the tests (actors start once); the restart test makes its own."""
+    shared = Fleet()
+    yield shared
+    shared.shutdown()
+
+
+def _runner(store: Store, fleet: Fleet | None = None) -> Runner:
     settings = Settings(db_url=store.url, max_task_attempts=3, job_poll_s=0.5)
-    return Runner(store=store, settings=settings, sync_every_s=1.0)
+    return Runner(store=store, settings=settings, fleet=fleet or Fleet(), sync_every_s=1.0)
 
 
 def _submit(store: Store, **spec: Any) -> int:
     with store.session() as s:
         return repo.create_job(s, spec=parse_job_spec(tiny_spec(**spec), max_workloads=10)).id
+
+
+def _run(runner: Runner, job_id: int) -> None:
+    """Run a job to its end; on failure, stop the pool's tasks so the next test starts clean."""
+    try:
+        runner.run_until([job_id], timeout_s=LIMIT_S)
+    finally:
+        if runner.fleet.running():
+            runner.fleet.shutdown()
 
 
 def _step_until(runner: Runner, done: Callable[[], bool], *, timeout_s: float = LIMIT_S) -> None:
@@ -84,10 +101,10 @@ def _trials(store: Store, job_id: int) -> list[tuple[int, int, str]]:
 
 
 def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
-    cluster: Cluster, sqlite_url: str
+    cluster: Cluster, fleet: Fleet, sqlite_url: str
 ) -> None:
     store = Store.open(sqlite_url, auto_upgrade=True)
-    runner = _runner(store)
+    runner = _runner(store, fleet)
     job_id = _submit(store, archs=[A, B, C])
 
     def a_and_b_done() -> bool:
@@ -105,9 +122,8 @@ def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
 
     node_c = cluster.add_node(num_cpus=1, resources=_alias_resources(C))  # joins mid-job
     try:
-        runner.run_until([job_id], timeout_s=LIMIT_S)
+        _run(runner, job_id)
     finally:
-        runner.fleet.shutdown()
         cluster.remove_node(node_c)
     with store.session() as s:
         job = repo.get_job_or_raise(s, job_id=job_id)
@@ -149,11 +165,7 @@ def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
             max_workloads=10,
         )
         check_id = repo.create_job(s, spec=check).id
-    runner = _runner(store)
-    try:
-        runner.run_until([check_id], timeout_s=LIMIT_S)
-    finally:
-        runner.fleet.shutdown()
+    _runner(store, fleet).run_until([check_id], timeout_s=LIMIT_S)
     with store.session() as s:
         check_job = repo.get_job_or_raise(s, job_id=check_id)
         after = {
@@ -171,10 +183,10 @@ def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
 
 
 @pytest.mark.postgres
-def test_killed_actor_loses_no_trial_and_duplicates_none(cluster: Cluster, pg_url: str) -> None:
+def test_killed_actor_loses_no_trial_and_duplicates_none(fleet: Fleet, pg_url: str) -> None:
     """On the real PostgreSQL: the actor dies right after its first stored trial."""
     store = Store.open(pg_url, auto_upgrade=True)
-    runner = _runner(store)
+    runner = _runner(store, fleet)
     job_id = _submit(
         store,
         archs=[A],
@@ -201,10 +213,7 @@ def test_killed_actor_loses_no_trial_and_duplicates_none(cluster: Cluster, pg_ur
     runner._store_trial = store_then_kill  # type: ignore[method-assign]
     _step_until(runner, lambda: bool(killed))
     before = _trials(store, job_id)
-    try:
-        runner.run_until([job_id], timeout_s=LIMIT_S)
-    finally:
-        runner.fleet.shutdown()
+    _run(runner, job_id)
     after = _trials(store, job_id)
     with store.session() as s:
         job = repo.get_job_or_raise(s, job_id=job_id)
@@ -218,7 +227,8 @@ def test_killed_actor_loses_no_trial_and_duplicates_none(cluster: Cluster, pg_ur
     store.close()
 
 
-def test_restarted_runner_resumes_without_redoing_trials(cluster: Cluster, sqlite_url: str) -> None:
+def test_restarted_runner_resumes_without_redoing_trials(fleet: Fleet, sqlite_url: str) -> None:
+    fleet.shutdown()  # free the devices: this test's two runners have their own actors
     store = Store.open(sqlite_url, auto_upgrade=True)
     first = _runner(store)
     job_id = _submit(
@@ -259,9 +269,9 @@ def test_restarted_runner_resumes_without_redoing_trials(cluster: Cluster, sqlit
     store.close()
 
 
-def test_cancel_stops_a_running_job(cluster: Cluster, sqlite_url: str) -> None:
+def test_cancel_stops_a_running_job(fleet: Fleet, sqlite_url: str) -> None:
     store = Store.open(sqlite_url, auto_upgrade=True)
-    runner = _runner(store)
+    runner = _runner(store, fleet)
     job_id = _submit(
         store,
         archs=[A],
@@ -284,10 +294,7 @@ def test_cancel_stops_a_running_job(cluster: Cluster, sqlite_url: str) -> None:
     _step_until(runner, running)
     with store.session() as s:
         assert repo.cancel_job(s, job_id=job_id).status == JobStatus.CANCELLING
-    try:
-        runner.run_until([job_id], timeout_s=LIMIT_S)
-    finally:
-        runner.fleet.shutdown()
+    _run(runner, job_id)
     with store.session() as s:
         job = repo.get_job_or_raise(s, job_id=job_id)
     assert job.status == JobStatus.CANCELLED

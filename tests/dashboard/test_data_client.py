@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -22,7 +23,8 @@ from mlafleet.dashboard.flatten import (
     software_text,
     trials_frame,
 )
-from mlafleet.kernels.bundle import Software, WorkloadBucket
+from mlafleet.kernels.bundle import Software, WorkloadBucket, bucket_of
+from mlafleet.kernels.configs import DecodeProblem
 from mlafleet.orchestrator.api.schemas import (
     ArchProgress,
     ArchSummary,
@@ -231,3 +233,34 @@ def test_dashboard_cli_does_not_import_streamlit() -> None:
         "sys.exit(1 if 'streamlit' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_workload_results_pages_filters_and_says_when_it_stopped(
+    seeded_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = len(seeded_api.trials)
+    bucket = seeded_api.trials[0].problem
+    key = bucket_of(DecodeProblem.from_dict(bucket)).key()
+    data.results.clear()
+    trials, note = data.workload_results(
+        seeded_api.url, kernel="mla_decode", arch="cpu-interpreter", bucket=key
+    )
+    assert len(trials) == n
+    assert note == ""
+    assert set(trials["bucket"]) == {key}
+    other, _ = data.workload_results(
+        seeded_api.url, kernel="mla_decode", arch="cpu-interpreter", bucket="b1-n1-h1-s1-fp16-p1"
+    )
+    assert other.empty
+
+    data.results.clear()
+    monkeypatch.setattr(data, "RESULTS_PAGE_SIZE", 1)
+    monkeypatch.setattr(data, "RESULTS_MAX_ROWS", 2)
+    trials, note = data.workload_results(
+        seeded_api.url, kernel="mla_decode", arch="cpu-interpreter", bucket=None
+    )
+    data.results.clear()
+    assert len(trials) == 2
+    assert note == (
+        f"Read the first 2 of {n} trials of mla_decode on cpu-interpreter; this view may miss some."
+    )
