@@ -21,7 +21,13 @@ _MAX_SPLITS = 64
 _MIN_TOKENS_PER_SPLIT = 256  # below this a split's prologue/epilogue outweighs its KV work
 _REGS_PER_THREAD = 255
 _REG_OVERHEAD = 40  # registers besides the accumulator: indices, m_i/l_i, pointers, scores
-_WAVE_EFFICIENCY = 0.85  # take the fewest splits within 85% of the best wave efficiency
+_WAVE_EFFICIENCY = 0.85
+# A 128-token KV tile makes the compiler add layout-conversion scratch that grows with the rows
+# and warps: on an H200 every config with block_size_q * num_warps >= 256 ran out of shared
+# memory (233-299 KB against 227 KB), every one below fit (bench/results/h200_tuning_*.json).
+_WIDE_TILE = 128
+_WIDE_TILE_SCRATCH_LIMIT = 256
+_HOPPER_SMEM_BYTES = 232448  # take the fewest splits within 85% of the best wave efficiency
 
 
 def _pow2(x: int) -> bool:
@@ -118,6 +124,17 @@ def why_invalid_decode(
             f"{config.block_size_k}-token KV tiles + the {config.block_size_q}-row query tile), "
             f"over the {limits.max_shared_mem_bytes} bytes of {limits.arch}; use fewer stages "
             "or a smaller block_size_k"
+        )
+    if (
+        config.block_size_k >= _WIDE_TILE
+        and config.block_size_q * config.num_warps >= _WIDE_TILE_SCRATCH_LIMIT
+        and limits.max_shared_mem_bytes <= _HOPPER_SMEM_BYTES
+    ):
+        return (
+            f"shared memory: block_size_k {config.block_size_k} with block_size_q "
+            f"{config.block_size_q} and {config.num_warps} warps needs layout-conversion scratch "
+            f"beyond the {limits.max_shared_mem_bytes} bytes of {limits.arch} (measured on an "
+            "H200: 233-299 KB); use block_size_k 64 or fewer warps"
         )
     return None
 

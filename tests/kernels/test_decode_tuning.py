@@ -185,3 +185,24 @@ def test_inputs_reject_wrong_seqlens():
     problem = DecodeProblem(batch=2, s_q=1, h_q=4, seqlen=9, seqlens=(3,), dtype="fp16")
     with pytest.raises(ValueError, match=r"problem\.seqlens: expected 2 lengths"):
         make_decode_inputs(problem, device="cpu", seed=0)
+
+
+@pytest.mark.parametrize(
+    ("config", "fits"),
+    [
+        # Measured on an H200 (bench/results/h200_tuning_*.json): these ran out of shared memory ...
+        (DecodeConfig(16, 128, 16, 1), False),
+        (DecodeConfig(32, 128, 8, 1), False),
+        (DecodeConfig(32, 128, 16, 1), False),
+        # ... and these ran.
+        (DecodeConfig(16, 128, 4, 1), True),
+        (DecodeConfig(16, 128, 8, 1), True),
+    ],
+)
+def test_wide_kv_tiles_are_pruned_as_measured(config: DecodeConfig, fits: bool):
+    problem = DecodeProblem(batch=128, s_q=1, h_q=128, seqlen=4096)
+    reason = why_invalid_decode(config, problem, H200)
+    if fits:
+        assert reason is None or "shared memory" not in reason
+    else:
+        assert reason is not None and "shared memory" in reason
