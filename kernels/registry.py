@@ -50,8 +50,8 @@ class KernelSpec:
     """
 
     name: str
-    config_type: type
-    problem_type: type
+    config_type: Any
+    problem_type: Any
     module: str
     make_inputs: str
     run: str
