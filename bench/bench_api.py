@@ -289,6 +289,36 @@ async def _load(port: int, *, rate: float, seconds: float, connections: int) -> 
     }
 
 
+async def _closed(port: int, *, seconds: float) -> dict[str, Any]:
+    """One keep-alive connection sending the next request as soon as the answer is in."""
+    paths = _paths(64)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lat: list[float] = []
+    end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        writer.write(b"GET " + paths[i % 64] + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        lat.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    writer.close()
+    lat.sort()
+    return {
+        "requests": len(lat),
+        "rate": len(lat) / seconds,
+        "p50_ms": lat[len(lat) // 2],
+        "p99_ms": lat[int(0.99 * len(lat))],
+        "max_ms": lat[-1],
+    }
+
+
 def bench_http(
     *, rate: float, seconds: float, connections: int, http: str = "auto", loop: str = "auto"
 ) -> dict[str, Any]:
@@ -324,6 +354,7 @@ def bench_http(
                     time.sleep(0.1)
             # warm-up: first loads of the recommendation cache and the memo
             asyncio.run(_load(port, rate=200, seconds=1, connections=connections))
+            closed = asyncio.run(_closed(port, seconds=3))
             cpu0, client0 = _cpu_s(child.pid), time.process_time()
             result = asyncio.run(_load(port, rate=rate, seconds=seconds, connections=connections))
             server_cpu = _cpu_s(child.pid) - cpu0
@@ -332,6 +363,7 @@ def bench_http(
                 (time.process_time() - client0) / result["requests"] * 1e6
             )
             result["server"] = {"http": http, "loop": loop}
+            result["closed_loop_1_connection"] = closed
             with open("/proc/loadavg") as fh:
                 result["loadavg_1min_after"] = float(fh.read().split()[0])
             return result

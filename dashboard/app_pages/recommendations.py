@@ -42,10 +42,10 @@ st.dataframe(
             "median_us",
             "speedup_vs_default",
             "validated",
-            "noise",
             "measured_at",
             "gpu_name",
             "software",
+            "noise",
             "trial_id",
         ]
     ],

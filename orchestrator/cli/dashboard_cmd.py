@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -114,17 +115,33 @@ def dashboard(
         typer.echo(f"error: cannot find the Python interpreter {command[0]}", err=True)
         raise typer.Exit(2)
     proc = subprocess.Popen(command, env=env)
+    raise typer.Exit(_wait_forwarding_signals(proc))
+
+
+def _wait_forwarding_signals(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the Streamlit child; a SIGTERM/SIGHUP to this process is passed on to it, so
+    stopping ``mlafleet dashboard`` never leaves an orphaned server behind.
+
+    Returns:
+        The child's exit code (0 after Ctrl-C).
+    """
+
+    def forward(signum: int, _frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), forward)
     try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the child too (same process group)
         try:
-            code = proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-            code = proc.wait()
-        code = 0
-    raise typer.Exit(code)
+            proc.wait()
+        return 0
 
 
 def register(app: typer.Typer) -> None:

@@ -133,11 +133,14 @@ def dashboard_url(seeded_api: Any, tmp_path: Path) -> Any:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
         log.close()
+    # `mlafleet dashboard` passed SIGTERM on: its Streamlit child is gone too
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/_stcore/health", timeout=2)
 
 
 def test_recommendations_screenshot(seeded_api: Any, dashboard_url: str, tmp_path: Path) -> None:
