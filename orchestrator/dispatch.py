@@ -276,8 +276,10 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> dict[str,
     resources, num_gpus = node_resources(local_devices())
     # Ray's default wait for its own processes is too short on a loaded small machine.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     try:
         ray.init(
+            address="local",  # a new cluster, never one found in /tmp/ray or RAY_ADDRESS
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             resources=resources,

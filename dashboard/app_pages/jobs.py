@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
 from mlafleet.dashboard import data, jobform, ui
@@ -28,10 +26,12 @@ else:
 
 token = st.text_input(
     "API token",
-    value=os.environ.get("MLAFLEET_API_TOKEN", ""),
     type="password",
     key="api_token",
-    help="needed to submit or cancel when the API has MLAFLEET_API_TOKEN set",
+    help=(
+        "needed to submit or cancel when the API has MLAFLEET_API_TOKEN set; never prefilled, "
+        "so the dashboard does not hand the token to whoever opens it"
+    ),
 )
 
 

@@ -124,9 +124,14 @@ def test_compare_page_folk_rule_against_winner(
     folk = folk_config("cpu-interpreter")
     measured = [t for t in seeded_api.trials if all(t.config.get(k) == v for k, v in folk.items())]
     assert row["folk"] == format_config(folk)
-    if not measured:
+    if measured:  # the folk tiles were in this search: their time and the loss are shown
+        folk_us = min(t.median_us for t in measured if t.median_us is not None)
+        assert float(row["folk_us"]) == pytest.approx(folk_us, abs=0.05)
+        assert row["lost"] == f"{(folk_us / best.median_us - 1) * 100:.0f}% slower"
+    else:  # pruned from the interpreter's small space: said, not guessed
         assert row["folk_us"] == "not measured"
-        assert "not measured" in texts(at)
+        assert row["lost"] == "—"
+        assert "not measured in this search" in texts(at)
 
 
 def test_jobs_page_lists_jobs_and_offers_the_form(

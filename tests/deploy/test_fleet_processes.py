@@ -229,7 +229,6 @@ def service_env(service: dict[str, Any], fleet: Fleet, db_url: str) -> dict[str,
     # Tolerance for a loaded 2-core test machine: a raylet waits this long for its node's
     # agents (Python processes that can take tens of seconds to start here) before giving up.
     env["RAY_agent_register_timeout_ms"] = "180000"
-    env["RAY_raylet_start_wait_time_s"] = "180"
     for key, value in service.get("environment", {}).items():
         env[key] = localize(str(value), fleet)
     ports = {"MLAFLEET_PORT": "api", "MLAFLEET_DASHBOARD_PORT": "dashboard"}

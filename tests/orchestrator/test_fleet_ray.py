@@ -46,6 +46,7 @@ def _alias_resources(arch: str) -> dict[str, float]:
 def cluster() -> Iterator[Cluster]:
     # a loaded machine starts raylets slowly; Ray's default wait is too short for it
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     head, _ = node_resources([cpu_fingerprint()])
     assert head == {f"arch:{A}": 1}
     c = Cluster(
