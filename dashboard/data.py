@@ -20,9 +20,11 @@ from pydantic import BaseModel, ValidationError
 from mlafleet.orchestrator.api.schemas import (
     MAX_PAGE_SIZE,
     ArchSummary,
+    BucketSummary,
     ConfigBundle,
     JobPublic,
     RecommendationPublic,
+    ResultsSummary,
     TrialPublic,
 )
 
@@ -36,8 +38,10 @@ from .flatten import (
     jobs_frame,
     progress_frame,
     recommendations_frame,
+    trial_row,
     trials_frame,
 )
+from .summaries import BUCKET_COLUMNS, SUMMARY_COLUMNS, buckets_frame, summary_frame
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,26 +50,31 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 10.0
 RESULTS_PAGE_SIZE = MAX_PAGE_SIZE
 RESULTS_MAX_ROWS = 50_000
-"""Explore pages through ``/v1/results`` up to this many trials, then says it stopped."""
+"""``workload_results`` pages through ``/v1/results`` up to this many trials, then says so."""
 
 __all__ = [
     "ARCH_COLUMNS",
+    "BUCKET_COLUMNS",
     "JOB_COLUMNS",
     "PROGRESS_COLUMNS",
     "RECOMMENDATION_COLUMNS",
+    "SUMMARY_COLUMNS",
     "TRIAL_COLUMNS",
     "ApiError",
     "ApiUnreachableError",
     "api_url",
     "archs",
+    "buckets",
     "bundle",
     "cancel_job",
+    "config_summary",
     "health",
     "job_progress",
     "jobs",
     "recommendations",
     "results",
     "submit_job",
+    "trial",
     "workload_results",
 ]
 
@@ -261,6 +270,44 @@ def results(base_url: str, filters: tuple[tuple[str, Any], ...]) -> tuple[pd.Dat
     return trials_frame(trials), max(total, len(trials))
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def buckets(base_url: str, kernel: str, arch: str | None) -> pd.DataFrame:
+    """``GET /v1/buckets``: workload buckets with trials, per arch (``BUCKET_COLUMNS``);
+    buckets where every config failed included."""
+    body = _request(base_url, "GET", "/v1/buckets", params={"kernel": kernel, "arch": arch})
+    return buckets_frame(_parse(BucketSummary, item, path="/v1/buckets") for item in _items(body))
+
+
+@st.cache_data(ttl=60, show_spinner="Summarising trial results…")
+def config_summary(
+    base_url: str, kernel: str, arch: str | None, bucket: str | None
+) -> tuple[pd.DataFrame, str]:
+    """``GET /v1/results/summary``: one row per (arch, config), aggregated by the API.
+
+    Returns:
+        ``(summary, note)``: ``SUMMARY_COLUMNS`` rows, fastest first; ``note`` is empty, or
+        says that the API left configs out (its row cap).
+    """
+    params = {"kernel": kernel, "arch": arch, "bucket": bucket}
+    body = _request(base_url, "GET", "/v1/results/summary", params=params)
+    parsed = _parse(ResultsSummary, body, path="/v1/results/summary")
+    note = ""
+    if parsed.truncated:
+        note = (
+            f"Showing the {len(parsed.items)} fastest of {parsed.configs} configs "
+            f"({parsed.trials} trials); the slower ones are left out."
+        )
+    return summary_frame(parsed.items), note
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def trial(base_url: str, trial_id: int) -> dict[str, Any]:
+    """``GET /v1/results/{id}``: one trial, flattened (``TRIAL_COLUMNS`` keys), samples
+    included."""
+    path = f"/v1/results/{int(trial_id)}"
+    return trial_row(_parse(TrialPublic, _request(base_url, "GET", path), path=path))
+
+
 def submit_job(base_url: str, spec: dict[str, Any], *, token: str | None) -> dict[str, Any]:
     """``POST /v1/jobs``; returns the API's answer (with the new job's id)."""
     body = _request(base_url, "POST", "/v1/jobs", json=spec, token=token)
@@ -282,14 +329,14 @@ def workload_results(
 ) -> tuple[pd.DataFrame, str]:
     """Every trial of ``kernel`` (on ``arch``, or on every arch), of one bucket or all.
 
-    ``/v1/results`` filters by kernel and architecture only, so all of those trials are read
-    (paged, cached per kernel and architecture) and the bucket is applied here.
+    The raw trials, paged (cached per kernel, architecture and bucket); the pages use the
+    aggregated ``config_summary`` instead, which stays fast on tens of thousands of trials.
 
     Returns:
         ``(trials, note)``: ``note`` is empty, or says that only the first
         ``RESULTS_MAX_ROWS`` trials were read.
     """
-    filters = {"kernel": kernel, "arch": arch}
+    filters = {"kernel": kernel, "arch": arch, "bucket": bucket}
     trials, total = results(
         base_url, tuple(sorted((k, v) for k, v in filters.items() if v is not None))
     )
@@ -299,6 +346,4 @@ def workload_results(
             f"Read the first {len(trials)} of {total} trials of {kernel}"
             f"{' on ' + arch if arch else ''}; this view may miss some."
         )
-    if bucket is None:
-        return trials, note
-    return trials[trials["bucket"] == bucket].reset_index(drop=True), note
+    return trials, note

@@ -1,4 +1,8 @@
-"""Compare: one workload across architectures, and the folk rule against the measured winner."""
+"""Compare: one workload across architectures, and the folk rule against the measured winner.
+
+Reads the API's per-config summary of the workload on every architecture
+(``/v1/results/summary``, aggregated in the database), not the raw trials.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import streamlit as st
 
 from mlafleet.dashboard import charts, data, ui
 from mlafleet.dashboard.analysis import compare_bars, folk_vs_winner
+from mlafleet.dashboard.summaries import summary_as_trials
 from mlafleet.kernels.configs import KERNEL_NAMES
 
 url = data.api_url()
@@ -17,18 +22,24 @@ st.caption(
 
 c1, c2 = st.columns([1, 2])
 kernel = c1.selectbox("Kernel", KERNEL_NAMES)
-recs = ui.fetch(data.recommendations, url, kernel)
-if recs.empty:
+tuned = ui.fetch(data.buckets, url, kernel, None)
+if tuned.empty:
     ui.empty_state(f"tuned workloads of {kernel}")
     st.stop()
-counts = recs.groupby("bucket")["arch"].nunique().sort_values(ascending=False, kind="stable")
+counts = (
+    tuned.sort_values("bucket")
+    .groupby("bucket", sort=True)["arch"]
+    .nunique()
+    .sort_values(ascending=False, kind="stable")
+)
 bucket = c2.selectbox(
     "Workload bucket",
     list(counts.index),
     format_func=lambda b: f"{b}  ({counts[b]} architecture{'s' if counts[b] != 1 else ''})",
 )
 
-trials, note = ui.fetch(data.workload_results, url, kernel=kernel, arch=None, bucket=bucket)
+summary, note = ui.fetch(data.config_summary, url, kernel, None, bucket)
+trials = summary_as_trials(summary)
 if trials.empty:
     st.info(f"No trials recorded for {kernel} on {bucket}.", icon=ui.ICON_INFO)
     st.stop()

@@ -288,7 +288,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 HEAD_TIMEOUT_S,
             )
             fleet.baseline_archs = _archs(fleet)
-            yield fleet  # the tests start the workers and the dashboard, one at a time
+            # The tests start the worker, then the dashboard: one at a time, as Ray's node
+            # start-up has fixed deadlines that a busy 2-core machine can miss.
+            yield fleet
         finally:
             fleet.stop()
             shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -297,20 +299,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 def test_migration_made_the_schema_the_api_serves_from(fleet: Fleet) -> None:
     response = httpx.get(f"{fleet.api}/v1/jobs", timeout=10)
     assert response.status_code == 200, response.text
-
-
-def test_the_dashboard_answers_its_health_check(fleet: Fleet) -> None:
-    fleet.ensure("dashboard")
-    body = fleet.wait_for(
-        "dashboard",
-        "answer on /_stcore/health",
-        lambda: (
-            (r := httpx.get(f"{fleet.dashboard}/_stcore/health", timeout=5)).status_code == 200
-            and r.text
-        ),
-        60.0,
-    )
-    assert body.strip() == "ok"
 
 
 def test_the_worker_joins_and_the_api_lists_its_node(fleet: Fleet) -> None:
@@ -328,6 +316,20 @@ def test_the_worker_joins_and_the_api_lists_its_node(fleet: Fleet) -> None:
     assert joined, archs
     assert all(arch["nodes"] and arch["gpus"] >= 1 for arch in joined), joined
     fleet.joined_archs = joined
+
+
+def test_the_dashboard_answers_its_health_check(fleet: Fleet) -> None:
+    fleet.ensure("dashboard")
+    body = fleet.wait_for(
+        "dashboard",
+        "answer on /_stcore/health",
+        lambda: (
+            (r := httpx.get(f"{fleet.dashboard}/_stcore/health", timeout=5)).status_code == 200
+            and r.text
+        ),
+        60.0,
+    )
+    assert body.strip() == "ok"
 
 
 def _page_text(url: str, *, expect: list[str], timeout_s: float = 120.0) -> str:

@@ -4,7 +4,7 @@ alias mode, and the thread-to-stream bridge that yields trials as they are repor
 from __future__ import annotations
 
 import pytest
-from conftest import make_fingerprint, make_trial
+from orch_factories import make_fingerprint, make_trial
 
 from mlafleet.orchestrator.dispatch import node_resources
 from mlafleet.worker.actor import TaskRequest, actor_devices, stream

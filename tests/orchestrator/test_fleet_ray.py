@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import ray
-from conftest import tiny_spec
+from orch_factories import tiny_spec
 from ray.cluster_utils import Cluster
 
 from mlafleet.orchestrator.config import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_spec
+from orch_factories import tiny_spec
 
 from mlafleet.kernels.bundle import ConfigBundle
 from mlafleet.kernels.configs import DecodeProblem, PrefillProblem

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The helper modules of this folder import by name (also in the worker's spawned children,
+# which inherit sys.path), whatever pytest's --import-mode.
+sys.path.insert(0, str(Path(__file__).parent))
+
 from reliability_support import PrivatePostgres, add_node_with_retries
 
 INTERPRETER_RESOURCES = {"arch:cpu-interpreter": 1}

@@ -5,7 +5,10 @@ exhaustive tasks have configs).
 1. a device actor's process SIGKILLed (its pid from Ray's actor table);
 2. a Ray node removed (``Cluster.remove_node``) while it runs a task;
 3. ``mlafleet serve`` (API + runner) SIGKILLed and started again;
-4. the PostgreSQL server restarted (a private cluster of this test, not the shared one).
+4. the PostgreSQL server restarted (a private cluster of this test, not the shared one): at a
+   random moment of the serve loop, and at the worst one (between taking a result from Ray and
+   storing it). Both xfail with the signature of a known runner bug (``PG_BUG``; see
+   docs/RELIABILITY.md) and pass unchanged once it is fixed.
 
 All run a real Ray cluster on the CPU interpreter; slow (minutes on 2 cores).
 """

@@ -6,7 +6,7 @@ import math
 import threading
 
 import pytest
-from conftest import cfg, make_fingerprint, make_trial, tiny_spec
+from orch_factories import cfg, make_fingerprint, make_trial, tiny_spec
 
 from mlafleet.kernels.bundle import WorkloadBucket
 from mlafleet.orchestrator.db import repo
