@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import make_device
+from worker_factories import make_device
 
 from mlafleet.worker import device
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import make_device, make_trial
+from worker_factories import make_device, make_trial
 
 from mlafleet.kernels.bundle import Software
 from mlafleet.worker.results_cache import ResultsCache

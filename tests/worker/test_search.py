@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from conftest import make_trial
+from worker_factories import make_trial
 
 from mlafleet.kernels.configs import DecodeConfig, DecodeProblem, DeviceLimits
 from mlafleet.kernels.decode_tuning import decode_search_space

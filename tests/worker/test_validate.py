@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_trial
+from worker_factories import make_trial
 
 from mlafleet.worker.schemas import TrialStatus
 from mlafleet.worker.validate import compare, tolerance_for, winner
