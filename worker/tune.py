@@ -125,11 +125,15 @@ def tune(
             on_trial(trial)
 
     def evaluate(sweeper: Sweeper, configs: list[Any]) -> int:
-        """Results of ``configs`` (reused or measured) into ``trials``; returns new measurements."""
+        """Results of ``configs`` (reused or measured) into ``trials``; returns how many of them
+        count against ``budget_trials``: every non-default config, reused ones included, so a
+        resumed task ends with the same number of trials as an uninterrupted one."""
         fresh: list[Any] = []
+        counted: list[Any] = []
         for cfg in configs:
-            if cfg in trials or cfg in fresh:
+            if cfg in trials or cfg in counted:
                 continue
+            counted.append(cfg)
             hit = store.get(spec.name, prob.as_dict(), cfg.as_dict(), dev)
             if hit is not None:
                 hit = hit.model_copy(update={"is_default": cfg == default_cfg})
@@ -143,7 +147,7 @@ def tune(
             ):
                 trials[cfg] = trial
                 store.add(trial)
-        return sum(1 for cfg in fresh if cfg != default_cfg)
+        return sum(1 for cfg in counted if cfg != default_cfg)
 
     with Sweeper(spec, prob, dev, opts) as sweeper:
         pending_default = [default_cfg]  # measured with the first batch, not counted

@@ -155,13 +155,6 @@ def test_illegal_memory_access_is_isolated_on_the_gpu(
             sweep_wall_s=round(wall_s, 1))  # fmt: skip
 
 
-BUDGET_BUG = (
-    "worker/tune.py tune(): trials passed as `known` (a resumed or retried task's stored trials) "
-    "are not counted against budget_trials, so every retry of a task measures a full budget "
-    "again; the SPEC's budget is per task"
-)
-
-
 @pytest.mark.slow
 def test_a_resumed_task_keeps_its_trial_budget(planted_kernel: None) -> None:
     """A task with a budget of 3 trials, interrupted after its default and one trial, then
@@ -174,6 +167,4 @@ def test_a_resumed_task_keeps_its_trial_budget(planted_kernel: None) -> None:
     resumed = tune("rel_planted", planted.CLEAN_PROBLEM, strategy="random", budget_trials=budget,
                    seed=5, options=_options(), known=interrupted)  # fmt: skip
     configs = {json.dumps(t.config, sort_keys=True) for t in [*interrupted, *resumed.trials]}
-    if len(configs) == len(interrupted) + budget:  # the known bug: a whole budget more
-        pytest.xfail(f"{BUDGET_BUG}; the task ended with {len(configs)} trials")
     assert len(configs) == budget + 1, sorted(configs)
