@@ -61,6 +61,9 @@ def poisoned_out(inputs: dict[str, Any]) -> torch.Tensor:
     )
 
 
+_DTYPE_KEYS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
 def assert_matches_reference(
     inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Tensor], *, seed: int = -1
 ) -> None:
@@ -68,12 +71,7 @@ def assert_matches_reference(
     out, lse = got
     ref_out, ref_lse = run_decode_ref(inputs)
     assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
-    atol, rtol = TOLERANCES[
-        str(inputs["q"].dtype)
-        .removeprefix("torch.")
-        .replace("float16", "fp16")
-        .replace("bfloat16", "bf16")
-    ]
+    atol, rtol = TOLERANCES[_DTYPE_KEYS[inputs["q"].dtype]]
     torch.testing.assert_close(
         out.float(), ref_out.float(), atol=atol, rtol=rtol, msg=lambda m: f"out, seed {seed}: {m}"
     )
