@@ -33,7 +33,7 @@ from .db import repo
 from .db import repo_lifecycle as life
 from .db.models import Job, Task
 from .db.store import Store
-from .dispatch import DoneEvent, Fleet, LostEvent, Slot, TrialEvent
+from .dispatch import DoneEvent, Event, Fleet, LostEvent, Slot, TrialEvent
 from .errors import MlafleetError
 from .jobspec import JobSpec
 from .schemas import JobStatus, TaskStatus
@@ -52,6 +52,7 @@ class Runner:
     _last_sync: float = 0.0
     _validate_results: dict[int, list[str]] = field(default_factory=dict)
     _recovered: bool = False
+    _unstored: list[Event] = field(default_factory=list)
 
     def recover(self) -> int:
         """Requeue tasks a previous runner left running (once per runner); returns how many."""
@@ -92,12 +93,10 @@ class Runner:
                 log.info("job %d finished", job_id)
 
     def _sync(self) -> None:
-        lost = self.fleet.sync()
+        self._unstored.extend(self.fleet.sync())  # lost-task events: kept until committed
         with self.store.session() as s:
             for fp, node_id in self.fleet.fingerprints():
                 repo.upsert_device(s, fingerprint=fp, ray_node_id=node_id)
-            for event in lost:
-                self._retry(s, event)
 
     def _plan(self) -> None:
         archs = self.fleet.archs()
@@ -170,17 +169,21 @@ class Runner:
         return life.spec_from_json_dict(job.spec)
 
     def _collect(self, wait_s: float) -> None:
-        events = self.fleet.poll(wait_s)
-        if not events:
+        """Store the events Ray delivered. Events taken from Ray stay in ``_unstored`` until the
+        transaction holding them commits, so a database outage delays results, never drops them
+        (the writes are idempotent: replaying an event after a failed commit is safe)."""
+        self._unstored.extend(self.fleet.poll(0.0 if self._unstored else wait_s))
+        if not self._unstored:
             return
         with self.store.session() as s:
-            for event in events:
+            for event in self._unstored:
                 if isinstance(event, TrialEvent):
                     self._store_trial(s, event)
                 elif isinstance(event, DoneEvent):
                     self._done(s, event.task_id, event.slot)
                 elif isinstance(event, LostEvent):
                     self._retry(s, event)
+        self._unstored.clear()
 
     def _store_trial(self, s: Session, event: TrialEvent) -> None:
         task = s.get(Task, event.task_id)
@@ -218,7 +221,9 @@ class Runner:
             return
         where = f"{trial.device.host} ({trial.device.name}, {trial.device.arch})"
         reason = f"failed validation on {where}: " + "; ".join(problems)
-        self._validate_results.setdefault(task_id, []).append(reason)
+        reasons = self._validate_results.setdefault(task_id, [])
+        if reason not in reasons:  # an event replayed after a failed commit
+            reasons.append(reason)
         rec_id = task.recommendation_id
         if rec_id is not None:
             repo.withdraw_recommendation(s, recommendation_id=rec_id, reason=reason)

@@ -7,8 +7,7 @@ exhaustive tasks have configs).
 3. ``mlafleet serve`` (API + runner) SIGKILLed and started again;
 4. the PostgreSQL server restarted (a private cluster of this test, not the shared one): at a
    random moment of the serve loop, and at the worst one (between taking a result from Ray and
-   storing it). Both xfail with the signature of a known runner bug (``PG_BUG``; see
-   docs/RELIABILITY.md) and pass unchanged once it is fixed.
+   storing it). Results taken from Ray while the database is down are stored once it is back.
 
 All run a real Ray cluster on the CPU interpreter; slow (minutes on 2 cores).
 """
@@ -200,23 +199,17 @@ def test_serve_sigkilled_and_restarted_mid_job(
             restart_to_job_done_s=round(recovered_s, 1))  # fmt: skip
 
 
-PG_BUG = (
-    "orchestrator/runner.py Runner._collect: events taken from Ray (fleet.poll) are dropped when "
-    "the database write fails, so a trial that arrives while PostgreSQL is down is never stored "
-    "(its task still ends 'succeeded') and a task end that arrives then leaves the task "
-    "'running' forever"
-)
-
-
 def _pg_verdict(store: Store, job_id: int, *, stuck: str) -> int:
-    """Every trial stored once (returns the expected count), or xfail with the known bug's
-    signature (a result lost or a task left running); passes once the bug is fixed."""
+    """Every trial stored once, the job succeeded and no task was left running (returns the
+    expected count). Results that arrive while the database is down must be stored once it is
+    back (the runner keeps them until their transaction commits)."""
     url = store.url
     census = trial_census(url, job_id)
     wanted = sum(len(expected_trials("mla_decode", p)) for p in task_problems(url, job_id).values())
     store.close()
-    if stuck or census.job_status != "succeeded" or census.total < wanted:
-        pytest.xfail(f"{PG_BUG}. Seen: {stuck or census} ({wanted} trials expected)")
+    assert not stuck, f"a task was left running: {stuck}"
+    assert census.job_status == "succeeded", census
+    assert census.total >= wanted, f"{census.total} trials stored, {wanted} expected: {census}"
     _, expected = assert_every_trial_once(url, job_id)
     return expected
 
