@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -44,13 +46,21 @@ def test_packages_import_under_the_namespace(name: str) -> None:
     assert Path(module.__file__).resolve().parent.parent == ROOT
 
 
-def test_no_top_level_kernels_module_is_installed_by_us() -> None:
-    # `import kernels` must not resolve to this repo (it would clash with the PyPI package).
-    for path in sys.path:
-        if Path(path or ".").resolve() == ROOT:
-            pytest.skip("the repo root is on sys.path (running from the checkout)")
-    spec = importlib.util.find_spec("kernels")
-    assert spec is None or Path(spec.origin or "").resolve().parent != ROOT / "kernels"
+def test_no_top_level_kernels_module_is_installed_by_us(tmp_path: Path) -> None:
+    # `import kernels` must not resolve to this repo (it would clash with the PyPI package);
+    # checked in a fresh interpreter outside the checkout, as an installed user would run it.
+    code = (
+        "import importlib.util, json; s = importlib.util.find_spec('kernels'); "
+        "m = importlib.util.find_spec('mlafleet.kernels'); "
+        "print(json.dumps([s.origin if s else None, m.origin if m else None]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    top_level, namespaced = json.loads(out.stdout)
+    assert namespaced is not None
+    assert Path(namespaced).resolve().parent == ROOT / "kernels"
+    assert top_level is None or Path(top_level).resolve().parent != ROOT / "kernels"
 
 
 def test_cli_help_lists_the_commands() -> None:
