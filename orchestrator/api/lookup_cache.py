@@ -15,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlafleet.kernels.bundle import BundleEntry
 from mlafleet.orchestrator.bundle_export import entry_of
 from mlafleet.orchestrator.db import repo
+from mlafleet.orchestrator.db.models import Recommendation
 from mlafleet.orchestrator.db.session import session_scope
 from mlafleet.orchestrator.schemas import RecommendationPublic
 
@@ -37,6 +39,7 @@ class _Snapshot:
     rec_of: dict[int, RecommendationPublic] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
     responses: dict[bytes, bytes] = field(default_factory=dict)
+    stamp: tuple[Any, ...] = ()
 
 
 def _version(snap: _Snapshot) -> list[tuple[int, Any, bool]]:
@@ -54,20 +57,44 @@ class RecommendationCache:
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _load(self, kernel: str) -> _Snapshot:
+    @staticmethod
+    def _stamp(session: Session, kernel: str) -> tuple[Any, ...]:
+        """One aggregate row that changes whenever a recommendation of ``kernel`` is added,
+        updated or withdrawn: lets a refresh skip reloading (and re-validating) every row."""
+        rec = Recommendation
+        row = session.execute(
+            select(
+                func.count(rec.id),
+                func.max(rec.id),
+                func.max(rec.updated_at),
+                func.max(rec.withdrawn_at),
+                func.sum(rec.withdrawn.cast(Integer)),
+            ).where(rec.kernel == kernel)
+        ).one()
+        return tuple(row)
+
+    def _load(self, kernel: str, *, unless_stamp: tuple[Any, ...] = ()) -> _Snapshot | None:
+        """A fresh snapshot, or None when the database's stamp still equals ``unless_stamp``."""
         with session_scope(self._factory) as session:
+            stamp = self._stamp(session, kernel)
+            if unless_stamp and stamp == unless_stamp:
+                return None
             recs = repo.get_recommendations(session, kernel=kernel)
         entries = [entry_of(r) for r in recs]
-        snap = _Snapshot(recs=recs, entries=entries, loaded_at=time.monotonic())
+        snap = _Snapshot(recs=recs, entries=entries, loaded_at=time.monotonic(), stamp=stamp)
         snap.rec_of = {id(e): r for e, r in zip(entries, recs, strict=True)}
         return snap
 
     async def _refresh(self, kernel: str) -> None:
         try:
-            new = await asyncio.to_thread(self._load, kernel)
             old = self._snapshots.get(kernel)
-            if old is not None and _version(old) == _version(new):
-                old.loaded_at = new.loaded_at  # unchanged: keep the memoized answers
+            stamp = old.stamp if old is not None else ()
+            new = await asyncio.to_thread(self._load, kernel, unless_stamp=stamp)
+            if new is None:
+                if old is not None:
+                    old.loaded_at = time.monotonic()  # unchanged: keep the memoized answers
+            elif old is not None and _version(old) == _version(new):
+                old.loaded_at, old.stamp = new.loaded_at, new.stamp
             else:
                 self._snapshots[kernel] = new
         except Exception:  # keep serving the stale copy; /healthz reports the database
@@ -83,7 +110,9 @@ class RecommendationCache:
         """
         snap = self.current(kernel)
         if snap is None:
-            snap = await asyncio.to_thread(self._load, kernel)
+            loaded = await asyncio.to_thread(self._load, kernel)
+            assert loaded is not None  # no stamp given: always loads
+            snap = loaded
             self._snapshots[kernel] = snap
         return snap
 
