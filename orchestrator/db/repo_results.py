@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mlafleet.kernels.bundle import BundleEntry, Software, WorkloadBucket, bucket_of
@@ -12,6 +12,7 @@ from mlafleet.kernels.registry import get_kernel
 from mlafleet.worker.schemas import DeviceFingerprint, TrialResult, TrialStatus
 
 from ..schemas import Page, RecommendationPublic, TrialPublic
+from . import queries
 from .models import Architecture, Device, Recommendation, SoftwareEnv, Trial
 from .repo_fleet import upsert_device
 from .repo_jobs import _check_page
@@ -118,68 +119,31 @@ def list_results(
     kernel: str | None = None,
     arch: str | None = None,
     status: TrialStatus | None = None,
+    bucket: str | None = None,
+    config_hash: str | None = None,
+    include_samples: bool = True,
     offset: int = 0,
     limit: int = 100,
 ) -> Page[TrialPublic]:
-    """Raw trial results, oldest first, filtered.
+    """Raw trial results, oldest first, filtered (see ``queries.list_trials``).
 
     Raises:
         ValueError: bad paging.
     """
     _check_page(offset, limit)
-    cond: list[Any] = []
-    if job_id is not None:
-        cond.append(Trial.job_id == job_id)
-    if task_id is not None:
-        cond.append(Trial.task_id == task_id)
-    if kernel is not None:
-        cond.append(Trial.kernel == kernel)
-    if arch is not None:
-        cond.append(Architecture.name == arch)
-    if status is not None:
-        cond.append(Trial.status == status)
-    base = select(Trial, Device, Architecture.name, SoftwareEnv).join(
-        Device, Device.id == Trial.device_id
+    return queries.list_trials(
+        session,
+        job_id=job_id,
+        task_id=task_id,
+        kernel=kernel,
+        arch=arch,
+        status=status,
+        bucket=bucket,
+        config_hash=config_hash,
+        include_samples=include_samples,
+        offset=offset,
+        limit=limit,
     )
-    base = base.join(Architecture, Architecture.id == Trial.arch_id).join(
-        SoftwareEnv, SoftwareEnv.id == Trial.env_id
-    )
-    total = session.scalar(
-        select(func.count())
-        .select_from(Trial)
-        .join(Architecture, Architecture.id == Trial.arch_id)
-        .where(*cond)
-    )
-    rows = session.execute(base.where(*cond).order_by(Trial.id).offset(offset).limit(limit)).all()
-    items = []
-    for t, dev, arch_name, env in rows:
-        fp = dev.fingerprint
-        items.append(
-            TrialPublic(
-                id=t.id,
-                job_id=t.job_id,
-                task_id=t.task_id,
-                kernel=t.kernel,
-                arch=arch_name,
-                gpu_name=dev.name,
-                host=str(fp.get("host", "")),
-                device_key=dev.device_key,
-                software=_software(env),
-                bucket=bucket_of(get_kernel(t.kernel).problem_from_dict(t.problem)),
-                problem=t.problem,
-                config=t.config,
-                status=t.status,
-                error=t.error,
-                median_us=t.median_us,
-                timing=t.timing,
-                validation=t.validation,
-                compile_s=t.compile_s,
-                is_default=t.is_default,
-                started_at=t.started_at,
-                finished_at=t.finished_at,
-            )
-        )
-    return Page[TrialPublic](items=items, total=total or 0, offset=offset, limit=limit)
 
 
 def _software(env: SoftwareEnv) -> Software:
