@@ -74,6 +74,16 @@ def gpu_count() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
+def use_interpreter_without_gpu() -> bool:
+    """Without a GPU, make Triton run kernels on its CPU interpreter (``TRITON_INTERPRET=1``,
+    inherited by the worker's compile and timing processes); a value already set is kept.
+    Call before anything imports triton. Returns whether this machine has a GPU."""
+    has_gpu = gpu_count() > 0
+    if not has_gpu:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    return has_gpu
+
+
 def cpu_fingerprint() -> DeviceFingerprint:
     """The CPU-interpreter device of this machine."""
     torch = _torch()

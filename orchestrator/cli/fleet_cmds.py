@@ -174,15 +174,13 @@ def demo(
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535)] = None,
 ) -> None:
     """Tune on this machine with an embedded fleet, print the winners, serve API + dashboard."""
-    from mlafleet.worker.device import gpu_count
+    from mlafleet.worker.device import use_interpreter_without_gpu
 
     from .. import demo as demo_mod
     from ..db.store import Store
     from ..dispatch import ensure_ray
 
-    has_gpu = gpu_count() > 0
-    if not has_gpu:
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    has_gpu = use_interpreter_without_gpu()
     url = db or f"sqlite:///{default_data_dir() / 'demo.db'}"
     settings = _settings(db_url=url, port=port)
     try:

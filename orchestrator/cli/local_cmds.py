@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,16 +26,6 @@ _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False)
 
 _DTYPES = ("fp16", "bf16", "fp32")
-
-
-def _interpreter_without_gpu() -> None:
-    """Without a GPU, run the kernels on Triton's CPU interpreter (labelled ``cpu-interpreter``:
-    functional, timings meaningless). Set before anything imports triton, and inherited by the
-    worker's compile and timing processes."""
-    from mlafleet.worker.device import gpu_count
-
-    if "TRITON_INTERPRET" not in os.environ and gpu_count() == 0:
-        os.environ["TRITON_INTERPRET"] = "1"
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -201,7 +190,9 @@ def tune(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Tune one kernel on this machine's devices over a grid of workloads, without a fleet."""
-    _interpreter_without_gpu()
+    from mlafleet.worker.device import use_interpreter_without_gpu
+
+    use_interpreter_without_gpu()
     from mlafleet.worker.device import local_devices
     from mlafleet.worker.results_cache import ResultsCache, default_cache_path
     from mlafleet.worker.search import STRATEGIES
@@ -337,7 +328,9 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Check configs (a bundle's, or given ones) for correctness and timing drift here."""
-    _interpreter_without_gpu()
+    from mlafleet.worker.device import use_interpreter_without_gpu
+
+    use_interpreter_without_gpu()
     from mlafleet.worker.recheck import check_bundle, check_configs
 
     if (bundle is None) == (kernel is None):
