@@ -27,6 +27,7 @@ import torch
 from common import copies_for, gpu_info, rel_l2, time_rotated_us
 
 from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
+from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
 from mlafleet.kernels.decode_inputs import make_decode_inputs
 from mlafleet.kernels.decode_tuning import (
     default_decode_config,
@@ -38,6 +39,8 @@ from mlafleet.kernels.device_limits import limits_for
 from mlafleet.kernels.reference import mla_decode_ref
 
 decode_mod = importlib.import_module("mlafleet.kernels.mla_decode")
+hopper_mod = importlib.import_module("mlafleet.kernels.mla_decode_hopper")
+DEFER_PV_DEFAULT = hopper_mod.DEFER_PV
 BF16_REL_L2_MAX = 1e-2  # bf16 operands land at 1e-3 .. 1e-2 (ANCHORS: 1.7e-3 .. 2.0e-3)
 
 
@@ -115,13 +118,24 @@ class Variant:
 
     name: str
     config: DecodeConfig | None
+    use_tma: bool | None = None  # None: the kernel's own choice (TMA where eligible)
+    use_gluon: bool | None = None  # None: the kernel's own choice (Gluon sm_90 where eligible)
+    defer_pv: bool | None = None  # Gluon kernel: p @ v behind the next scores (None: default)
 
 
 def parse_variant(text: str) -> Variant:
-    """``default`` or ``q64-k32-w8-s2[-p4]`` (p: the split count)."""
-    if text == "default":
-        return Variant(text, None)
-    knobs = {part[0]: int(part[1:]) for part in text.split("-")}
+    """``default[-t0][-g0]`` or ``q64-k32-w8-s2[-p4][-t0][-g0]``.
+
+    p: split count; t0/t1: pointer loads / TMA in the Triton kernel; g0/g1: the Triton kernel /
+    the Gluon sm_90 kernel; d0/d1: the Gluon kernel's ``DEFER_PV`` (default: each kernel's own
+    choice).
+    """
+    knobs = {part[0]: int(part[1:]) for part in text.split("-") if part != "default"}
+    use_tma = None if "t" not in knobs else bool(knobs["t"])
+    use_gluon = None if "g" not in knobs else bool(knobs["g"])
+    defer_pv = None if "d" not in knobs else bool(knobs["d"])
+    if text.startswith("default"):
+        return Variant(text, None, use_tma, use_gluon, defer_pv)
     cfg = DecodeConfig(
         block_size_q=knobs["q"],
         block_size_k=knobs["k"],
@@ -129,7 +143,7 @@ def parse_variant(text: str) -> Variant:
         num_stages=knobs["s"],
         num_kv_splits=knobs.get("p", "auto"),
     )
-    return Variant(text, cfg)
+    return Variant(text, cfg, use_tma, use_gluon, defer_pv)
 
 
 def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
@@ -137,12 +151,27 @@ def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
     return replace(cfg, block_size_q=min(cfg.block_size_q, rows))
 
 
-def _check(inputs: dict[str, Any], cfg: DecodeConfig, nb: int) -> dict[str, float]:
+def _call(inputs: dict[str, Any], cfg: DecodeConfig, variant: Variant, **kw: Any) -> Any:
+    """``mla_decode`` with the variant's kernel / TMA choices forced where it sets them."""
+    hopper_mod.DEFER_PV = DEFER_PV_DEFAULT if variant.defer_pv is None else variant.defer_pv
+    if variant.use_tma is None and variant.use_gluon is None:
+        return decode_mod.mla_decode(**inputs, config=cfg, **kw)
+    args = check_decode_args(**{"out": None, **inputs, **kw})
+    cfg, splits = resolve_decode_config(args, cfg)
+    use_gluon = variant.use_gluon
+    if use_gluon is None and variant.use_tma is not None:
+        use_gluon = False  # a TMA choice names the Triton kernel
+    return decode_mod._launch(args, cfg, splits, use_tma=variant.use_tma, use_gluon=use_gluon)
+
+
+def _check(
+    inputs: dict[str, Any], cfg: DecodeConfig, nb: int, variant: Variant
+) -> dict[str, float]:
     q = inputs["q"]
     out = torch.full(
         (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype, device=q.device
     )
-    got, lse = decode_mod.mla_decode(**inputs, config=cfg, out=out)
+    got, lse = _call(inputs, cfg, variant, out=out)
     torch.cuda.synchronize()
     sub = dict(
         inputs,
@@ -180,13 +209,14 @@ def bench_shape(
         make_decode_inputs(problem, device="cuda", seed=2 + i) for i in range(copies - 1)
     ]
     rows: list[dict[str, Any]] = []
-    seen: set[DecodeConfig] = set()
+    seen: set[tuple[DecodeConfig, bool | None, bool | None, bool | None]] = set()
     default = default_decode_config(problem, limits)
     for variant in variants:
         cfg = default if variant.config is None else _fit_to_problem(variant.config, problem)
-        if cfg in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
+        key = (cfg, variant.use_tma, variant.use_gluon, variant.defer_pv)
+        if key in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
             continue
-        seen.add(cfg)
+        seen.add(key)
         row: dict[str, Any] = {
             "shape": anchor.name,
             "kv": "fp8" if kv_fp8 else "bf16",
@@ -198,7 +228,9 @@ def bench_shape(
         }
         try:
             t0 = time.perf_counter()
-            row.update(_check(first, cfg, min(check_seqs, problem.batch)))
+            row.update(_check(first, cfg, min(check_seqs, problem.batch), variant))
+            row["tma"] = decode_mod.LAST_COMPILED.get("decode_tma")
+            row["engine"] = decode_mod.LAST_COMPILED.get("decode_engine")
             row["compile_s"] = time.perf_counter() - t0
             kernel = decode_mod.LAST_COMPILED.get("decode")
             if kernel is not None:
@@ -206,10 +238,7 @@ def bench_shape(
                 row["n_spills"] = kernel.n_spills
                 row["shared"] = kernel.metadata.shared
             if time_it:
-                calls = [
-                    lambda inp=inp, cfg=cfg: decode_mod.mla_decode(**inp, config=cfg)
-                    for inp in inputs
-                ]
+                calls = [lambda inp=inp, cfg=cfg, v=variant: _call(inp, cfg, v) for inp in inputs]
                 timing = time_rotated_us(calls)
                 row.update(us=timing.median_us, spread=timing.spread(), copies=timing.copies)
                 row["gbps"] = bytes_call / timing.median_us / 1e3
@@ -230,6 +259,8 @@ def bench_shape(
 def _fmt(row: dict[str, Any]) -> str:
     c = row["config"]
     tag = f"q{c['block_size_q']}-k{c['block_size_k']}-w{c['num_warps']}-s{c['num_stages']}"
+    tag += "-gluon" if row.get("engine") == "gluon" else "-tma" if row.get("tma") else ""
+    tag += "-d1" if "-d1" in row["variant"] else ""
     head = f"{row['shape']:<26}{row['kv']:<5}{tag:<19}p{row['splits']:<3}"
     if "error" in row:
         return head + " ERROR " + row["error"][:120]
@@ -276,6 +307,8 @@ def summarize(rows: list[dict[str, Any]], anchors: list[Anchor]) -> list[dict[st
                 "gbps": best["gbps"],
                 "tflops": best["tflops"],
                 "config": best["config"],
+                "tma": best.get("tma"),
+                "engine": best.get("engine"),
                 "splits": best["splits"],
                 "rel_l2": best["rel_l2"],
                 "flashmla_us": anchor.flashmla_us,
@@ -283,6 +316,17 @@ def summarize(rows: list[dict[str, Any]], anchors: list[Anchor]) -> list[dict[st
             }
         )
     return out
+
+
+def _write(out: str, summary: str, rows: list[dict[str, Any]], pool: list[Anchor]) -> None:
+    """The rows (``out``) and one record per shape (``summary``) as JSON, with the device."""
+    head = {"device": gpu_info(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    if out:
+        with open(out, "w") as fh:
+            json.dump({**head, "rows": rows}, fh, indent=1)
+    if summary:
+        with open(summary, "w") as fh:
+            json.dump({**head, "shapes": summarize(rows, pool)}, fh, indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,31 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                 time_it=not args.no_time,
                 all_bq=args.all_bq,
             )
+            _write(args.out, args.summary, rows, pool)  # after each shape: a cut run keeps its rows
     bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > BF16_REL_L2_MAX]
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(
-                {
-                    "device": gpu_info(),
-                    "date": time.strftime("%Y-%m-%d"),
-                    "command": " ".join(sys.argv),
-                    "rows": rows,
-                },
-                fh,
-                indent=1,
-            )
-    if args.summary:
-        with open(args.summary, "w") as fh:
-            json.dump(
-                {
-                    "device": gpu_info(),
-                    "date": time.strftime("%Y-%m-%d"),
-                    "command": " ".join(sys.argv),
-                    "shapes": summarize(rows, pool),
-                },
-                fh,
-                indent=1,
-            )
     print(f"{len(rows)} rows, {len(bad)} failing correctness or erroring")
     return 1 if bad else 0
 

@@ -22,6 +22,10 @@ _MIN_TOKENS_PER_SPLIT = 256  # below this a split's prologue/epilogue outweighs 
 _REGS_PER_THREAD = 255
 _REG_OVERHEAD = 40  # registers besides the accumulator: indices, m_i/l_i, pointers, scores
 _WAVE_EFFICIENCY = 0.85
+# A split count may leave up to 10 % of the slots of its one wave idle (4 splits x 32 programs on
+# 132 SMs, one program each: 97 %, measured 98 us vs 112 us for the 7 splits a full-wave rule
+# takes, bench/results/raw/h200_decode_run9_gluon_splits.json).
+_MIN_WAVE = 0.9
 # A 128-token KV tile makes the compiler add layout-conversion scratch that grows with the rows
 # and warps: on an H200 every config with block_size_q * num_warps >= 256 ran out of shared
 # memory (233-299 KB against 227 KB), every one below fit (bench/results/h200_tuning_*.json).
@@ -139,7 +143,9 @@ def why_invalid_decode(
     return None
 
 
-def auto_num_splits(*, programs: int, max_seqlen: int, block_size_k: int, sm_count: int) -> int:
+def auto_num_splits(
+    *, programs: int, max_seqlen: int, block_size_k: int, sm_count: int, programs_per_sm: int = 2
+) -> int:
     """KV splits that fill the GPU: best wave efficiency, fewest splits (FlashAttention's rule).
 
     Args:
@@ -147,24 +153,33 @@ def auto_num_splits(*, programs: int, max_seqlen: int, block_size_k: int, sm_cou
         max_seqlen: the longest sequence (an upper bound is fine).
         block_size_k: KV tile; a split holds whole tiles.
         sm_count: multiprocessors of the device.
+        programs_per_sm: programs one multiprocessor runs at once (shared memory bound):
+            a wave is ``sm_count * programs_per_sm`` programs.
     """
     if programs <= 0 or max_seqlen <= 0:
         return 1
+    slots = sm_count * max(1, programs_per_sm)
     per_split = max(block_size_k, _MIN_TOKENS_PER_SPLIT)
     max_splits = max(1, min(_MAX_SPLITS, math.ceil(max_seqlen / per_split)))
-    if programs >= 0.8 * sm_count * 2:
+    if programs >= 0.8 * slots:
         return 1
 
     def efficiency(splits: int) -> float:
-        waves = programs * splits / sm_count
+        waves = programs * splits / slots
         return waves / math.ceil(waves)
 
     best = max(efficiency(s) for s in range(1, max_splits + 1))
     for splits in range(1, max_splits + 1):
-        waves = programs * splits / sm_count
-        if waves >= 1.0 and efficiency(splits) >= _WAVE_EFFICIENCY * best:
+        waves = programs * splits / slots
+        if waves >= _MIN_WAVE and efficiency(splits) >= _WAVE_EFFICIENCY * best:
             return splits
     return max_splits
+
+
+def programs_per_sm(config: DecodeConfig) -> int:
+    """Decode programs one SM holds at once: 1 for 64+-row blocks (220-230 KB of shared memory
+    on an H200, both kernels), 2 for smaller blocks (measured 47-94 KB)."""
+    return 1 if config.block_size_q >= 64 else 2
 
 
 def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits) -> int:
@@ -177,6 +192,7 @@ def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: Dev
         max_seqlen=max(problem.lengths(), default=0),
         block_size_k=config.block_size_k,
         sm_count=limits.sm_count,
+        programs_per_sm=programs_per_sm(config),
     )
 
 
@@ -272,6 +288,7 @@ __all__ = [
     "default_decode_config",
     "estimate_registers_per_thread",
     "estimate_shared_bytes",
+    "programs_per_sm",
     "query_rows",
     "resolve_num_splits",
     "why_invalid_decode",

@@ -42,78 +42,220 @@ import triton.language as tl
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
+from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
+from .tma import MAX_BOX, descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
 LAST_COMPILED: dict[str, Any] = {}
-"""The compiled decode kernel of the latest launch (diagnostics: n_regs, n_spills, shared)."""
+"""Diagnostics of the latest launch: ``decode`` the compiled kernel (n_regs, n_spills,
+shared), ``decode_tma`` whether it read KV through TMA descriptors."""
+
+
+@triton.jit
+def _load_kv_part(
+    desc,
+    kv_row,
+    tma_row,
+    pid_g,
+    mask_n,
+    like,
+    COL0: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    D_END: tl.constexpr,
+    MASKED: tl.constexpr,
+    MASK_COLS: tl.constexpr,
+    USE_TMA: tl.constexpr,
+):
+    """Columns ``COL0 .. COL0 + BLOCK_C`` of one KV tile, [BLOCK_N, BLOCK_C] in ``like``'s dtype.
+
+    TMA: one bulk copy of rows ``tma_row ..`` of the [pages * P, HK, D_QK] descriptor (whole
+    tiles of one page); the slots past the sequence hold whatever the cache holds, so a
+    ``MASKED`` tile zeroes them (0 * NaN would poison ``p @ v``). Pointers: ``kv_row`` [BLOCK_N]
+    row addresses; rows masked only when ``MASKED``, columns only when ``MASK_COLS`` (a dim
+    padded to a power of two).
+    """
+    if USE_TMA:
+        tile = desc.load([tma_row, pid_g, COL0]).reshape(BLOCK_N, BLOCK_C).to(like.dtype)
+        if MASKED:
+            tile = tl.where(mask_n[:, None], tile, 0.0).to(like.dtype)
+    else:
+        offs_c = COL0 + tl.arange(0, BLOCK_C)
+        ptrs = kv_row[:, None] + offs_c[None, :]
+        if MASKED and MASK_COLS:
+            tile = tl.load(ptrs, mask=mask_n[:, None] & (offs_c < D_END)[None, :], other=0.0)
+        elif MASKED:
+            tile = tl.load(ptrs, mask=mask_n[:, None], other=0.0)
+        elif MASK_COLS:
+            tile = tl.load(ptrs, mask=(offs_c < D_END)[None, :], other=0.0)
+        else:
+            tile = tl.load(ptrs)
+        tile = tile.to(like.dtype)  # no-op for fp16/bf16; the upcast for fp8
+    return tile
 
 
 @triton.jit
 def _attend_tile(
-    q_nope,
+    q_lo,
+    q_hi,
     q_pe,
+    desc_lo,
+    desc_pe,
     kv_head,
     bt_row,
+    pid_g,
     tile_n,
     end_n,
     limit_r,
     scale_log2,
     m_i,
     l_i,
-    acc,
+    acc_lo,
+    acc_hi,
     stride_kv_page,
     stride_kv_slot,
     D_V: tl.constexpr,
     D_PE: tl.constexpr,
     PAGE_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
+    BLOCK_DVP: tl.constexpr,
     BLOCK_DPE: tl.constexpr,
     CAUSAL: tl.constexpr,
     HAS_PE: tl.constexpr,
+    TWO_PARTS: tl.constexpr,
+    MASK_LO: tl.constexpr,
+    MASK_HI: tl.constexpr,
+    MASK_DPE: tl.constexpr,
     TILE_IN_PAGE: tl.constexpr,
+    MASKED: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
-    """One KV tile [tile_n, tile_n + BLOCK_N) for all rows: scores, online softmax, p @ v."""
-    offs_dv = tl.arange(0, BLOCK_DV)
-    offs_dpe = tl.arange(0, BLOCK_DPE)
+    """One KV tile [tile_n, tile_n + BLOCK_N) for all rows: scores, online softmax, p @ v.
+
+    The latent part is handled as one or two column halves (``TWO_PARTS``: 512 = 2 x 256, the
+    largest tile one bulk copy moves); each half is a score dot and the value tile of its half
+    of the output. ``MASKED``: the tile may hold slots past ``end_n`` or (causal) past some
+    row's limit; unmasked tiles skip every mask.
+    """
     offs_n = tile_n + tl.arange(0, BLOCK_N)
     mask_n = offs_n < end_n
     if TILE_IN_PAGE:
         # PAGE_SIZE % BLOCK_N == 0 and tiles start at multiples of BLOCK_N: one page per tile,
         # so one table entry and contiguous slots (cheaper addresses, provably aligned rows).
         page = tl.load(bt_row + tile_n // PAGE_SIZE)
-        slots = tile_n % PAGE_SIZE + tl.arange(0, BLOCK_N)
-        kv_row = kv_head + page.to(tl.int64) * stride_kv_page + slots * stride_kv_slot
+        slot0 = tile_n % PAGE_SIZE
+        tma_row = page * PAGE_SIZE + slot0
+        kv_row = (
+            kv_head
+            + page.to(tl.int64) * stride_kv_page
+            + (slot0 + tl.arange(0, BLOCK_N)) * stride_kv_slot
+        )
     else:
-        page = tl.load(bt_row + offs_n // PAGE_SIZE, mask=mask_n, other=0)  # per-token gather
+        if MASKED:
+            page = tl.load(bt_row + offs_n // PAGE_SIZE, mask=mask_n, other=0)  # per-token gather
+        else:
+            page = tl.load(bt_row + offs_n // PAGE_SIZE)
         kv_row = (
             kv_head + page.to(tl.int64) * stride_kv_page + (offs_n % PAGE_SIZE) * stride_kv_slot
         )
-    k_nope = tl.load(
-        kv_row[:, None] + offs_dv[None, :],
-        mask=mask_n[:, None] & (offs_dv[None, :] < D_V),
-        other=0.0,
-    ).to(q_nope.dtype)  # no-op for fp16/bf16; the upcast for fp8
-    qk = tl.dot(q_nope, tl.trans(k_nope))
+        tma_row = 0
+    k_lo = _load_kv_part(desc_lo, kv_row, tma_row, pid_g, mask_n, q_lo, 0, BLOCK_N, BLOCK_DVP,
+                         D_V, MASKED, MASK_LO, USE_TMA)  # fmt: skip
+    qk = tl.dot(q_lo, tl.trans(k_lo))
+    if TWO_PARTS:
+        k_hi = _load_kv_part(desc_lo, kv_row, tma_row, pid_g, mask_n, q_lo, BLOCK_DVP, BLOCK_N,
+                             BLOCK_DVP, D_V, MASKED, MASK_HI, USE_TMA)  # fmt: skip
+        qk = tl.dot(q_hi, tl.trans(k_hi), qk)
+    else:
+        k_hi = k_lo  # unused placeholder
     if HAS_PE:
-        k_pe = tl.load(
-            kv_row[:, None] + D_V + offs_dpe[None, :],
-            mask=mask_n[:, None] & (offs_dpe[None, :] < D_PE),
-            other=0.0,
-        ).to(q_nope.dtype)
-        qk += tl.dot(q_pe, tl.trans(k_pe))
+        k_pe = _load_kv_part(desc_pe, kv_row, tma_row, pid_g, mask_n, q_lo, D_V, BLOCK_N,
+                             BLOCK_DPE, D_V + D_PE, MASKED, MASK_DPE, USE_TMA)  # fmt: skip
+        qk = tl.dot(q_pe, tl.trans(k_pe), qk)
     qk = qk * scale_log2
-    valid = mask_n[None, :]
-    if CAUSAL:
-        valid = valid & (offs_n[None, :] <= limit_r[:, None])
-    qk = tl.where(valid, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+    if MASKED:
+        valid = mask_n[None, :]
+        if CAUSAL:
+            valid = valid & (offs_n[None, :] <= limit_r[:, None])
+        qk = tl.where(valid, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1))  # every score finite: m_new > -inf
+        m_use = m_new
     alpha = tl.exp2(m_i - m_use)
     p = tl.exp2(qk - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(k_nope.dtype), k_nope)
-    return m_new, l_i, acc
+    p = p.to(k_lo.dtype)
+    acc_lo = tl.dot(p, k_lo, acc_lo * alpha[:, None])
+    if TWO_PARTS:
+        acc_hi = tl.dot(p, k_hi, acc_hi * alpha[:, None])
+    return m_new, l_i, acc_lo, acc_hi
+
+
+@triton.jit
+def _attend_span(
+    first_n,
+    stop_n,
+    q_lo,
+    q_hi,
+    q_pe,
+    desc_lo,
+    desc_pe,
+    kv_head,
+    bt_row,
+    pid_g,
+    end_n,
+    limit_r,
+    scale_log2,
+    m_i,
+    l_i,
+    acc_lo,
+    acc_hi,
+    stride_kv_page,
+    stride_kv_slot,
+    D_V: tl.constexpr,
+    D_PE: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_DVP: tl.constexpr,
+    BLOCK_DPE: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_PE: tl.constexpr,
+    TWO_PARTS: tl.constexpr,
+    MASK_LO: tl.constexpr,
+    MASK_HI: tl.constexpr,
+    MASK_DPE: tl.constexpr,
+    TILE_IN_PAGE: tl.constexpr,
+    MASKED: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """Tiles ``first_n, first_n + BLOCK_N, ... < stop_n``: the KV loop.
+
+    The CPU interpreter (numpy >= 2.4) cannot use a loaded scalar as a ``range()`` bound, so
+    there the loop is a ``while`` with the same body; compiled code keeps the ``for`` (only
+    ``for`` loops are software-pipelined).
+    """
+    if INTERPRET:
+        tile_n = first_n
+        while tile_n < stop_n:
+            m_i, l_i, acc_lo, acc_hi = _attend_tile(
+                q_lo, q_hi, q_pe, desc_lo, desc_pe, kv_head, bt_row, pid_g, tile_n, end_n,
+                limit_r, scale_log2, m_i, l_i, acc_lo, acc_hi, stride_kv_page, stride_kv_slot,
+                D_V, D_PE, PAGE_SIZE, BLOCK_N, BLOCK_DVP, BLOCK_DPE, CAUSAL, HAS_PE, TWO_PARTS,
+                MASK_LO, MASK_HI, MASK_DPE, TILE_IN_PAGE, MASKED, USE_TMA,
+            )  # fmt: skip
+            tile_n += BLOCK_N
+    else:
+        for tile_n in range(first_n, stop_n, BLOCK_N):
+            m_i, l_i, acc_lo, acc_hi = _attend_tile(
+                q_lo, q_hi, q_pe, desc_lo, desc_pe, kv_head, bt_row, pid_g, tile_n, end_n,
+                limit_r, scale_log2, m_i, l_i, acc_lo, acc_hi, stride_kv_page, stride_kv_slot,
+                D_V, D_PE, PAGE_SIZE, BLOCK_N, BLOCK_DVP, BLOCK_DPE, CAUSAL, HAS_PE, TWO_PARTS,
+                MASK_LO, MASK_HI, MASK_DPE, TILE_IN_PAGE, MASKED, USE_TMA,
+            )  # fmt: skip
+    return m_i, l_i, acc_lo, acc_hi
 
 
 @triton.jit
@@ -125,6 +267,8 @@ def _mla_decode_kernel(
     kv_scale_ptr,
     o_ptr,
     lse_ptr,
+    desc_lo,
+    desc_pe,
     qk_scale_log2,
     stride_q_b,
     stride_q_s,
@@ -150,12 +294,17 @@ def _mla_decode_kernel(
     PAGE_SIZE: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
+    BLOCK_DVP: tl.constexpr,
     BLOCK_DPE: tl.constexpr,
     CAUSAL: tl.constexpr,
     HAS_KV_SCALE: tl.constexpr,
     HAS_PE: tl.constexpr,
+    TWO_PARTS: tl.constexpr,
+    MASK_LO: tl.constexpr,
+    MASK_HI: tl.constexpr,
+    MASK_DPE: tl.constexpr,
     TILE_IN_PAGE: tl.constexpr,
+    USE_TMA: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     pid_q = tl.program_id(0)  # row block: the fastest axis, so blocks sharing a KV tile co-run
@@ -174,31 +323,45 @@ def _mla_decode_kernel(
     mask_r = offs_r < S_Q * GROUP
     offs_s = offs_r // GROUP  # query token of each row
     offs_h = pid_g * GROUP + offs_r % GROUP  # query head of each row
-    offs_dv = tl.arange(0, BLOCK_DV)
-    offs_dpe = tl.arange(0, BLOCK_DPE)
-    mask_dv = offs_dv < D_V
-    mask_dpe = offs_dpe < D_PE
     # Query s of S sees KV positions 0 .. seqlen - S + s (used when CAUSAL).
     limit_r = seqlen - S_Q + offs_s
+    # Tiles below full_n need no mask: every slot is inside the sequence and (causal) seen by
+    # every row of the block (its first row sees the least). The rest (the sequence's tail
+    # tile, the causal diagonal) run the masked tile.
+    full_n = end_n
     if CAUSAL:
         # The block's last row sees the most: no tile past its limit is needed.
         end_n = tl.minimum(end_n, tl.max(tl.where(mask_r, limit_r, -1), axis=0) + 1)
+        full_n = tl.minimum(end_n, seqlen - S_Q + (pid_q * BLOCK_Q) // GROUP + 1)
+    full_n = start_n + tl.maximum(full_n - start_n, 0) // BLOCK_N * BLOCK_N
 
     q_row = q_ptr + pid_b * stride_q_b + offs_s * stride_q_s + offs_h * stride_q_h
-    q_nope = tl.load(
-        q_row[:, None] + offs_dv[None, :], mask=mask_r[:, None] & mask_dv[None, :], other=0.0
+    offs_dvp = tl.arange(0, BLOCK_DVP)
+    offs_dpe = tl.arange(0, BLOCK_DPE)
+    q_lo = tl.load(
+        q_row[:, None] + offs_dvp[None, :],
+        mask=mask_r[:, None] & (offs_dvp < D_V)[None, :],
+        other=0.0,
     )
     if HAS_KV_SCALE:
         # fp8 KV: the dots run in fp16 (e4m3 -> fp16 is one native cvt; -> bf16 is not).
-        q_nope = q_nope.to(tl.float16)
+        q_lo = q_lo.to(tl.float16)
+    if TWO_PARTS:
+        q_hi = tl.load(
+            q_row[:, None] + BLOCK_DVP + offs_dvp[None, :],
+            mask=mask_r[:, None] & (BLOCK_DVP + offs_dvp < D_V)[None, :],
+            other=0.0,
+        ).to(q_lo.dtype)
+    else:
+        q_hi = q_lo  # unused placeholder
     if HAS_PE:
         q_pe = tl.load(
             q_row[:, None] + D_V + offs_dpe[None, :],
-            mask=mask_r[:, None] & mask_dpe[None, :],
+            mask=mask_r[:, None] & (offs_dpe < D_PE)[None, :],
             other=0.0,
-        ).to(q_nope.dtype)
+        ).to(q_lo.dtype)
     else:
-        q_pe = q_nope  # unused placeholder (no rope part)
+        q_pe = q_lo  # unused placeholder (no rope part)
 
     scale_log2 = qk_scale_log2
     if HAS_KV_SCALE:
@@ -207,83 +370,48 @@ def _mla_decode_kernel(
 
     m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_Q, BLOCK_DV], dtype=tl.float32)
+    acc_lo = tl.zeros([BLOCK_Q, BLOCK_DVP], dtype=tl.float32)
+    if TWO_PARTS:
+        acc_hi = tl.zeros([BLOCK_Q, BLOCK_DVP], dtype=tl.float32)
+    else:
+        acc_hi = tl.zeros([BLOCK_Q, 16], dtype=tl.float32)  # unused placeholder
     bt_row = block_table_ptr + pid_b * stride_bt_b
     kv_head = kv_ptr + pid_g * stride_kv_h
 
-    if INTERPRET:
-        # The CPU interpreter (numpy >= 2.4) cannot use a loaded scalar as a range() bound;
-        # the while form is the same loop (compiled code keeps the for form: it pipelines).
-        tile_n = start_n
-        while tile_n < end_n:
-            m_i, l_i, acc = _attend_tile(
-                q_nope,
-                q_pe,
-                kv_head,
-                bt_row,
-                tile_n,
-                end_n,
-                limit_r,
-                scale_log2,
-                m_i,
-                l_i,
-                acc,
-                stride_kv_page,
-                stride_kv_slot,
-                D_V,
-                D_PE,
-                PAGE_SIZE,
-                BLOCK_N,
-                BLOCK_DV,
-                BLOCK_DPE,
-                CAUSAL,
-                HAS_PE,
-                TILE_IN_PAGE,
-            )
-            tile_n += BLOCK_N
-    else:
-        for tile_n in range(start_n, end_n, BLOCK_N):
-            m_i, l_i, acc = _attend_tile(
-                q_nope,
-                q_pe,
-                kv_head,
-                bt_row,
-                tile_n,
-                end_n,
-                limit_r,
-                scale_log2,
-                m_i,
-                l_i,
-                acc,
-                stride_kv_page,
-                stride_kv_slot,
-                D_V,
-                D_PE,
-                PAGE_SIZE,
-                BLOCK_N,
-                BLOCK_DV,
-                BLOCK_DPE,
-                CAUSAL,
-                HAS_PE,
-                TILE_IN_PAGE,
-            )
+    m_i, l_i, acc_lo, acc_hi = _attend_span(
+        start_n, full_n, q_lo, q_hi, q_pe, desc_lo, desc_pe, kv_head, bt_row, pid_g, end_n,
+        limit_r, scale_log2, m_i, l_i, acc_lo, acc_hi, stride_kv_page, stride_kv_slot, D_V, D_PE,
+        PAGE_SIZE, BLOCK_N, BLOCK_DVP, BLOCK_DPE, CAUSAL, HAS_PE, TWO_PARTS, MASK_LO, MASK_HI,
+        MASK_DPE, TILE_IN_PAGE, False, USE_TMA, INTERPRET,
+    )  # fmt: skip
+    m_i, l_i, acc_lo, acc_hi = _attend_span(
+        full_n, end_n, q_lo, q_hi, q_pe, desc_lo, desc_pe, kv_head, bt_row, pid_g, end_n,
+        limit_r, scale_log2, m_i, l_i, acc_lo, acc_hi, stride_kv_page, stride_kv_slot, D_V, D_PE,
+        PAGE_SIZE, BLOCK_N, BLOCK_DVP, BLOCK_DPE, CAUSAL, HAS_PE, TWO_PARTS, MASK_LO, MASK_HI,
+        MASK_DPE, TILE_IN_PAGE, True, USE_TMA, INTERPRET,
+    )  # fmt: skip
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out_scale = 1.0 / l_safe
     if HAS_KV_SCALE:
         out_scale = out_scale * kv_scale
-    acc = acc * out_scale[:, None]
     # lse in natural log: (m + log2 l) * ln 2, -inf for rows that saw no key.
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
 
     o_row = o_ptr + pid_b * stride_o_b + offs_s * stride_o_s + offs_h * stride_o_h
     o_row += pid_split * stride_o_split
     tl.store(
-        o_row[:, None] + offs_dv[None, :],
-        acc.to(o_ptr.dtype.element_ty),
-        mask=mask_r[:, None] & mask_dv[None, :],
+        o_row[:, None] + offs_dvp[None, :],
+        (acc_lo * out_scale[:, None]).to(o_ptr.dtype.element_ty),
+        mask=mask_r[:, None] & (offs_dvp < D_V)[None, :],
     )
+    if TWO_PARTS:
+        tl.store(
+            o_row[:, None] + BLOCK_DVP + offs_dvp[None, :],
+            (acc_hi * out_scale[:, None]).to(o_ptr.dtype.element_ty),
+            mask=mask_r[:, None] & (BLOCK_DVP + offs_dvp < D_V)[None, :],
+        )
     lse_row = lse_ptr + pid_b * stride_lse_b + offs_s * stride_lse_s + offs_h * stride_lse_h
     tl.store(lse_row + pid_split * stride_lse_split, lse, mask=mask_r)
 
@@ -392,14 +520,68 @@ def mla_decode(
     return _launch(args, cfg, num_splits)
 
 
+TMA_MIN_ROWS = 64
+"""Row blocks from which ``config=None``-style launches read KV through TMA: measured on the
+H200, TMA won with 64-row blocks (wgmma, 8 warps: 489 vs 520 us at 128 x 128 heads x 4K) and
+lost with 16 (mma.sync, 4 warps: 101 vs 92 us at 64 x 16 heads x 4K; the pipeline's buffers
+leave room for one program per SM instead of two)."""
+
+
+def kv_tma_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
+    """True when ``cfg``'s KV tiles can be read with Hopper bulk copies (TMA) for this call.
+
+    Needs: an sm_90+ GPU with TMA-compatible strides (``tma.tma_eligible``), pages that hold
+    whole tiles (``page_size >= block_size_k``), pages laid out back to back (``stride(0) ==
+    page_size * stride(1)``, so ``page * P + slot`` indexes rows), and power-of-two head dims
+    whose tiles fit one copy (``head_dim_v`` 16..512, rope 0 or 16..256): no column masks.
+    """
+    kv = args.kv_cache
+    page_size = kv.shape[1]
+    d_v, d_pe = args.head_dim_v, args.d_pe
+    return (
+        page_size >= cfg.block_size_k
+        and cfg.block_size_k <= MAX_BOX
+        and kv.stride(0) == page_size * kv.stride(1)
+        and d_v == triton.next_power_of_2(d_v)
+        and 16 <= d_v <= 2 * MAX_BOX
+        and (d_pe == 0 or (d_pe == triton.next_power_of_2(d_pe) and 16 <= d_pe <= MAX_BOX))
+        and tma_eligible(kv)
+    )
+
+
+def _kv_descriptors(
+    kv_cache: torch.Tensor, block_n: int, block_dvp: int, block_dpe: int
+) -> tuple[Any, Any]:
+    """TMA descriptors over the cache seen as [pages * P, HK, D_QK]: latent half, rope part."""
+    num_pages, page_size, h_kv, d_qk = kv_cache.shape
+    shape = (num_pages * page_size, h_kv, d_qk)
+    strides = (kv_cache.stride(1), kv_cache.stride(2), 1)
+    return (
+        descriptor(kv_cache, shape, strides, (block_n, 1, block_dvp)),
+        descriptor(kv_cache, shape, strides, (block_n, 1, block_dpe)),
+    )
+
+
 def _launch(
-    args: DecodeArgs, cfg: DecodeConfig, num_splits: int
+    args: DecodeArgs,
+    cfg: DecodeConfig,
+    num_splits: int,
+    *,
+    use_tma: bool | None = None,
+    two_parts: bool | None = None,
+    use_gluon: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Allocate, build the grid and launch (one split: direct; else split + combine)."""
-    q, kv_cache = args.q, args.kv_cache
+    """Allocate, pick the kernel and launch (one split: direct; else split + combine).
+
+    ``use_gluon``: run the Gluon sm_90 kernel (``mla_decode_hopper``; ``None``: when
+    ``hopper_decode_eligible``). ``use_tma``: read KV tiles through TMA descriptors in the
+    Triton kernel (``None``: for row blocks of at least ``TMA_MIN_ROWS`` when
+    ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
+    (``None``: when reading through TMA; tests force it on the interpreter).
+    """
+    q = args.q
     batch, s_q, h_q, _ = q.shape
-    h_kv, d_v, d_pe = args.h_kv, args.head_dim_v, args.d_pe
-    group = h_q // h_kv
+    d_v = args.head_dim_v
     out = args.out if args.out is not None else q.new_empty(batch, s_q, h_q, d_v)
     lse = torch.empty(batch, h_q, s_q, dtype=torch.float32, device=q.device)
     if batch == 0:
@@ -413,47 +595,19 @@ def _launch(
         lse_buf = torch.empty(batch, s_q, h_q, num_splits, dtype=torch.float32, device=q.device)
         o_strides = o_buf.stride()[:4]
         lse_strides = lse_buf.stride()
-    page_size = kv_cache.shape[1]
-    block_dv = triton.next_power_of_2(d_v)
-    block_dpe = triton.next_power_of_2(max(d_pe, 16))  # dots need K >= 16
-    kv_scale = args.kv_scale if args.kv_scale is not None else lse  # unused pointer when absent
-    grid = (triton.cdiv(s_q * group, cfg.block_size_q), num_splits, batch * h_kv)
-    LAST_COMPILED["decode"] = _mla_decode_kernel[grid](
-        q,
-        kv_cache,
-        args.block_table,
-        args.cache_seqlens,
-        kv_scale,
-        o_buf,
-        lse_buf,
-        args.softmax_scale * _LOG2E,
-        *q.stride()[:3],
-        kv_cache.stride(0),
-        kv_cache.stride(1),
-        kv_cache.stride(2),
-        args.block_table.stride(0),
-        *o_strides,
-        *lse_strides,
-        s_q,
-        group,
-        h_kv,
-        num_splits,
-        D_V=d_v,
-        D_PE=d_pe,
-        PAGE_SIZE=page_size,
-        BLOCK_Q=cfg.block_size_q,
-        BLOCK_N=cfg.block_size_k,
-        BLOCK_DV=block_dv,
-        BLOCK_DPE=block_dpe,
-        CAUSAL=args.causal and s_q > 1,
-        HAS_KV_SCALE=args.kv_scale is not None,
-        HAS_PE=d_pe > 0,
-        TILE_IN_PAGE=page_size >= cfg.block_size_k,
-        INTERPRET=interpreting(),
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    if use_gluon is None:
+        use_gluon = hopper_decode_eligible(args, cfg)
+    LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
+    if use_gluon:
+        LAST_COMPILED["decode"] = launch_hopper_decode(
+            args, num_splits, o_buf, lse_buf, o_strides, lse_strides
+        )
+        LAST_COMPILED["decode_tma"] = True
+    else:
+        _launch_triton(args, cfg, num_splits, o_buf, lse_buf, o_strides, lse_strides,
+                       use_tma=use_tma, two_parts=two_parts)  # fmt: skip
     if num_splits > 1:
+        block_dv = triton.next_power_of_2(d_v)
         _mla_decode_combine_kernel[(batch * s_q, h_q)](
             o_buf,
             lse_buf,
@@ -472,4 +626,83 @@ def _launch(
     return out, lse
 
 
-__all__ = ["mla_decode"]
+def _launch_triton(
+    args: DecodeArgs,
+    cfg: DecodeConfig,
+    num_splits: int,
+    o_buf: torch.Tensor,
+    lse_buf: torch.Tensor,
+    o_strides: tuple[int, ...],
+    lse_strides: tuple[int, ...],
+    *,
+    use_tma: bool | None,
+    two_parts: bool | None,
+) -> None:
+    """The Triton split kernel into ``o_buf``/``lse_buf`` (the output, or split partials)."""
+    q, kv_cache = args.q, args.kv_cache
+    batch, s_q, h_q, _ = q.shape
+    h_kv, d_v, d_pe = args.h_kv, args.head_dim_v, args.d_pe
+    group = h_q // h_kv
+    page_size = kv_cache.shape[1]
+    block_dv = triton.next_power_of_2(d_v)
+    block_dpe = triton.next_power_of_2(max(d_pe, 16))  # dots need K >= 16
+    if use_tma is None:
+        use_tma = cfg.block_size_q >= TMA_MIN_ROWS and kv_tma_eligible(args, cfg)
+    # TMA: 512 = two halves of 256 (one bulk copy moves <= 256 columns); pointer loads keep the
+    # latent part whole (halves cost the mma.sync path of small row blocks registers: spills)
+    if two_parts is None:
+        two_parts = use_tma
+    two_parts = two_parts and block_dv > MAX_BOX
+    block_dvp = block_dv // 2 if two_parts else block_dv
+    LAST_COMPILED["decode_tma"] = use_tma
+    if use_tma:
+        desc_lo, desc_pe = _kv_descriptors(kv_cache, cfg.block_size_k, block_dvp, block_dpe)
+    else:
+        desc_lo = desc_pe = kv_cache  # unused placeholders
+    kv_scale = args.kv_scale if args.kv_scale is not None else lse_buf  # unused when absent
+    grid = (triton.cdiv(s_q * group, cfg.block_size_q), num_splits, batch * h_kv)
+    LAST_COMPILED["decode"] = _mla_decode_kernel[grid](
+        q,
+        kv_cache,
+        args.block_table,
+        args.cache_seqlens,
+        kv_scale,
+        o_buf,
+        lse_buf,
+        desc_lo,
+        desc_pe,
+        args.softmax_scale * _LOG2E,
+        *q.stride()[:3],
+        kv_cache.stride(0),
+        kv_cache.stride(1),
+        kv_cache.stride(2),
+        args.block_table.stride(0),
+        *o_strides,
+        *lse_strides,
+        s_q,
+        group,
+        h_kv,
+        num_splits,
+        D_V=d_v,
+        D_PE=d_pe,
+        PAGE_SIZE=page_size,
+        BLOCK_Q=cfg.block_size_q,
+        BLOCK_N=cfg.block_size_k,
+        BLOCK_DVP=block_dvp,
+        BLOCK_DPE=block_dpe,
+        CAUSAL=args.causal and s_q > 1,
+        HAS_KV_SCALE=args.kv_scale is not None,
+        HAS_PE=d_pe > 0,
+        TWO_PARTS=two_parts,
+        MASK_LO=d_v < block_dvp,
+        MASK_HI=d_v < 2 * block_dvp,
+        MASK_DPE=d_pe < block_dpe,
+        TILE_IN_PAGE=page_size >= cfg.block_size_k,
+        USE_TMA=use_tma,
+        INTERPRET=interpreting(),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+
+
+__all__ = ["kv_tma_eligible", "mla_decode"]

@@ -40,6 +40,7 @@ from .configs import PrefillConfig
 from .device_limits import interpreting
 from .prefill_args import PrefillArgs, check_prefill_args, resolve_prefill_config
 from .prefill_tuning import head_dims
+from .tma import descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
 
@@ -319,31 +320,13 @@ def _empty(shape: tuple[int, ...], *, dtype: torch.dtype, device: torch.device) 
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def tma_eligible(*tensors: torch.Tensor) -> bool:
-    """True when the tensors can be read with Hopper's bulk tensor copies (TMA).
-
-    Needs a CUDA GPU of compute capability >= 9.0 (not the interpreter) and, per tensor, a
-    16-byte aligned base and token/head strides that are multiples of 16 bytes.
-    """
-    if interpreting() or not all(t.is_cuda for t in tensors):
-        return False
-    if torch.version.hip is not None or torch.cuda.get_device_capability(tensors[0].device)[0] < 9:
-        return False
-    return all(
-        t.data_ptr() % 16 == 0 and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
-        for t in tensors
-    )
-
-
 def _descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: PrefillConfig,
                  dims: tuple[int, int, int]) -> tuple[Any, ...]:  # fmt: skip
     """Host-side TMA descriptors: q1, q2, k1, k2, v (the second of each pair: the rest dims)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
     block_d1, block_d2, block_dv = dims
 
     def desc(t: torch.Tensor, rows: int, cols: int) -> Any:
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, 1, cols])
+        return descriptor(t, t.shape, t.stride(), [rows, 1, cols])
 
     bm, bn = cfg.block_size_q, cfg.block_size_k
     q1, k1 = desc(q, bm, block_d1), desc(k, bn, block_d1)

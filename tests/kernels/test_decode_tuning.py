@@ -14,6 +14,7 @@ from mlafleet.kernels.decode_tuning import (
     auto_num_splits,
     decode_search_space,
     default_decode_config,
+    programs_per_sm,
     resolve_num_splits,
     why_invalid_decode,
 )
@@ -110,6 +111,21 @@ def test_auto_splits_fill_the_gpu_for_one_long_sequence():
     splits = auto_num_splits(programs=2, max_seqlen=16384, block_size_k=64, sm_count=132)
     assert 32 <= splits <= 64
     assert 2 * splits >= 64  # at least half the SMs busy
+
+
+def test_auto_splits_count_programs_per_sm():
+    # 32 sequences x 64 heads: one 64-row program each, one program per SM (220+ KB of shared
+    # memory): 4 splits fill 128 of 132 SMs in one wave (measured best on the H200); with two
+    # programs per SM the same count would leave half the slots empty.
+    assert (
+        auto_num_splits(
+            programs=32, max_seqlen=8192, block_size_k=64, sm_count=132, programs_per_sm=1
+        )
+        == 4
+    )
+    assert auto_num_splits(programs=32, max_seqlen=8192, block_size_k=64, sm_count=132) == 8
+    assert programs_per_sm(DecodeConfig(64, 64, 8, 2)) == 1
+    assert programs_per_sm(DecodeConfig(16, 64, 4, 2)) == 2
 
 
 def test_explicit_splits_are_kept():

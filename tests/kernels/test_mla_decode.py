@@ -69,6 +69,25 @@ def test_matches_reference(
     check_decode(kit.small_problem(**overrides), config)
 
 
+@pytest.mark.parametrize("kv_dtype", [None, "fp8_e4m3"], ids=["fp16", "fp8"])
+@pytest.mark.parametrize(("d_qk", "d_v"), [(576, 512), (336, 288)], ids=["512", "288-padded"])
+def test_latent_in_two_halves(d_qk: int, d_v: int, kv_dtype: str | None, seed: int, kit: Kit):
+    # The TMA path's layout (a latent dim over 256 as two column halves; the second padded for
+    # 288), forced on the pointer path so the interpreter runs it; causal s_q 2 so that
+    # mask-free tiles, diagonal tiles and tail tiles all run.
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = kit.small_problem(
+        d_qk=d_qk, d_v=d_v, h_q=8, s_q=2, causal=True, seqlens=(50, 17), kv_dtype=kv_dtype
+    )
+    inputs = make_decode_inputs(problem, device=kit.device(), seed=seed)
+    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
+    config, splits = resolve_decode_config(args, DecodeConfig(16, 16, 4, 1, 2))
+    got = module._launch(args, config, splits, two_parts=True)
+    kit.assert_matches_reference(inputs, got, seed=seed)
+
+
 def test_fp8_kv_with_scale(check_decode: Check, kit: Kit):
     # The interpreter handles float8_e4m3fn loads; the GPU run covers full size (bench).
     inputs = check_decode(kit.small_problem(kv_dtype="fp8_e4m3", seqlens=(17, 40)), PINNED)
@@ -310,4 +329,76 @@ def test_full_deepseek_size_on_gpu(kv_dtype: str | None, seed: int, kit: Kit):
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     got = mla_decode(**inputs, out=kit.poisoned_out(inputs))
+    kit.assert_matches_reference(inputs, got, seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv_dtype", [None, "fp8_e4m3"], ids=["bf16", "fp8"])
+@pytest.mark.parametrize("use_tma", [True, False], ids=["tma", "pointers"])
+def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed: int, kit: Kit):
+    # Both KV load paths, full DeepSeek dims, tails and causal diagonals inside pages of 64.
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    if use_tma and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs an sm_90+ GPU")
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=3,
+        s_q=2,
+        h_q=64,
+        seqlen=0,
+        seqlens=(1000, 63, 129),
+        page_size=64,
+        dtype="bf16",
+        kv_dtype=kv_dtype,
+        causal=True,
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
+    config = DecodeConfig(block_size_q=64, block_size_k=64, num_warps=8, num_stages=2)
+    config, splits = resolve_decode_config(args, config)
+    if use_tma:
+        assert module.kv_tma_eligible(args, config), "sm_90+ with pages of 64 takes TMA"
+    got = module._launch(args, config, splits, use_tma=use_tma, use_gluon=False)
+    assert module.LAST_COMPILED["decode_tma"] is use_tma
+    kit.assert_matches_reference(inputs, got, seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("dtype", "page_size", "splits", "s_q"),
+    [
+        ("bf16", 64, 1, 1),
+        ("bf16", 64, 4, 2),
+        ("fp16", 128, 3, 1),
+        ("bf16", 256, 64, 2),
+    ],
+)
+def test_gluon_hopper_kernel_on_gpu(
+    dtype: str, page_size: int, splits: int, s_q: int, seed: int, kit: Kit
+):
+    # The Gluon sm_90 kernel: tails inside a tile, empty and one-token sequences, empty
+    # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernel is for sm_90")
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=5,
+        s_q=s_q,
+        h_q=128 if s_q == 1 else 64,
+        seqlen=0,
+        seqlens=(1000, 63, 129, 0, 1),
+        page_size=page_size,
+        dtype=dtype,
+        causal=s_q > 1,
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
+    config = DecodeConfig(64, 64, 8, 2, splits)
+    config, splits = resolve_decode_config(args, config)
+    assert module.hopper_decode_eligible(args, config)
+    got = module._launch(args, config, splits)
+    assert module.LAST_COMPILED["decode_engine"] == "gluon"
     kit.assert_matches_reference(inputs, got, seed=seed)
