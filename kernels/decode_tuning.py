@@ -163,6 +163,8 @@ def auto_num_splits(
     max_splits = max(1, min(_MAX_SPLITS, math.ceil(max_seqlen / per_split)))
     if programs >= 0.8 * slots:
         return 1
+    if programs * max_splits <= slots:
+        return max_splits  # all of it fits one wave: the most parallelism (1 x 128 heads x 16K)
 
     def efficiency(splits: int) -> float:
         waves = programs * splits / slots
@@ -176,10 +178,26 @@ def auto_num_splits(
     return max_splits
 
 
-def programs_per_sm(config: DecodeConfig) -> int:
-    """Decode programs one SM holds at once: 1 for 64+-row blocks (220-230 KB of shared memory
-    on an H200, both kernels), 2 for smaller blocks (measured 47-94 KB)."""
-    return 1 if config.block_size_q >= 64 else 2
+def programs_per_sm(config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits) -> int:
+    """Decode programs one SM holds at once (shared memory bound), as measured on an H200.
+
+    64-row blocks: 1 (220-230 KB, Triton and Gluon kernels). On sm_90 the few-heads Gluon
+    kernel (config 16 x 64, 4 warps, 2 stages; 16-bit cache, 512 + 64 dims, 16-48 heads per KV
+    head): 1 (168 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
+    """
+    if config.block_size_q >= 64:
+        return 1
+    few_heads_kernel = (
+        limits.arch == "sm_90"
+        and (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
+        == (16, 64, 4, 2)
+        and problem.kv_dtype is None
+        and (problem.d_qk, problem.d_v, problem.h_kv) == (576, 512, 1)
+        and problem.h_q % 16 == 0
+        and problem.h_q < 64
+        and problem.page_size % 64 == 0
+    )
+    return 1 if few_heads_kernel else 2
 
 
 def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits) -> int:
@@ -192,7 +210,7 @@ def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: Dev
         max_seqlen=max(problem.lengths(), default=0),
         block_size_k=config.block_size_k,
         sm_count=limits.sm_count,
-        programs_per_sm=programs_per_sm(config),
+        programs_per_sm=programs_per_sm(config, problem, limits),
     )
 
 

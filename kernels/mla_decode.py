@@ -33,6 +33,7 @@ References: FlashMLA (deepseek-ai), Flash-Decoding (split-KV), Triton tutorial 0
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
+from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
 from .tma import MAX_BOX, descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
@@ -573,10 +575,11 @@ def _launch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Allocate, pick the kernel and launch (one split: direct; else split + combine).
 
-    ``use_gluon``: run the Gluon sm_90 kernel (``mla_decode_hopper``; ``None``: when
-    ``hopper_decode_eligible``). ``use_tma``: read KV tiles through TMA descriptors in the
-    Triton kernel (``None``: for row blocks of at least ``TMA_MIN_ROWS`` when
-    ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
+    ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper`` for 64+ heads,
+    ``mla_decode_hopper_few`` for 16-48; ``None``: when one is eligible). ``use_tma``: read KV
+    tiles through TMA descriptors in the Triton kernel (``None``: for row blocks of at least
+    ``TMA_MIN_ROWS`` when ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into
+    two column halves
     (``None``: when reading through TMA; tests force it on the interpreter).
     """
     q = args.q
@@ -595,12 +598,31 @@ def _launch(
         lse_buf = torch.empty(batch, s_q, h_q, num_splits, dtype=torch.float32, device=q.device)
         o_strides = o_buf.stride()[:4]
         lse_strides = lse_buf.stride()
+    many_heads = hopper_decode_eligible(args, cfg)
+    # the few-heads kernel with an fp8 cache runs only when asked: its in-line upcast made it
+    # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json)
+    few_heads = (
+        not many_heads
+        and few_heads_eligible(args, cfg)
+        and (use_gluon is True or args.kv_scale is None)
+    )
     if use_gluon is None:
-        use_gluon = hopper_decode_eligible(args, cfg)
+        use_gluon = many_heads or few_heads
+    if use_gluon and not (many_heads or few_heads):
+        raise ValueError(
+            "use_gluon: no Gluon kernel takes this call (sm_90, 512 + 64 dims, one KV head, "
+            "pages of whole 64-token tiles, config 64x64 w8 s2 or 16x64 w4 s2); leave it None"
+        )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
     if use_gluon:
-        LAST_COMPILED["decode"] = launch_hopper_decode(
-            args, num_splits, o_buf, lse_buf, o_strides, lse_strides
+        launch = launch_hopper_decode if many_heads else partial(launch_few_heads_decode, cfg=cfg)
+        LAST_COMPILED["decode"] = launch(
+            args,
+            num_splits=num_splits,
+            o_buf=o_buf,
+            lse_buf=lse_buf,
+            o_strides=o_strides,
+            lse_strides=lse_strides,
         )
         LAST_COMPILED["decode_tma"] = True
     else:

@@ -41,6 +41,9 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .device_limits import interpreting
 
+_FP8 = getattr(torch, "float8_e4m3fn", None)
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, _FP8: gl.float8e4nv}
+
 BLOCK_Q = 64
 BLOCK_N = 64
 D_V = 512
@@ -57,6 +60,62 @@ def _zero_tail_rows(buf, valid_rows, layout: gl.constexpr):
     rows = gl.arange(0, tile.shape[0], layout=gl.SliceLayout(1, layout))
     tile = gl.where((rows < valid_rows)[:, None], tile, gl.zeros_like(tile))
     buf.store(tile)
+
+
+# Four e4m3 bytes -> four fp16 holding value * 2**-8, exactly (normals and subnormals): each
+# byte moves to the top of a 16-bit lane; sign stays, exponent+mantissa shift right by one into
+# fp16's fields, so the fp16 exponent is the e4m3 one read with bias 15 instead of 7. Four
+# integer ops per two values (prmt, and, shr, lop3 = (a & mask) | sign), where the compiler's
+# upcast to bf16 took a cvt to fp16 and a slow fp16 -> bf16 cvt per value (measured: the fp8
+# kernel ran at the bf16 one's time plus ~2.4 us per tile).
+_E4M3_TO_F16_ASM = gl.constexpr("""
+{
+.reg .b32 a, b, sa, sb;
+prmt.b32 a, $2, 0, 0x1404;
+prmt.b32 b, $2, 0, 0x3424;
+and.b32 sa, a, 0x80008000;
+and.b32 sb, b, 0x80008000;
+shr.b32 a, a, 1;
+shr.b32 b, b, 1;
+lop3.b32 $0, a, sa, 0x3F803F80, 0xEC;
+lop3.b32 $1, b, sb, 0x3F803F80, 0xEC;
+}
+""")
+E4M3_F16_SHIFT = gl.constexpr(256.0)
+"""The upcast's values are the e4m3 ones / 256: the kernel multiplies its scales by this."""
+
+
+@gluon.jit
+def _upcast_rows(src, dst, valid_rows, layout: gl.constexpr):
+    """Copy an fp8 KV tile to ``dst`` (fp16, values / 256), zeroing rows >= ``valid_rows``.
+
+    Works in [rows, 128]-column slices (one 128-byte swizzle atom of fp8) to bound registers.
+    """
+    COLS: gl.constexpr = src.shape[1]
+    STEP: gl.constexpr = 128 if COLS > 128 else COLS
+    for c in gl.static_range(COLS // STEP):
+        raw = src.slice(c * STEP, STEP, dim=1).load(layout).to(gl.uint8, bitcast=True)
+        wide = gl.inline_asm_elementwise(
+            _E4M3_TO_F16_ASM, "=r,=r,r", [raw], dtype=gl.float16, is_pure=True, pack=4
+        )
+        rows = gl.arange(0, raw.shape[0], layout=gl.SliceLayout(1, layout))
+        wide = gl.where((rows < valid_rows)[:, None], wide, gl.zeros_like(wide))
+        dst.slice(c * STEP, STEP, dim=1).store(wide)
+
+
+@gluon.jit
+def _copy_q_rows(q_ptr, q_row, dst, COL0: gl.constexpr, layout: gl.constexpr):
+    """Rows ``q_row ..`` of q ([rows, D_QK] contiguous), columns ``COL0 ..``, into ``dst``."""
+    ROWS: gl.constexpr = dst.shape[0]
+    COLS: gl.constexpr = dst.shape[1]
+    STEP: gl.constexpr = 128 if COLS > 128 else COLS
+    D_QK: gl.constexpr = 576
+    rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
+    cols = gl.arange(0, STEP, layout=gl.SliceLayout(0, layout))
+    base = q_ptr + (q_row + rows).to(gl.int64)[:, None] * D_QK + COL0
+    for c in gl.static_range(COLS // STEP):
+        tile = gl.load(base + (c * STEP + cols)[None, :])
+        dst.slice(c * STEP, STEP, dim=1).store(tile.to(dst.dtype))
 
 
 @gluon.jit
@@ -79,6 +138,7 @@ def _issue_tile(
 
 @gluon.jit
 def _mla_decode_hopper_kernel(
+    q_ptr,
     q_lat_desc,
     q_pe_desc,
     kv_lat_desc,
@@ -87,6 +147,7 @@ def _mla_decode_hopper_kernel(
     seqlens_ptr,
     o_ptr,
     lse_ptr,
+    kv_scale_ptr,
     qk_scale_log2,
     stride_bt_b,
     stride_o_b,
@@ -103,8 +164,11 @@ def _mla_decode_hopper_kernel(
     PAGE_SIZE: gl.constexpr,
     CAUSAL: gl.constexpr,
     DEFER_PV: gl.constexpr,
+    KV_FP8: gl.constexpr,
 ):
-    dtype: gl.constexpr = q_lat_desc.dtype
+    # the dots' dtype: q's; with an fp8 cache fp16 (the exact fp8 upcast is to fp16)
+    dtype: gl.constexpr = gl.float16 if KV_FP8 else q_lat_desc.dtype
+    kv_dtype: gl.constexpr = kv_lat_desc.dtype
     BQ: gl.constexpr = q_lat_desc.block_type.shape[0]
     DV: gl.constexpr = q_lat_desc.block_type.shape[1]
     DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
@@ -118,6 +182,9 @@ def _mla_decode_hopper_kernel(
         version=[3, 0], warps_per_cta=[4, 2], instr_shape=[16, DV // 2, 16]
     )
     tile_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [8, 1], [1, 0])
+    # fp8 upcast: 8 values a thread, 16 lanes along a 128-column row: each group of 8 lanes
+    # reads (8 B each) and writes (16 B each) one whole 128-byte swizzle row: no bank conflicts
+    cvt_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [8, 1], [1, 0])
     p_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BQ, BN], dtype)
 
     pid_q = gl.program_id(0)
@@ -136,10 +203,22 @@ def _mla_decode_hopper_kernel(
         end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
     num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
 
-    q_lat = gl.allocate_shared_memory(dtype, [BQ, DV], q_lat_desc.layout)
-    q_pe = gl.allocate_shared_memory(dtype, [BQ, DPE], q_pe_desc.layout)
-    kv_lat = gl.allocate_shared_memory(dtype, [2, BN, DV], kv_lat_desc.layout)
-    kv_pe = gl.allocate_shared_memory(dtype, [2, BN, DPE], kv_pe_desc.layout)
+    q_lat = gl.allocate_shared_memory(
+        dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
+    )
+    q_pe = gl.allocate_shared_memory(
+        dtype, [BQ, DPE], gl.NVMMASharedLayout.get_default_for([BQ, DPE], dtype)
+    )
+    kv_lat = gl.allocate_shared_memory(kv_dtype, [2, BN, DV], kv_lat_desc.layout)
+    kv_pe = gl.allocate_shared_memory(kv_dtype, [2, BN, DPE], kv_pe_desc.layout)
+    if KV_FP8:
+        # the dots read a q-dtype copy of the current tile (fp8 -> bf16/fp16 is exact)
+        work_lat = gl.allocate_shared_memory(
+            dtype, [BN, DV], gl.NVMMASharedLayout.get_default_for([BN, DV], dtype)
+        )
+        work_pe = gl.allocate_shared_memory(
+            dtype, [BN, DPE], gl.NVMMASharedLayout.get_default_for([BN, DPE], dtype)
+        )
     p_smem = gl.allocate_shared_memory(dtype, [BQ, BN], p_smem_layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     kv_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -149,15 +228,26 @@ def _mla_decode_hopper_kernel(
     fence_async_shared()
 
     q_row = (pid_b * S_Q + s0) * H + h0
-    mbarrier.expect(q_bar, q_lat_desc.block_type.nbytes + q_pe_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_lat_desc, [q_row, 0], q_bar, q_lat)
-    tma.async_copy_global_to_shared(q_pe_desc, [q_row, DV], q_bar, q_pe)
+    if KV_FP8:
+        # q -> fp16 once, through registers (fp16 keeps 3 more mantissa bits than bf16)
+        _copy_q_rows(q_ptr, q_row, q_lat, 0, cvt_layout)
+        _copy_q_rows(q_ptr, q_row, q_pe, DV, cvt_layout)
+        fence_async_shared()
+        gl.thread_barrier()
+    else:
+        mbarrier.expect(q_bar, q_lat_desc.block_type.nbytes + q_pe_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_lat_desc, [q_row, 0], q_bar, q_lat)
+        tma.async_copy_global_to_shared(q_pe_desc, [q_row, DV], q_bar, q_pe)
 
     bt_row = block_table_ptr + pid_b * stride_bt_b
     for first in gl.static_range(2):
         _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, first,
                     first, first < num_tiles, PAGE_SIZE)  # fmt: skip
 
+    if KV_FP8:
+        kv_scale = gl.load(kv_scale_ptr)
+        kv_scale = kv_scale * E4M3_F16_SHIFT  # keys/values are stored / scale, upcast / 256
+        qk_scale_log2 = qk_scale_log2 * kv_scale
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     m_i = gl.full([BQ], float("-inf"), gl.float32, layout=row_layout)
     l_i = gl.zeros([BQ], gl.float32, layout=row_layout)
@@ -165,22 +255,35 @@ def _mla_decode_hopper_kernel(
     if DEFER_PV:
         acc = hopper.warpgroup_mma_init(acc)  # loop-carried as an in-flight accumulator
     offs_n = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
-    mbarrier.wait(q_bar, 0)
+    if not KV_FP8:
+        mbarrier.wait(q_bar, 0)
 
     for j in range(num_tiles):
         slot = j % 2
         tile_n = start_n + j * BN
         mbarrier.wait(kv_bar.index(slot), (j // 2) & 1)
-        k_lat = kv_lat.index(slot)
-        k_pe = kv_pe.index(slot)
         is_tail = tile_n + BN > end_n
-        if is_tail:
-            # slots past the split's end hold other tokens or garbage (NaN): p is 0 there, but
-            # 0 * NaN is NaN in p @ v, so zero those rows first
-            _zero_tail_rows(k_lat, end_n - tile_n, tile_layout)
-            _zero_tail_rows(k_pe, end_n - tile_n, tile_layout)
+        if KV_FP8:
+            # upcast the tile into the working copy (zeroing slots past the split's end), then
+            # hand the fp8 slot straight back to the copy engine for tile j + 2
+            _upcast_rows(kv_lat.index(slot), work_lat, end_n - tile_n, cvt_layout)
+            _upcast_rows(kv_pe.index(slot), work_pe, end_n - tile_n, cvt_layout)
             fence_async_shared()
             gl.thread_barrier()
+            _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n,
+                        j + 2, slot, j + 2 < num_tiles, PAGE_SIZE)  # fmt: skip
+            k_lat = work_lat
+            k_pe = work_pe
+        else:
+            k_lat = kv_lat.index(slot)
+            k_pe = kv_pe.index(slot)
+            if is_tail:
+                # slots past the split's end hold other tokens or garbage (NaN): p is 0 there,
+                # but 0 * NaN is NaN in p @ v, so zero those rows first
+                _zero_tail_rows(k_lat, end_n - tile_n, tile_layout)
+                _zero_tail_rows(k_pe, end_n - tile_n, tile_layout)
+                fence_async_shared()
+                gl.thread_barrier()
         s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
         s = hopper.warpgroup_mma(q_lat, k_lat.permute((1, 0)), s, is_async=True)
         s = hopper.warpgroup_mma(q_pe, k_pe.permute((1, 0)), s, is_async=True)
@@ -208,9 +311,10 @@ def _mla_decode_hopper_kernel(
         acc = hopper.warpgroup_mma(p_smem, k_lat, acc, is_async=True)
         if not DEFER_PV:
             acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc])
-            gl.thread_barrier()  # both warpgroups are done with this slot and with p
-            _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n,
-                        j + 2, slot, j + 2 < num_tiles, PAGE_SIZE)  # fmt: skip
+            gl.thread_barrier()  # both warpgroups are done with this tile and with p
+            if not KV_FP8:  # (fp8: the slot went back right after the upcast)
+                _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n,
+                            j + 2, slot, j + 2 < num_tiles, PAGE_SIZE)  # fmt: skip
     if DEFER_PV:
         acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc])
 
@@ -221,7 +325,10 @@ def _mla_decode_hopper_kernel(
     empty = l_i == 0.0
     l_safe = gl.where(empty, 1.0, l_i)
     lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-    out_scale = gl.convert_layout(1.0 / l_safe, gl.SliceLayout(1, o_layout))
+    inv_l = 1.0 / l_safe
+    if KV_FP8:
+        inv_l = inv_l * kv_scale
+    out_scale = gl.convert_layout(inv_l, gl.SliceLayout(1, o_layout))
     acc = acc * out_scale[:, None]
 
     offs_r = gl.arange(0, BQ, layout=gl.SliceLayout(1, o_layout))
@@ -245,8 +352,7 @@ def hopper_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
     return (
         (cfg.block_size_q, cfg.block_size_k, cfg.num_warps, cfg.num_stages)
         == (BLOCK_Q, BLOCK_N, NUM_WARPS, 2)
-        and args.kv_scale is None
-        and kv.dtype == q.dtype
+        and (kv.dtype == q.dtype or (kv.dtype == _FP8 and args.kv_scale is not None))
         and args.h_kv == 1
         and args.head_dim_v == D_V
         and d_qk == D_V + D_PE
@@ -273,16 +379,17 @@ def launch_hopper_decode(
 
     q, kv = args.q, args.kv_cache
     batch, s_q, h_q, d_qk = q.shape
-    gdtype = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
+    fp8 = args.kv_scale is not None
     q2d = q.view(batch * s_q * h_q, d_qk)
     kv2d = kv.view(kv.shape[0] * kv.shape[1], d_qk)
 
     def desc(t: torch.Tensor, rows: int, cols: int) -> Any:
-        layout = gl.NVMMASharedLayout.get_default_for([rows, cols], gdtype)
+        layout = gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPES[t.dtype])
         return TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, cols], layout)
 
     grid = (s_q * h_q // BLOCK_Q, num_splits, batch)
     return _mla_decode_hopper_kernel[grid](
+        q2d,
         desc(q2d, BLOCK_Q, D_V),
         desc(q2d, BLOCK_Q, D_PE),
         desc(kv2d, BLOCK_N, D_V),
@@ -291,6 +398,7 @@ def launch_hopper_decode(
         args.cache_seqlens,
         o_buf,
         lse_buf,
+        args.kv_scale if fp8 else lse_buf,  # unused pointer without fp8
         args.softmax_scale * 1.4426950408889634,
         args.block_table.stride(0),
         *o_strides,
@@ -300,7 +408,8 @@ def launch_hopper_decode(
         num_splits,
         PAGE_SIZE=kv.shape[1],
         CAUSAL=args.causal and s_q > 1,
-        DEFER_PV=DEFER_PV,
+        DEFER_PV=DEFER_PV and not fp8,  # fp8: the working copy is rewritten every tile
+        KV_FP8=fp8,
         num_warps=NUM_WARPS,
     )
 

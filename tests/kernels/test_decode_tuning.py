@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -124,8 +125,15 @@ def test_auto_splits_count_programs_per_sm():
         == 4
     )
     assert auto_num_splits(programs=32, max_seqlen=8192, block_size_k=64, sm_count=132) == 8
-    assert programs_per_sm(DecodeConfig(64, 64, 8, 2)) == 1
-    assert programs_per_sm(DecodeConfig(16, 64, 4, 2)) == 2
+    few = DEEPSEEK[0]  # 16 heads, bf16 cache
+    assert few.h_q == 16
+    assert few.kv_dtype is None
+    assert programs_per_sm(DecodeConfig(64, 64, 8, 2), DEEPSEEK[1], H200) == 1
+    # the few-heads Gluon kernel (168 KB) on sm_90; the Triton kernel (94 KB) elsewhere
+    assert programs_per_sm(DecodeConfig(16, 64, 4, 2), few, H200) == 1
+    assert programs_per_sm(DecodeConfig(16, 64, 4, 2), few, replace(H200, arch="sm_80")) == 2
+    assert programs_per_sm(DecodeConfig(16, 32, 4, 2), few, H200) == 2
+    assert programs_per_sm(DecodeConfig(16, 64, 4, 2), DEEPSEEK[4], H200) == 2  # fp8 cache
 
 
 def test_explicit_splits_are_kept():

@@ -366,16 +366,18 @@ def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("dtype", "page_size", "splits", "s_q"),
+    ("dtype", "kv_dtype", "page_size", "splits", "s_q"),
     [
-        ("bf16", 64, 1, 1),
-        ("bf16", 64, 4, 2),
-        ("fp16", 128, 3, 1),
-        ("bf16", 256, 64, 2),
+        ("bf16", None, 64, 1, 1),
+        ("bf16", None, 64, 4, 2),
+        ("fp16", None, 128, 3, 1),
+        ("bf16", None, 256, 64, 2),
+        ("bf16", "fp8_e4m3", 64, 1, 1),
+        ("bf16", "fp8_e4m3", 128, 5, 2),
     ],
 )
 def test_gluon_hopper_kernel_on_gpu(
-    dtype: str, page_size: int, splits: int, s_q: int, seed: int, kit: Kit
+    dtype: str, kv_dtype: str | None, page_size: int, splits: int, s_q: int, seed: int, kit: Kit
 ):
     # The Gluon sm_90 kernel: tails inside a tile, empty and one-token sequences, empty
     # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads.
@@ -392,6 +394,7 @@ def test_gluon_hopper_kernel_on_gpu(
         seqlens=(1000, 63, 129, 0, 1),
         page_size=page_size,
         dtype=dtype,
+        kv_dtype=kv_dtype,
         causal=s_q > 1,
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
@@ -400,5 +403,52 @@ def test_gluon_hopper_kernel_on_gpu(
     config, splits = resolve_decode_config(args, config)
     assert module.hopper_decode_eligible(args, config)
     got = module._launch(args, config, splits)
+    assert module.LAST_COMPILED["decode_engine"] == "gluon"
+    kit.assert_matches_reference(inputs, got, seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("h_q", "dtype", "kv_dtype", "stages", "splits", "s_q"),
+    [
+        (16, "bf16", None, 2, 1, 1),
+        (16, "bf16", None, 2, 4, 2),
+        (32, "fp16", None, 2, 3, 1),
+        (16, "bf16", "fp8_e4m3", 2, 1, 1),
+        (48, "bf16", "fp8_e4m3", 3, 64, 2),
+    ],
+)
+def test_gluon_few_heads_kernel_on_gpu(
+    h_q: int,
+    dtype: str,
+    kv_dtype: str | None,
+    stages: int,
+    splits: int,
+    s_q: int,
+    seed: int,
+    kit: Kit,
+):
+    # The few-heads Gluon sm_90 kernel (tokens on the wgmma rows): tails, empty and one-token
+    # sequences, empty splits, causal s_q 2, fp8 upcast, ring depths 2 and 3.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=5,
+        s_q=s_q,
+        h_q=h_q,
+        seqlen=0,
+        seqlens=(1000, 63, 129, 0, 1),
+        page_size=64,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        causal=s_q > 1,
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
+    config, splits = resolve_decode_config(args, DecodeConfig(16, 64, 4, stages, splits))
+    got = module._launch(args, config, splits, use_gluon=True)
     assert module.LAST_COMPILED["decode_engine"] == "gluon"
     kit.assert_matches_reference(inputs, got, seed=seed)
