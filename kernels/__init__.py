@@ -1,5 +1,8 @@
 """mlafleet.kernels: Triton MLA decode/prefill kernels, fp32 references, tuning spaces.
 
+On Hopper (sm_90) decode calls with the kernels' own configs run two Gluon kernels (Triton's
+explicit-layout dialect, ``mla_decode_hopper*``); everything else runs the Triton kernels.
+
 Importing this package is cheap: the configs are plain dataclasses, and the kernels (which
 import Triton) load on first use of ``mla_decode``, ``mla_prefill`` or the references.
 

@@ -28,6 +28,13 @@ Layouts: q [B, S, H, D_QK]; kv_cache [num_pages, P, HK, D_QK]; block_table [B, m
 out [B, S, H, D_V]; lse [B, H, S]; split partials o_mid [B, S, H, splits, D_V] fp32 and
 lse_mid [B, S, H, splits] fp32 (natural log).
 
+Kernel choice (``_launch``): on sm_90, calls whose config is ``64 x 64, 8 warps, 2 stages``
+(64+ heads per KV head) or ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache) with
+DeepSeek's 512 + 64 dims and pages of whole 64-token tiles run the Gluon kernels
+(``mla_decode_hopper``, ``mla_decode_hopper_few``: 1.2-1.4x this kernel on the H200, see
+docs/kernels/NOTES.md); everything else runs the Triton kernel below. On sm_90 the Triton kernel
+reads KV tiles of 64-row blocks through TMA descriptors (``kv_tma_eligible``).
+
 References: FlashMLA (deepseek-ai), Flash-Decoding (split-KV), Triton tutorial 06.
 """
 

@@ -1,8 +1,9 @@
 """A few decode and prefill calls for ``compute-sanitizer`` (run by ``gpu_sanitizer.sh``).
 
-Each case runs the Triton kernel on a CUDA GPU and checks it against the fp32 reference, so the
-sanitizer sees real launches over real shapes: empty and ragged sequences, page sizes 1 to 256,
-split KV, multi-token causal decode, fp8 KV, grouped heads, varlen causal/non-causal prefill.
+Each case runs a kernel (Triton, or on sm_90 the Gluon decode kernels) on a CUDA GPU and checks
+it against the fp32 reference, so the sanitizer sees real launches over real shapes: empty and
+ragged sequences, page sizes 1 to 256, split KV, multi-token causal decode, fp8 KV, grouped
+heads, varlen causal/non-causal prefill.
 Run with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` so every tensor is its own allocation and memcheck
 catches any access past it.
 
@@ -105,6 +106,15 @@ CASES: dict[str, Callable[[], str]] = {
     "decode-fp8-p256": _decode(
         DecodeProblem(batch=2, s_q=1, h_q=16, seqlen=300, page_size=256, dtype="bf16",
                       kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
+    "decode-gluon-64heads-mtp2-causal-split3": _decode(
+        DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
+                      causal=True, seqlens=(0, 1, 100, 257), **DS), DecodeConfig(64, 64, 8, 2, 3)),
+    "decode-gluon-128heads-fp8-p128": _decode(
+        DecodeProblem(batch=2, s_q=1, h_q=128, seqlen=300, page_size=128, dtype="bf16",
+                      kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
+    "decode-gluon-32heads-mtp2-split2": _decode(
+        DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
+                      causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
     "decode-gqa-hkv2-small-dims": _decode(
         DecodeProblem(batch=3, s_q=1, h_q=8, h_kv=2, seqlen=70, d_qk=96, d_v=64,
                       page_size=16, dtype="fp16", seqlens=(70, 0, 33)), None),
