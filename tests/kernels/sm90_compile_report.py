@@ -1,0 +1,140 @@
+"""Compile the Gluon sm_90 decode kernels without a GPU and report their resources as JSON.
+
+Triton compiles for a target it is told about (``GPUTarget("cuda", 90, 32)``) with its own
+ptxas; ``cuobjdump`` (shipped in Triton's wheel too) gives the registers, the stack (spills) and
+the SASS. Run by ``test_mla_decode_hopper.py`` in a child process, since the CPU test run sets
+``TRITON_INTERPRET=1`` and the interpreter cannot compile::
+
+    python tests/kernels/sm90_compile_report.py   # one JSON object per line, one per variant
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.runtime.jit import mangle_type
+
+from mlafleet.kernels import mla_decode_hopper, mla_decode_hopper_few
+from mlafleet.kernels.configs import DecodeConfig
+from mlafleet.kernels.decode_checks import DecodeArgs
+
+BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+
+class _Capture:
+    """Stands in for a kernel object: records the launch arguments instead of launching."""
+
+    def __init__(self) -> None:
+        self.args: tuple[Any, ...] = ()
+        self.kwargs: dict[str, Any] = {}
+
+    def __getitem__(self, grid: Any) -> Any:
+        def launch(*args: Any, **kwargs: Any) -> None:
+            self.args, self.kwargs = args, kwargs
+
+        return launch
+
+
+def _args(h_q: int, s_q: int, fp8: bool) -> DecodeArgs:
+    kv_dtype = torch.float8_e4m3fn if fp8 else torch.bfloat16
+    return DecodeArgs(
+        q=torch.empty(2, s_q, h_q, 576, dtype=torch.bfloat16),
+        kv_cache=torch.empty(8, 64, 1, 576, dtype=kv_dtype),
+        block_table=torch.zeros(2, 4, dtype=torch.int32),
+        cache_seqlens=torch.zeros(2, dtype=torch.int32),
+        kv_scale=torch.ones(1) if fp8 else None,
+        out=None,
+        head_dim_v=512,
+        d_pe=64,
+        h_kv=1,
+        softmax_scale=576**-0.5,
+        causal=s_q > 1,
+    )
+
+
+def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
+    kernel = getattr(module, name)
+    capture = _Capture()
+    setattr(module, name, capture)
+    try:
+        launch()
+    finally:
+        setattr(module, name, kernel)
+    kwargs = dict(capture.kwargs)
+    options = {"num_warps": kwargs.pop("num_warps"), "num_stages": 1}
+    signature, constexprs = {}, {}
+    for index, arg_name in enumerate(kernel.arg_names):
+        if arg_name in kwargs:
+            signature[arg_name] = "constexpr"
+            constexprs[(index,)] = kwargs[arg_name]
+        else:
+            signature[arg_name] = mangle_type(capture.args[index])
+    source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as fh:
+        fh.write(compiled.asm["cubin"])
+    try:
+        usage = subprocess.run(
+            [str(BIN / "cuobjdump"), "-res-usage", fh.name], capture_output=True, text=True
+        ).stdout
+        sass = subprocess.run(
+            [str(BIN / "cuobjdump"), "-sass", fh.name], capture_output=True, text=True
+        ).stdout
+    finally:
+        os.unlink(fh.name)
+    registers = int(re.search(r"REG:(\d+)", usage).group(1))  # type: ignore[union-attr]
+    stack = int(re.search(r"STACK:(\d+)", usage).group(1))  # type: ignore[union-attr]
+    mma = Counter(re.findall(r"HGMMA\.(\d+x\d+x\d+)", sass))
+    return {
+        "registers": registers,
+        "stack_bytes": stack,
+        "shared_bytes": compiled.metadata.shared,
+        "wgmma": dict(mma),
+    }
+
+
+def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
+    h_q = 128 if kernel == "many_heads" else 16
+    args = _args(h_q, s_q, fp8)
+    out = torch.empty(2, s_q, h_q, splits, 512)
+    lse = torch.empty(2, s_q, h_q, splits)
+    strides = (out.stride()[:4], lse.stride())
+    if kernel == "many_heads":
+        module, name = mla_decode_hopper, "_mla_decode_hopper_kernel"
+        launch = partial(module.launch_hopper_decode, args, splits, out, lse, *strides)
+    else:
+        module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
+        config = DecodeConfig(16, 64, 4, 2, splits)
+        launch = partial(module.launch_few_heads_decode, args, config, splits, out, lse, *strides)
+    found = _compile(module, name, launch)
+    return {"kernel": kernel, "fp8": fp8, "s_q": s_q, "splits": splits, **found}
+
+
+def report() -> list[dict[str, Any]]:
+    """Every Gluon variant the launcher can pick: (kernel, kv dtype, causal s_q 2 + splits)."""
+    return [
+        _variant(kernel, fp8, s_q, splits)
+        for kernel in ("many_heads", "few_heads")
+        for fp8 in (False, True)
+        for s_q, splits in ((1, 1), (2, 3))
+    ]
+
+
+if __name__ == "__main__":
+    for row in report():
+        sys.stdout.write(json.dumps(row) + "\n")

@@ -1,0 +1,67 @@
+"""The Gluon sm_90 decode kernels compile for Hopper without a GPU, with the intended shape.
+
+Their numerics run on the GPU only (``test_mla_decode.py``'s ``gpu`` tests and the sanitizer
+cases); here every variant the launcher can pick is compiled for sm_90 by Triton's own ptxas
+(``sm90_compile_report.py``, in a child process without ``TRITON_INTERPRET``), and the compile
+report is checked for what the design depends on: it fits one block's shared memory, spills at
+most a few bytes, and the score tile is computed once (36 wgmma of 64 x 32 per tile for 64+
+heads, not the 72 Triton's own layout gave).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+SM90_SHARED_BYTES = 232448  # 227 KB: the most one block may use on an H100/H200
+
+
+@pytest.fixture(scope="module")
+def report() -> list[dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(HERE / "sm90_compile_report.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_every_variant_compiles(report: list[dict[str, Any]]):
+    kinds = {(row["kernel"], row["fp8"], row["s_q"]) for row in report}
+    assert kinds == {
+        (kernel, fp8, s_q)
+        for kernel in ("many_heads", "few_heads")
+        for fp8 in (False, True)
+        for s_q in (1, 2)
+    }
+
+
+def test_resources_fit_one_block(report: list[dict[str, Any]]):
+    for row in report:
+        assert row["registers"] <= 255, row
+        assert row["shared_bytes"] <= SM90_SHARED_BYTES, row
+        # 16-bit caches spill nothing; the fp8 upcast path of the 64-head kernel 8 bytes
+        assert row["stack_bytes"] <= (8 if row["fp8"] else 0), row
+
+
+def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
+    for row in report:
+        if row["kernel"] == "many_heads":
+            # scores 64 x 64 x 576 split over 2 warpgroups: 36 k-steps of 64 x 32; p @ v: 4 of
+            # 64 x 256 (each warpgroup half of the 512 output columns)
+            assert row["wgmma"] == {"64x32x16": 36, "64x256x16": 4}, row
+        else:
+            # tokens on the rows: s^T 36 k-steps of 64 x 16, o^T 8 row tiles x 4 k-steps
+            assert row["wgmma"] == {"64x16x16": 36 + 32}, row
