@@ -52,6 +52,7 @@ from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
+from .mla_decode_hopper_ws import launch_ws_decode
 from .tma import MAX_BOX, descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
@@ -579,11 +580,14 @@ def _launch(
     use_tma: bool | None = None,
     two_parts: bool | None = None,
     use_gluon: bool | None = None,
+    warp_specialized: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Allocate, pick the kernel and launch (one split: direct; else split + combine).
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper`` for 64+ heads,
-    ``mla_decode_hopper_few`` for 16-48; ``None``: when one is eligible). ``use_tma``: read KV
+    ``mla_decode_hopper_few`` for 16-48; ``None``: when one is eligible); with 64+ heads and a
+    16-bit cache the warp-specialised ``mla_decode_hopper_ws`` unless ``warp_specialized`` is
+    False (the lockstep kernel; fp8 caches always take it). ``use_tma``: read KV
     tiles through TMA descriptors in the Triton kernel (``None``: for row blocks of at least
     ``TMA_MIN_ROWS`` when ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into
     two column halves
@@ -621,8 +625,15 @@ def _launch(
             "pages of whole 64-token tiles, config 64x64 w8 s2 or 16x64 w4 s2); leave it None"
         )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
+    LAST_COMPILED["decode_kernel"] = "triton"
     if use_gluon:
-        launch = launch_hopper_decode if many_heads else partial(launch_few_heads_decode, cfg=cfg)
+        if not many_heads:
+            name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg)
+        elif args.kv_scale is None and warp_specialized is not False:
+            name, launch = "many_heads_ws", launch_ws_decode  # 16-bit cache
+        else:
+            name, launch = "many_heads_lockstep", launch_hopper_decode
+        LAST_COMPILED["decode_kernel"] = name
         LAST_COMPILED["decode"] = launch(
             args,
             num_splits=num_splits,

@@ -29,7 +29,7 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.runtime.jit import mangle_type
 
-from mlafleet.kernels import mla_decode_hopper, mla_decode_hopper_few
+from mlafleet.kernels import mla_decode_hopper, mla_decode_hopper_few, mla_decode_hopper_ws
 from mlafleet.kernels.configs import DecodeConfig
 from mlafleet.kernels.decode_checks import DecodeArgs
 
@@ -109,7 +109,7 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
 
 
 def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
-    h_q = 128 if kernel == "many_heads" else 16
+    h_q = 16 if kernel == "few_heads" else 128
     args = _args(h_q, s_q, fp8)
     out = torch.empty(2, s_q, h_q, splits, 512)
     lse = torch.empty(2, s_q, h_q, splits)
@@ -117,6 +117,9 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     if kernel == "many_heads":
         module, name = mla_decode_hopper, "_mla_decode_hopper_kernel"
         launch = partial(module.launch_hopper_decode, args, splits, out, lse, *strides)
+    elif kernel == "many_heads_ws":
+        module, name = mla_decode_hopper_ws, "_mla_decode_ws_kernel"
+        launch = partial(module.launch_ws_decode, args, splits, out, lse, *strides)
     else:
         module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
         config = DecodeConfig(16, 64, 4, 2, splits)
@@ -129,9 +132,10 @@ def report() -> list[dict[str, Any]]:
     """Every Gluon variant the launcher can pick: (kernel, kv dtype, causal s_q 2 + splits)."""
     return [
         _variant(kernel, fp8, s_q, splits)
-        for kernel in ("many_heads", "few_heads")
+        for kernel in ("many_heads", "many_heads_ws", "few_heads")
         for fp8 in (False, True)
         for s_q, splits in ((1, 1), (2, 3))
+        if not (fp8 and kernel == "many_heads_ws")  # fp8 caches take the lockstep kernel
     ]
 
 

@@ -366,19 +366,30 @@ def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("dtype", "kv_dtype", "page_size", "splits", "s_q"),
+    ("dtype", "kv_dtype", "page_size", "splits", "s_q", "ws"),
     [
-        ("bf16", None, 64, 1, 1),
-        ("bf16", None, 64, 4, 2),
-        ("fp16", None, 128, 3, 1),
-        ("bf16", None, 256, 64, 2),
-        ("bf16", "fp8_e4m3", 64, 1, 1),
-        ("bf16", "fp8_e4m3", 128, 5, 2),
+        ("bf16", None, 64, 1, 1, True),
+        ("bf16", None, 64, 4, 2, True),
+        ("fp16", None, 128, 3, 1, True),
+        ("bf16", None, 256, 64, 2, True),
+        ("bf16", None, 64, 1, 1, False),
+        ("bf16", None, 64, 4, 2, False),
+        ("bf16", None, 256, 64, 2, False),
+        ("bf16", "fp8_e4m3", 64, 1, 1, None),
+        ("bf16", "fp8_e4m3", 128, 5, 2, None),
     ],
 )
 def test_gluon_hopper_kernel_on_gpu(
-    dtype: str, kv_dtype: str | None, page_size: int, splits: int, s_q: int, seed: int, kit: Kit
+    dtype: str,
+    kv_dtype: str | None,
+    page_size: int,
+    splits: int,
+    s_q: int,
+    ws: bool | None,
+    seed: int,
+    kit: Kit,
 ):
+    # ws: the warp-specialised kernel (16-bit caches' default); False: the lockstep one
     # The Gluon sm_90 kernel: tails inside a tile, empty and one-token sequences, empty
     # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads.
     if torch.cuda.get_device_capability() != (9, 0):
@@ -402,8 +413,9 @@ def test_gluon_hopper_kernel_on_gpu(
     config = DecodeConfig(64, 64, 8, 2, splits)
     config, splits = resolve_decode_config(args, config)
     assert module.hopper_decode_eligible(args, config)
-    got = module._launch(args, config, splits)
-    assert module.LAST_COMPILED["decode_engine"] == "gluon"
+    got = module._launch(args, config, splits, warp_specialized=ws)
+    expected = "many_heads_ws" if ws else "many_heads_lockstep"
+    assert module.LAST_COMPILED["decode_kernel"] == expected
     kit.assert_matches_reference(inputs, got, seed=seed)
 
 
