@@ -121,23 +121,22 @@ class Variant:
     use_tma: bool | None = None  # None: the kernel's own choice (TMA where eligible)
     use_gluon: bool | None = None  # None: the kernel's own choice (Gluon sm_90 where eligible)
     defer_pv: bool | None = None  # Gluon kernel: p @ v behind the next scores (None: default)
-    ws: bool | None = None  # x0: the lockstep Gluon kernel instead of the warp-specialised one
 
 
 def parse_variant(text: str) -> Variant:
     """``default[-t0][-g0]`` or ``q64-k32-w8-s2[-p4][-t0][-g0]``.
 
     p: split count; t0/t1: pointer loads / TMA in the Triton kernel; g0/g1: the Triton kernel /
-    the Gluon sm_90 kernels; d0/d1: the lockstep Gluon kernel's ``DEFER_PV``; x0: the lockstep
-    instead of the warp-specialised Gluon kernel (default: each kernel's own choice).
+    the Gluon sm_90 kernels; d0/d1: the lockstep Gluon kernel's ``DEFER_PV`` (default: each
+    kernel's own choice). The config picks among the Gluon kernels (q64-k32-w8-s4: the
+    warp-specialised one).
     """
     knobs = {part[0]: int(part[1:]) for part in text.split("-") if part != "default"}
     use_tma = None if "t" not in knobs else bool(knobs["t"])
     use_gluon = None if "g" not in knobs else bool(knobs["g"])
     defer_pv = None if "d" not in knobs else bool(knobs["d"])
-    ws = None if "x" not in knobs else bool(knobs["x"])
     if text.startswith("default"):
-        return Variant(text, None, use_tma, use_gluon, defer_pv, ws)
+        return Variant(text, None, use_tma, use_gluon, defer_pv)
     cfg = DecodeConfig(
         block_size_q=knobs["q"],
         block_size_k=knobs["k"],
@@ -145,7 +144,7 @@ def parse_variant(text: str) -> Variant:
         num_stages=knobs["s"],
         num_kv_splits=knobs.get("p", "auto"),
     )
-    return Variant(text, cfg, use_tma, use_gluon, defer_pv, ws)
+    return Variant(text, cfg, use_tma, use_gluon, defer_pv)
 
 
 def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
@@ -156,21 +155,14 @@ def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
 def _call(inputs: dict[str, Any], cfg: DecodeConfig, variant: Variant, **kw: Any) -> Any:
     """``mla_decode`` with the variant's kernel / TMA choices forced where it sets them."""
     hopper_mod.DEFER_PV = DEFER_PV_DEFAULT if variant.defer_pv is None else variant.defer_pv
-    if variant.use_tma is None and variant.use_gluon is None and variant.ws is None:
+    if variant.use_tma is None and variant.use_gluon is None:
         return decode_mod.mla_decode(**inputs, config=cfg, **kw)
     args = check_decode_args(**{"out": None, **inputs, **kw})
     cfg, splits = resolve_decode_config(args, cfg)
     use_gluon = variant.use_gluon
     if use_gluon is None and variant.use_tma is not None:
         use_gluon = False  # a TMA choice names the Triton kernel
-    return decode_mod._launch(
-        args,
-        cfg,
-        splits,
-        use_tma=variant.use_tma,
-        use_gluon=use_gluon,
-        warp_specialized=variant.ws,
-    )
+    return decode_mod._launch(args, cfg, splits, use_tma=variant.use_tma, use_gluon=use_gluon)
 
 
 def _check(
@@ -222,7 +214,7 @@ def bench_shape(
     default = default_decode_config(problem, limits)
     for variant in variants:
         cfg = default if variant.config is None else _fit_to_problem(variant.config, problem)
-        key = (cfg, variant.use_tma, variant.use_gluon, variant.defer_pv, variant.ws)
+        key = (cfg, variant.use_tma, variant.use_gluon, variant.defer_pv)
         if key in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
             continue
         seen.add(key)
@@ -240,6 +232,7 @@ def bench_shape(
             row.update(_check(first, cfg, min(check_seqs, problem.batch), variant))
             row["tma"] = decode_mod.LAST_COMPILED.get("decode_tma")
             row["engine"] = decode_mod.LAST_COMPILED.get("decode_engine")
+            row["kernel"] = decode_mod.LAST_COMPILED.get("decode_kernel")
             row["compile_s"] = time.perf_counter() - t0
             kernel = decode_mod.LAST_COMPILED.get("decode")
             if kernel is not None:
@@ -268,9 +261,9 @@ def bench_shape(
 def _fmt(row: dict[str, Any]) -> str:
     c = row["config"]
     tag = f"q{c['block_size_q']}-k{c['block_size_k']}-w{c['num_warps']}-s{c['num_stages']}"
-    tag += "-gluon" if row.get("engine") == "gluon" else "-tma" if row.get("tma") else ""
+    tag += "" if row.get("engine") == "gluon" else "-tma" if row.get("tma") else ""
     tag += "-d1" if "-d1" in row["variant"] else ""
-    tag += "-lockstep" if "-x0" in row["variant"] else ""
+    tag += f"-{row['kernel']}" if row.get("kernel", "triton") != "triton" else ""
     head = f"{row['shape']:<26}{row['kv']:<5}{tag:<19}p{row['splits']:<3}"
     if "error" in row:
         return head + " ERROR " + row["error"][:120]
@@ -319,6 +312,7 @@ def summarize(rows: list[dict[str, Any]], anchors: list[Anchor]) -> list[dict[st
                 "config": best["config"],
                 "tma": best.get("tma"),
                 "engine": best.get("engine"),
+                "kernel": best.get("kernel"),
                 "splits": best["splits"],
                 "rel_l2": best["rel_l2"],
                 "flashmla_us": anchor.flashmla_us,

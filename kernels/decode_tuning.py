@@ -233,6 +233,9 @@ def decode_search_space(problem: DecodeProblem, limits: DeviceLimits) -> list[De
     ]
     if not limits.is_interpreter:
         space += _split_variants(space, problem, limits)
+    if limits.arch == "sm_90":
+        # the warp-specialised Gluon kernel's config (4 stages: its ring of 32-token tiles)
+        space.append(DecodeConfig(64, 32, 8, 4))
     return [c for c in space if why_invalid_decode(c, problem, limits) is None]
 
 

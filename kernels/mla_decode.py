@@ -28,12 +28,14 @@ Layouts: q [B, S, H, D_QK]; kv_cache [num_pages, P, HK, D_QK]; block_table [B, m
 out [B, S, H, D_V]; lse [B, H, S]; split partials o_mid [B, S, H, splits, D_V] fp32 and
 lse_mid [B, S, H, splits] fp32 (natural log).
 
-Kernel choice (``_launch``): on sm_90, calls whose config is ``64 x 64, 8 warps, 2 stages``
-(64+ heads per KV head) or ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache) with
-DeepSeek's 512 + 64 dims and pages of whole 64-token tiles run the Gluon kernels
-(``mla_decode_hopper``, ``mla_decode_hopper_few``: 1.2-1.4x this kernel on the H200, see
-docs/kernels/NOTES.md); everything else runs the Triton kernel below. On sm_90 the Triton kernel
-reads KV tiles of 64-row blocks through TMA descriptors (``kv_tma_eligible``).
+Kernel choice (``_launch``): on sm_90, with DeepSeek's 512 + 64 dims, one KV head and pages of
+whole 64-token tiles, the config picks a Gluon kernel: ``64 x 64, 8 warps, 2 stages`` (64+ heads
+per KV head; the default) ``mla_decode_hopper``, ``64 x 32, 8 warps, 4 stages`` (64+ heads,
+16-bit cache; found by tuning) the warp-specialised ``mla_decode_hopper_ws``, ``16 x 64, 4 warps,
+2 stages`` (16-48 heads, 16-bit cache; the default) ``mla_decode_hopper_few``: 1.2-1.6x this
+kernel on the H200 (docs/kernels/NOTES.md). Everything else runs the Triton kernel below. On
+sm_90 the Triton kernel reads KV tiles of 64-row blocks through TMA descriptors
+(``kv_tma_eligible``).
 
 References: FlashMLA (deepseek-ai), Flash-Decoding (split-KV), Triton tutorial 06.
 """
@@ -52,7 +54,7 @@ from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
-from .mla_decode_hopper_ws import launch_ws_decode
+from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
 from .tma import MAX_BOX, descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
@@ -580,14 +582,12 @@ def _launch(
     use_tma: bool | None = None,
     two_parts: bool | None = None,
     use_gluon: bool | None = None,
-    warp_specialized: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Allocate, pick the kernel and launch (one split: direct; else split + combine).
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper`` for 64+ heads,
-    ``mla_decode_hopper_few`` for 16-48; ``None``: when one is eligible); with 64+ heads and a
-    16-bit cache the warp-specialised ``mla_decode_hopper_ws`` unless ``warp_specialized`` is
-    False (the lockstep kernel; fp8 caches always take it). ``use_tma``: read KV
+    ``mla_decode_hopper_ws`` for 64+ with the config ``64x32 w8 s4``, ``mla_decode_hopper_few``
+    for 16-48; ``None``: when one is eligible). ``use_tma``: read KV
     tiles through TMA descriptors in the Triton kernel (``None``: for row blocks of at least
     ``TMA_MIN_ROWS`` when ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into
     two column halves
@@ -609,7 +609,8 @@ def _launch(
         lse_buf = torch.empty(batch, s_q, h_q, num_splits, dtype=torch.float32, device=q.device)
         o_strides = o_buf.stride()[:4]
         lse_strides = lse_buf.stride()
-    many_heads = hopper_decode_eligible(args, cfg)
+    warp_specialized = ws_decode_eligible(args, cfg)
+    many_heads = warp_specialized or hopper_decode_eligible(args, cfg)
     # the few-heads kernel with an fp8 cache runs only when asked: its in-line upcast made it
     # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json)
     few_heads = (
@@ -622,17 +623,18 @@ def _launch(
     if use_gluon and not (many_heads or few_heads):
         raise ValueError(
             "use_gluon: no Gluon kernel takes this call (sm_90, 512 + 64 dims, one KV head, "
-            "pages of whole 64-token tiles, config 64x64 w8 s2 or 16x64 w4 s2); leave it None"
+            "pages of whole 64-token tiles, config 64x64 w8 s2, 64x32 w8 s4 or 16x64 w4 s2); "
+            "leave it None"
         )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
     LAST_COMPILED["decode_kernel"] = "triton"
     if use_gluon:
-        if not many_heads:
-            name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg)
-        elif args.kv_scale is None and warp_specialized is not False:
-            name, launch = "many_heads_ws", launch_ws_decode  # 16-bit cache
-        else:
+        if warp_specialized:
+            name, launch = "many_heads_ws", launch_ws_decode
+        elif many_heads:
             name, launch = "many_heads_lockstep", launch_hopper_decode
+        else:
+            name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg)
         LAST_COMPILED["decode_kernel"] = name
         LAST_COMPILED["decode"] = launch(
             args,

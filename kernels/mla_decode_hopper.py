@@ -39,15 +39,10 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .device_limits import interpreting
-
-_FP8 = getattr(torch, "float8_e4m3fn", None)
-_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, _FP8: gl.float8e4nv}
+from .gluon_launch import launch_args, sm90_mla_call
 
 BLOCK_Q = 64
 BLOCK_N = 64
-D_V = 512
-D_PE = 64
 NUM_WARPS = 8
 DEFER_PV = True
 """Let tile j's ``p @ v`` run behind tile j + 1's scores (refilling the slot later)."""
@@ -341,29 +336,15 @@ def _mla_decode_hopper_kernel(
     gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
 
 
+def sm90_many_heads_call(args: DecodeArgs) -> bool:
+    """The call's shape suits the sm_90 Gluon kernels for 64+ heads (whatever the config)."""
+    return sm90_mla_call(args, BLOCK_Q)
+
+
 def hopper_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
-    """True when this call can run the Gluon sm_90 kernel (see the module docstring)."""
-    if interpreting() or not args.q.is_cuda or torch.version.hip is not None:
-        return False
-    if torch.cuda.get_device_capability(args.q.device) != (9, 0):
-        return False
-    q, kv = args.q, args.kv_cache
-    h_q, d_qk = q.shape[2], q.shape[3]
-    return (
-        (cfg.block_size_q, cfg.block_size_k, cfg.num_warps, cfg.num_stages)
-        == (BLOCK_Q, BLOCK_N, NUM_WARPS, 2)
-        and (kv.dtype == q.dtype or (kv.dtype == _FP8 and args.kv_scale is not None))
-        and args.h_kv == 1
-        and args.head_dim_v == D_V
-        and d_qk == D_V + D_PE
-        and h_q % BLOCK_Q == 0
-        and kv.shape[1] % BLOCK_N == 0
-        and q.is_contiguous()
-        and kv.stride(0) == kv.shape[1] * kv.stride(1)
-        and kv.stride(1) == d_qk
-        and q.data_ptr() % 16 == 0
-        and kv.data_ptr() % 16 == 0
-    )
+    """True when this call runs this (lockstep) kernel: its config and a suitable shape."""
+    knobs = (cfg.block_size_q, cfg.block_size_k, cfg.num_warps, cfg.num_stages)
+    return knobs == (BLOCK_Q, BLOCK_N, NUM_WARPS, 2) and sm90_many_heads_call(args)
 
 
 def launch_hopper_decode(
@@ -375,43 +356,18 @@ def launch_hopper_decode(
     lse_strides: tuple[int, ...],
 ) -> Any:
     """Launch the Gluon kernel into ``o_buf``/``lse_buf`` (final output or split partials)."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    q, kv = args.q, args.kv_cache
-    batch, s_q, h_q, d_qk = q.shape
     fp8 = args.kv_scale is not None
-    q2d = q.view(batch * s_q * h_q, d_qk)
-    kv2d = kv.view(kv.shape[0] * kv.shape[1], d_qk)
-
-    def desc(t: torch.Tensor, rows: int, cols: int) -> Any:
-        layout = gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPES[t.dtype])
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, cols], layout)
-
-    grid = (s_q * h_q // BLOCK_Q, num_splits, batch)
+    grid, leading = launch_args(
+        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N
+    )
     return _mla_decode_hopper_kernel[grid](
-        q2d,
-        desc(q2d, BLOCK_Q, D_V),
-        desc(q2d, BLOCK_Q, D_PE),
-        desc(kv2d, BLOCK_N, D_V),
-        desc(kv2d, BLOCK_N, D_PE),
-        args.block_table,
-        args.cache_seqlens,
-        o_buf,
-        lse_buf,
-        args.kv_scale if fp8 else lse_buf,  # unused pointer without fp8
-        args.softmax_scale * 1.4426950408889634,
-        args.block_table.stride(0),
-        *o_strides,
-        *lse_strides,
-        s_q,
-        h_q,
-        num_splits,
-        PAGE_SIZE=kv.shape[1],
-        CAUSAL=args.causal and s_q > 1,
+        *leading,
+        PAGE_SIZE=args.kv_cache.shape[1],
+        CAUSAL=args.causal and args.q.shape[1] > 1,
         DEFER_PV=DEFER_PV and not fp8,  # fp8: the working copy is rewritten every tile
         KV_FP8=fp8,
         num_warps=NUM_WARPS,
     )
 
 
-__all__ = ["hopper_decode_eligible", "launch_hopper_decode"]
+__all__ = ["hopper_decode_eligible", "launch_hopper_decode", "sm90_many_heads_call"]

@@ -31,12 +31,8 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .device_limits import interpreting
+from .gluon_launch import launch_args, sm90_mla_call
 from .mla_decode_hopper import (
-    _FP8,
-    _GL_DTYPES,
-    D_PE,
-    D_V,
     E4M3_F16_SHIFT,
     _copy_q_rows,
     _issue_tile,
@@ -229,28 +225,12 @@ def _mla_decode_few_heads_kernel(
 
 def few_heads_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
     """True when this call can run the few-heads Gluon sm_90 kernel (see the module docstring)."""
-    if interpreting() or not args.q.is_cuda or torch.version.hip is not None:
-        return False
-    if torch.cuda.get_device_capability(args.q.device) != (9, 0):
-        return False
-    q, kv = args.q, args.kv_cache
-    h_q, d_qk = q.shape[2], q.shape[3]
-    fp8 = kv.dtype == _FP8 and args.kv_scale is not None
+    fp8 = args.kv_scale is not None
     return (
         (cfg.block_size_q, cfg.block_size_k, cfg.num_warps) == (ROWS, BLOCK_N, NUM_WARPS)
         and cfg.num_stages in ((2, 3) if fp8 else (2,))
-        and (kv.dtype == q.dtype or fp8)
-        and args.h_kv == 1
-        and args.head_dim_v == D_V
-        and d_qk == D_V + D_PE
-        and h_q % ROWS == 0
-        and h_q < 64
-        and kv.shape[1] % BLOCK_N == 0
-        and q.is_contiguous()
-        and kv.stride(0) == kv.shape[1] * kv.stride(1)
-        and kv.stride(1) == d_qk
-        and q.data_ptr() % 16 == 0
-        and kv.data_ptr() % 16 == 0
+        and args.q.shape[2] < 64
+        and sm90_mla_call(args, ROWS)
     )
 
 
@@ -264,40 +244,14 @@ def launch_few_heads_decode(
     lse_strides: tuple[int, ...],
 ) -> Any:
     """Launch the few-heads Gluon kernel into ``o_buf``/``lse_buf``."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    q, kv = args.q, args.kv_cache
-    batch, s_q, h_q, d_qk = q.shape
-    fp8 = args.kv_scale is not None
-    q2d = q.view(batch * s_q * h_q, d_qk)
-    kv2d = kv.view(kv.shape[0] * kv.shape[1], d_qk)
-
-    def desc(t: torch.Tensor, rows: int, cols: int) -> Any:
-        layout = gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPES[t.dtype])
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, cols], layout)
-
-    grid = (s_q * h_q // ROWS, num_splits, batch)
+    grid, leading = launch_args(
+        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=ROWS, block_n=BLOCK_N
+    )
     return _mla_decode_few_heads_kernel[grid](
-        q2d,
-        desc(q2d, ROWS, D_V),
-        desc(q2d, ROWS, D_PE),
-        desc(kv2d, BLOCK_N, D_V),
-        desc(kv2d, BLOCK_N, D_PE),
-        args.block_table,
-        args.cache_seqlens,
-        o_buf,
-        lse_buf,
-        args.kv_scale if fp8 else lse_buf,  # unused pointer without fp8
-        args.softmax_scale * 1.4426950408889634,
-        args.block_table.stride(0),
-        *o_strides,
-        *lse_strides,
-        s_q,
-        h_q,
-        num_splits,
-        PAGE_SIZE=kv.shape[1],
-        CAUSAL=args.causal and s_q > 1,
-        KV_FP8=fp8,
+        *leading,
+        PAGE_SIZE=args.kv_cache.shape[1],
+        CAUSAL=args.causal and args.q.shape[1] > 1,
+        KV_FP8=args.kv_scale is not None,
         STAGES=cfg.num_stages,
         num_warps=NUM_WARPS,
     )

@@ -17,8 +17,10 @@ Three partitions share one CTA: two compute warpgroups and one copy warp.
 - Each warpgroup keeps the row sum of its own tiles' ``p``, rescaled by every tile's ``alpha``;
   at the end the two sums are added through shared memory.
 
-Scope: that of ``mla_decode_hopper`` (sm_90, 16-bit cache, 512 + 64 dims, one KV head, 64+
-heads per KV head, pages of whole 64-token tiles).
+Scope (``ws_decode_eligible``): the shapes of ``mla_decode_hopper`` (sm_90, 512 + 64 dims, one
+KV head, 64+ heads per KV head, pages of whole 64-token tiles) with a 16-bit cache, for the
+config ``64 x 32, 8 warps, 4 stages`` (in the sm_90 tuning space; not the default: see
+docs/kernels/NOTES.md, variant 15, for why).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
+from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .mla_decode_hopper import _GL_DTYPES, D_PE, D_V, _zero_tail_rows
+from .gluon_launch import launch_args
+from .mla_decode_hopper import _zero_tail_rows, sm90_many_heads_call
 
 BLOCK_Q = 64
 BLOCK_N = 32
@@ -239,7 +243,9 @@ def _compute_wg1(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem,
 
 @gluon.jit
 def _mla_decode_ws_kernel(
+    q_ptr,  # noqa: ARG001 (the Gluon decode kernels' shared leading arguments; 16-bit only)
     q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr,
+    kv_scale_ptr,  # noqa: ARG001
     qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
     stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
     PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, NSLOT: gl.constexpr,
@@ -297,6 +303,18 @@ def _mla_decode_ws_kernel(
     )  # fmt: skip
 
 
+def ws_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
+    """True when this call runs this kernel: config ``64 x 32, 8 warps, 4 stages`` (the compute
+    warpgroups, the ring of 32-token tiles), a 16-bit cache and a suitable shape."""
+    knobs = (cfg.block_size_q, cfg.block_size_k, cfg.num_warps, cfg.num_stages)
+    return (
+        knobs == (BLOCK_Q, BLOCK_N, 8, STAGES)
+        and args.kv_scale is None
+        and args.kv_cache.dtype == args.q.dtype
+        and sm90_many_heads_call(args)
+    )
+
+
 def launch_ws_decode(
     args: DecodeArgs,
     num_splits: int,
@@ -306,39 +324,16 @@ def launch_ws_decode(
     lse_strides: tuple[int, ...],
 ) -> Any:
     """Launch the warp-specialised kernel into ``o_buf``/``lse_buf``."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    q, kv = args.q, args.kv_cache
-    batch, s_q, h_q, d_qk = q.shape
-    q2d = q.view(batch * s_q * h_q, d_qk)
-    kv2d = kv.view(kv.shape[0] * kv.shape[1], d_qk)
-
-    def desc(t: torch.Tensor, rows: int, cols: int) -> Any:
-        layout = gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPES[t.dtype])
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, cols], layout)
-
-    grid = (s_q * h_q // BLOCK_Q, num_splits, batch)
+    grid, leading = launch_args(
+        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N
+    )
     return _mla_decode_ws_kernel[grid](
-        desc(q2d, BLOCK_Q, D_V),
-        desc(q2d, BLOCK_Q, D_PE),
-        desc(kv2d, BLOCK_N, D_V),
-        desc(kv2d, BLOCK_N, D_PE),
-        args.block_table,
-        args.cache_seqlens,
-        o_buf,
-        lse_buf,
-        args.softmax_scale * 1.4426950408889634,
-        args.block_table.stride(0),
-        *o_strides,
-        *lse_strides,
-        s_q,
-        h_q,
-        num_splits,
-        PAGE_SIZE=kv.shape[1],
-        CAUSAL=args.causal and s_q > 1,
+        *leading,
+        PAGE_SIZE=args.kv_cache.shape[1],
+        CAUSAL=args.causal and args.q.shape[1] > 1,
         NSLOT=STAGES,
         num_warps=4,
     )
 
 
-__all__ = ["launch_ws_decode"]
+__all__ = ["launch_ws_decode", "ws_decode_eligible"]

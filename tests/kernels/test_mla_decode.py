@@ -389,7 +389,7 @@ def test_gluon_hopper_kernel_on_gpu(
     seed: int,
     kit: Kit,
 ):
-    # ws: the warp-specialised kernel (16-bit caches' default); False: the lockstep one
+    # ws: the warp-specialised kernel (config 64x32 w8 s4, 16-bit caches); else the lockstep one
     # The Gluon sm_90 kernel: tails inside a tile, empty and one-token sequences, empty
     # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads.
     if torch.cuda.get_device_capability() != (9, 0):
@@ -410,10 +410,9 @@ def test_gluon_hopper_kernel_on_gpu(
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
-    config = DecodeConfig(64, 64, 8, 2, splits)
+    config = DecodeConfig(64, 32, 8, 4, splits) if ws else DecodeConfig(64, 64, 8, 2, splits)
     config, splits = resolve_decode_config(args, config)
-    assert module.hopper_decode_eligible(args, config)
-    got = module._launch(args, config, splits, warp_specialized=ws)
+    got = module._launch(args, config, splits)
     expected = "many_heads_ws" if ws else "many_heads_lockstep"
     assert module.LAST_COMPILED["decode_kernel"] == expected
     kit.assert_matches_reference(inputs, got, seed=seed)

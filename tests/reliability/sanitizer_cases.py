@@ -9,6 +9,7 @@ catches any access past it.
 
     python tests/reliability/sanitizer_cases.py          # the cases (exit 1 on a wrong answer)
     python tests/reliability/sanitizer_cases.py --list   # their names
+    python tests/reliability/sanitizer_cases.py --skip-warp-specialised   # all but that kernel
 
 Works from a plain checkout: without an installed ``mlafleet``, a temporary ``mlafleet`` folder
 with a symlink to ``kernels/`` is put on ``sys.path``.
@@ -93,6 +94,9 @@ def _compare(out: Any, lse: Any, ref_out: Any, ref_lse: Any, dtype: str) -> str:
 
 
 DS = {"d_qk": 576, "d_v": 512}
+# The warp-specialised Gluon kernel: racecheck reports hazards on it that we could not resolve
+# (docs/kernels/NOTES.md, variant 15), so gpu_sanitizer.sh runs it under memcheck only.
+WS_CASE = "decode-gluon-ws-64heads-mtp2-causal-split3"
 CASES: dict[str, Callable[[], str]] = {
     "decode-deepseek-ragged-p64": _decode(
         DecodeProblem(batch=4, s_q=1, h_q=16, seqlen=257, page_size=64, dtype="bf16",
@@ -112,6 +116,9 @@ CASES: dict[str, Callable[[], str]] = {
     "decode-gluon-128heads-fp8-p128": _decode(
         DecodeProblem(batch=2, s_q=1, h_q=128, seqlen=300, page_size=128, dtype="bf16",
                       kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
+    WS_CASE: _decode(
+        DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
+                      causal=True, seqlens=(0, 1, 100, 257), **DS), DecodeConfig(64, 32, 8, 4, 3)),
     "decode-gluon-32heads-mtp2-split2": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
                       causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
@@ -136,7 +143,10 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("no CUDA GPU: these cases are for compute-sanitizer on a GPU\n")
         return 2
     failed = 0
+    skip = {WS_CASE} if "--skip-warp-specialised" in argv else set()
     for name, case in CASES.items():
+        if name in skip:
+            continue
         problem = case()
         sys.stdout.write(f"{name}: {problem or 'ok'}\n")
         failed += bool(problem)

