@@ -587,10 +587,9 @@ def _launch(
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper`` for 64+ heads,
     ``mla_decode_hopper_ws`` for 64+ with the config ``64x32 w8 s4``, ``mla_decode_hopper_few``
-    for 16-48; ``None``: when one is eligible). ``use_tma``: read KV
-    tiles through TMA descriptors in the Triton kernel (``None``: for row blocks of at least
-    ``TMA_MIN_ROWS`` when ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into
-    two column halves
+    for 16-48; ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA
+    descriptors in the Triton kernel (``None``: for row blocks of at least ``TMA_MIN_ROWS`` when
+    ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
     (``None``: when reading through TMA; tests force it on the interpreter).
     """
     q = args.q
