@@ -114,6 +114,25 @@ def _copy_q_rows(q_ptr, q_row, dst, COL0: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
+def _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS, BN: gl.constexpr,
+                 CAUSAL: gl.constexpr):  # fmt: skip
+    """Tokens [start_n, end_n) of this program's KV split and its count of BN-token tiles.
+
+    Splits hold whole 64-token groups (so a split never cuts a page-aligned 64-token tile);
+    with ``CAUSAL`` every row of the block is query token ``s0``, which sees positions below
+    ``seqlen - S_Q + s0 + 1``.
+    """
+    seqlen = gl.load(seqlens_ptr + pid_b)
+    split_len = gl.cdiv(gl.cdiv(seqlen, NUM_SPLITS), 64) * 64
+    start_n = pid_split * split_len
+    end_n = gl.minimum(start_n + split_len, seqlen)
+    if CAUSAL:
+        end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
+    num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+    return start_n, end_n, num_tiles
+
+
+@gluon.jit
 def _issue_tile(
     kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, tile, slot, issue,
     PAGE_SIZE: gl.constexpr,
@@ -189,14 +208,8 @@ def _mla_decode_hopper_kernel(
     s0 = row0 // H
     h0 = row0 % H
 
-    seqlen = gl.load(seqlens_ptr + pid_b)
-    split_len = gl.cdiv(gl.cdiv(seqlen, NUM_SPLITS), BN) * BN
-    start_n = pid_split * split_len
-    end_n = gl.minimum(start_n + split_len, seqlen)
-    if CAUSAL:
-        # every row of the block is query token s0: it sees positions < seqlen - S_Q + s0 + 1
-        end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
-    num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS,
+                                             BN, CAUSAL)  # fmt: skip
 
     q_lat = gl.allocate_shared_memory(
         dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)

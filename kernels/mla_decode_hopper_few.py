@@ -36,6 +36,7 @@ from .mla_decode_hopper import (
     E4M3_F16_SHIFT,
     _copy_q_rows,
     _issue_tile,
+    _split_range,
     _upcast_rows,
     _zero_tail_rows,
 )
@@ -98,13 +99,8 @@ def _mla_decode_few_heads_kernel(
     s0 = row0 // H
     h0 = row0 % H
 
-    seqlen = gl.load(seqlens_ptr + pid_b)
-    split_len = gl.cdiv(gl.cdiv(seqlen, NUM_SPLITS), BN) * BN
-    start_n = pid_split * split_len
-    end_n = gl.minimum(start_n + split_len, seqlen)
-    if CAUSAL:
-        end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
-    num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS,
+                                             BN, CAUSAL)  # fmt: skip
 
     q_lat = gl.allocate_shared_memory(
         dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)

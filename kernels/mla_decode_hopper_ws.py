@@ -36,25 +36,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import launch_args
-from .mla_decode_hopper import _zero_tail_rows, sm90_many_heads_call
+from .mla_decode_hopper import _split_range, _zero_tail_rows, sm90_many_heads_call
 
 BLOCK_Q = 64
 BLOCK_N = 32
 STAGES = 4
-
-
-@gluon.jit
-def _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS, BN: gl.constexpr,
-                 CAUSAL: gl.constexpr):  # fmt: skip
-    """Tokens [start_n, end_n) of this split and its tile count (as ``mla_decode_hopper``)."""
-    seqlen = gl.load(seqlens_ptr + pid_b)
-    split_len = gl.cdiv(gl.cdiv(seqlen, NUM_SPLITS), 64) * 64
-    start_n = pid_split * split_len
-    end_n = gl.minimum(start_n + split_len, seqlen)
-    if CAUSAL:
-        end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
-    num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
-    return start_n, end_n, num_tiles
 
 
 @gluon.jit
@@ -216,32 +202,6 @@ def _compute_warpgroup(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l
 
 
 @gluon.jit
-def _compute_wg0(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar, kv_full,
-                 kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2,
-                 stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
-                 stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
-                 CAUSAL: gl.constexpr):  # fmt: skip
-    _compute_warpgroup(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar,
-                       kv_full, kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr,
-                       qk_scale_log2, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-                       stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
-                       NUM_SPLITS, 0, CAUSAL)  # fmt: skip
-
-
-@gluon.jit
-def _compute_wg1(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar, kv_full,
-                 kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2,
-                 stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
-                 stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
-                 CAUSAL: gl.constexpr):  # fmt: skip
-    _compute_warpgroup(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar,
-                       kv_full, kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr,
-                       qk_scale_log2, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-                       stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
-                       NUM_SPLITS, 1, CAUSAL)  # fmt: skip
-
-
-@gluon.jit
 def _mla_decode_ws_kernel(
     q_ptr,  # noqa: ARG001 (the Gluon decode kernels' shared leading arguments; 16-bit only)
     q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr,
@@ -282,18 +242,19 @@ def _mla_decode_ws_kernel(
     mbarrier.init(fin_bar, count=2)
     fence_async_shared()
 
+    # the two compute warpgroups run the same function; W (0, 1) is a constexpr of each
     gl.warp_specialize(
         [
-            (_compute_wg0, (q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar,
-                            kv_full, kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr,
-                            qk_scale_log2, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-                            stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
-                            NUM_SPLITS, CAUSAL)),
-            (_compute_wg1, (q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar,
-                            kv_full, kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr,
-                            qk_scale_log2, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-                            stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
-                            NUM_SPLITS, CAUSAL)),
+            (_compute_warpgroup, (
+                q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar, kv_full,
+                kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, S_Q, H, NUM_SPLITS, 0, CAUSAL)),
+            (_compute_warpgroup, (
+                q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l_smem, q_bar, kv_full,
+                kv_empty, p_ready, fin_bar, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, S_Q, H, NUM_SPLITS, 1, CAUSAL)),
             (_copy_warp, (q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, q_lat, q_pe, kv_lat,
                           kv_pe, q_bar, kv_full, kv_empty, block_table_ptr, seqlens_ptr,
                           stride_bt_b, S_Q, H, NUM_SPLITS, PAGE_SIZE, CAUSAL)),
