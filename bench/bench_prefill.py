@@ -10,7 +10,9 @@ Runs from an installed mlafleet or from a plain checkout (it then links the chec
 Prefill at these sizes is bound by arithmetic (hundreds of FLOPs per byte), so no L2 rotation.
 
 Usage:
-    python3 bench/bench_prefill.py [--configs 128x64x8x3,...] [--out FILE.json] [--md FILE.md]
+    python3 bench/bench_prefill.py [--configs 128x128x8x2,128x64x8x3t,...] [--out FILE.json]
+        [--md FILE.md]   (suffix t: the Triton kernel, p: Triton with pointer loads,
+                          g: the Gluon sm_90 kernel; none: as the launcher picks)
     python3 bench/bench_prefill.py --smoke   # tiny shapes on the CPU interpreter (tests the script)
 """
 
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 ANCHOR_SHAPES = [(1, 4096), (4, 4096), (1, 16384)]  # batch x seqlen, ANCHORS.md
 CUDNN_ANCHOR_TFLOPS = {(1, 4096): 599, (4, 4096): 538, (1, 16384): 585}
 DEFAULT_CONFIGS = (
-    "128x64x8x3,128x64x8x3p,128x64x8x2,128x64x8x4,128x128x8x2,128x32x8x4,64x64x4x3,128x64x8x2p"
+    "128x128x8x2,128x64x8x3,128x64x8x4,64x64x4x2,64x128x4x2,64x64x4x3,128x64x8x3t,128x64x8x3p"
 )
 
 
@@ -51,21 +53,27 @@ def _import_mlafleet() -> None:
     sys.path.insert(0, str(root))
 
 
-def _parse_configs(text: str) -> list[tuple[str, Any, dict[str, Any]]]:
-    """``BQxBKxWARPSxSTAGES[p]`` -> ``(name, config, launch options)``.
+_SUFFIX_OPTIONS: dict[str, dict[str, Any]] = {
+    "": {},  # as the launcher picks (sm_90: the Gluon kernel when it takes the config)
+    "t": {"use_gluon": False},  # the Triton kernel (TMA loads on sm_90+)
+    "p": {"use_gluon": False, "use_tma": False},  # the Triton kernel, pointer loads
+    "g": {"use_gluon": True},  # the Gluon sm_90 kernel, or an error
+}
 
-    Plain: loads as the launcher picks (TMA on sm_90+); ``p``: pointer loads forced.
-    """
+
+def _parse_configs(text: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """``BQxBKxWARPSxSTAGES[t|p|g]`` -> ``(name, config, launch options)`` (``_SUFFIX_OPTIONS``)."""
     from mlafleet.kernels.configs import PrefillConfig
 
     configs = []
     for item in filter(None, text.split(",")):
-        body = item.rstrip("p")
+        body = item.rstrip("tpg")
         suffix = item[len(body) :]
+        if suffix not in _SUFFIX_OPTIONS:
+            raise SystemExit(f"--configs: unknown suffix {suffix!r} in {item!r}; use t, p or g")
         bq, bk, w, s = (int(x) for x in body.split("x"))
         cfg = PrefillConfig(block_size_q=bq, block_size_k=bk, num_warps=w, num_stages=s)
-        opts: dict[str, Any] = {"use_tma": False if "p" in suffix else None}
-        configs.append((item, cfg, opts))
+        configs.append((item, cfg, dict(_SUFFIX_OPTIONS[suffix])))
     return configs
 
 
@@ -169,7 +177,7 @@ def time_configs(
     import torch
 
     from mlafleet.kernels.configs import PrefillProblem
-    from mlafleet.kernels.mla_prefill import _launch
+    from mlafleet.kernels.mla_prefill import LAST_COMPILED, _launch
     from mlafleet.kernels.prefill_inputs import make_prefill_inputs
 
     records = []
@@ -202,6 +210,7 @@ def time_configs(
                 _, _, compiled = _launch(args, cfg, **launch_opts)
                 torch.cuda.synchronize() if device == "cuda" else None
                 rec["first_call_s"] = round(time.perf_counter() - t0, 2)
+                rec["kernel"] = LAST_COMPILED.get("prefill_kernel")
                 if compiled is not None and hasattr(compiled, "n_regs"):
                     rec["n_regs"] = int(compiled.n_regs)
                     rec["n_spills"] = int(compiled.n_spills)
@@ -218,7 +227,8 @@ def time_configs(
                 detail = (
                     f"{rec['median_ms']:.3f} ms {rec['tflops']:.0f} TFLOP/s "
                     f"regs={rec.get('n_regs')} spills={rec.get('n_spills')} "
-                    f"smem={rec.get('shared_bytes')} wgmma={rec.get('wgmma')}"
+                    f"smem={rec.get('shared_bytes')} wgmma={rec.get('wgmma')} "
+                    f"kernel={rec.get('kernel')}"
                 )
             print(f"time {batch}x{seqlen:<6} {rec['config']:<12} {detail}", flush=True)
         records.append(_time_sdpa(batch, seqlen, inputs, flops, device=device, rep_ms=rep_ms))

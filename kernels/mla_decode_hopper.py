@@ -50,11 +50,18 @@ DEFER_PV = True
 
 @gluon.jit
 def _zero_tail_rows(buf, valid_rows, layout: gl.constexpr):
-    """Zero the rows of a KV tile in shared memory at or past ``valid_rows`` (a tail tile)."""
-    tile = buf.load(layout)
-    rows = gl.arange(0, tile.shape[0], layout=gl.SliceLayout(1, layout))
-    tile = gl.where((rows < valid_rows)[:, None], tile, gl.zeros_like(tile))
-    buf.store(tile)
+    """Zero the rows of a KV tile in shared memory at or past ``valid_rows`` (a tail tile).
+
+    In 64-column slices (one 128-byte swizzle row of a 16-bit tile): a whole 64 x 512 tile in
+    registers at once would raise the kernel's register peak (and spill) for a rare path.
+    """
+    COLS: gl.constexpr = buf.shape[1]
+    STEP: gl.constexpr = 64 if COLS > 64 else COLS
+    rows = gl.arange(0, buf.shape[0], layout=gl.SliceLayout(1, layout))
+    for c in gl.static_range(COLS // STEP):
+        part = buf.slice(c * STEP, STEP, dim=1)
+        tile = part.load(layout)
+        part.store(gl.where((rows < valid_rows)[:, None], tile, gl.zeros_like(tile)))
 
 
 # Four e4m3 bytes -> four fp16 holding value * 2**-8, exactly (normals and subnormals): each

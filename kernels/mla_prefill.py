@@ -15,6 +15,10 @@ Loads: on sm_90+ (when strides allow) q/k/v are read with Hopper's bulk tensor c
 through host-side descriptors over the whole packed tensors; elsewhere with masked pointer
 loads. Measured on the H200 both run at the same speed; TMA needs fewer registers.
 
+On sm_90 the launcher runs a Gluon kernel instead whenever one takes the call and config
+(``mla_prefill_hopper_ws``, the default, and ``mla_prefill_hopper``): they overlap the softmax
+with the matrix work, which this kernel cannot (Triton waits for every wgmma).
+
 Causal masks are aligned to the bottom right (FlashAttention): with ``S_k`` keys and ``S_q``
 queries, query ``i`` sees keys ``0 .. i + S_k - S_q``; a row that sees no key (``S_k = 0``,
 or ``S_k < S_q`` near the top) gives zeros and ``lse = -inf``.
@@ -38,11 +42,15 @@ import triton.language as tl
 
 from .configs import PrefillConfig
 from .device_limits import interpreting
+from .mla_prefill_hopper import launch_hopper_prefill, why_not_hopper
+from .mla_prefill_hopper_ws import launch_ws_prefill, ws_prefill_config
 from .prefill_args import PrefillArgs, check_prefill_args, resolve_prefill_config
 from .prefill_tuning import head_dims
 from .tma import descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
+LAST_COMPILED: dict[str, Any] = {}
+"""``prefill_kernel``: ``"gluon_ws"``, ``"gluon"`` or ``"triton"``, the latest launch's kernel."""
 
 
 @triton.jit
@@ -340,10 +348,15 @@ def _launch(
     cfg: PrefillConfig,
     *,
     use_tma: bool | None = None,
+    use_gluon: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Allocate, build the grid and launch; also returns Triton's compiled-kernel handle.
 
-    ``use_tma``: read q/k/v through TMA descriptors (``None``: when ``tma_eligible``).
+    ``use_gluon``: run a Gluon sm_90 kernel (``mla_prefill_hopper_ws`` for 128-row 8-warp
+    configs, else ``mla_prefill_hopper``; ``None``: whenever one takes the call and config,
+    ``True`` raises when none can). ``use_tma``: the Triton
+    kernel reads q/k/v through TMA descriptors (``None``: when ``tma_eligible``). Which kernel
+    ran is left in ``LAST_COMPILED["prefill_kernel"]``.
     """
     q, k, v = args.q, args.k, args.v
     total_q, h, d_qk = q.shape
@@ -354,6 +367,18 @@ def _launch(
     batch = args.cu_seqlens_q.shape[0] - 1
     if total_q == 0 or batch == 0:
         return out, lse, None
+    why_not = why_not_hopper(args, cfg) if use_gluon is not False else "not asked for"
+    if use_gluon and why_not is not None:
+        raise ValueError(
+            f"use_gluon: no sm_90 Gluon prefill kernel takes this call: {why_not}; leave it None"
+        )
+    if why_not is None:
+        if ws_prefill_config(cfg):
+            LAST_COMPILED["prefill_kernel"] = "gluon_ws"
+            return out, lse, launch_ws_prefill(args, cfg, out, lse)
+        LAST_COMPILED["prefill_kernel"] = "gluon"
+        return out, lse, launch_hopper_prefill(args, cfg, out, lse)
+    LAST_COMPILED["prefill_kernel"] = "triton"
     if use_tma is None:
         use_tma = tma_eligible(q, k, v)
     descs = _descriptors(q, k, v, cfg, dims) if use_tma else (q, q, k, k, v)

@@ -30,7 +30,9 @@ _ELEM_BYTES = 2  # fp16 / bf16 operands
 
 # Defaults per architecture, chosen from measurements (docs/PERFORMANCE.md, "## Prefill").
 _DEFAULTS: dict[str, PrefillConfig] = {
-    "sm_90": PrefillConfig(block_size_q=128, block_size_k=64, num_warps=8, num_stages=3),
+    # sm_90: the warp-specialised Gluon kernel (mla_prefill_hopper_ws: two compute warpgroups
+    # of 64 rows and a copy warp), 128-key tiles in a two-stage ring
+    "sm_90": PrefillConfig(block_size_q=128, block_size_k=128, num_warps=8, num_stages=2),
     "cpu-interpreter": PrefillConfig(block_size_q=16, block_size_k=16, num_warps=4, num_stages=1),
 }
 # Unmeasured architectures: a conservative config that fits 100 KB of shared memory at d 192.

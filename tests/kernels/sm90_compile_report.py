@@ -1,11 +1,12 @@
-"""Compile the Gluon sm_90 decode kernels without a GPU and report their resources as JSON.
+"""Compile the Gluon sm_90 kernels without a GPU and report their resources as JSON.
 
 Triton compiles for a target it is told about (``GPUTarget("cuda", 90, 32)``) with its own
 ptxas; ``cuobjdump`` (shipped in Triton's wheel too) gives the registers, the stack (spills) and
 the SASS. Run by ``test_mla_decode_hopper.py`` in a child process, since the CPU test run sets
 ``TRITON_INTERPRET=1`` and the interpreter cannot compile::
 
-    python tests/kernels/sm90_compile_report.py   # one JSON object per line, one per variant
+    python tests/kernels/sm90_compile_report.py             # decode: a JSON line per variant
+    python tests/kernels/sm90_compile_report.py --prefill   # prefill: a JSON line per config
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.runtime.jit import mangle_type
 
-from mlafleet.kernels import mla_decode_hopper, mla_decode_hopper_few, mla_decode_hopper_ws
-from mlafleet.kernels.configs import DecodeConfig
+from mlafleet.kernels import (
+    mla_decode_hopper,
+    mla_decode_hopper_few,
+    mla_decode_hopper_ws,
+    mla_prefill_hopper,
+    mla_prefill_hopper_ws,
+)
+from mlafleet.kernels.configs import DecodeConfig, PrefillConfig
 from mlafleet.kernels.decode_checks import DecodeArgs
+from mlafleet.kernels.prefill_args import PrefillArgs
 
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 
@@ -139,6 +147,40 @@ def report() -> list[dict[str, Any]]:
     ]
 
 
+PREFILL_CONFIGS = ("128x128x8x2", "128x64x8x3", "128x64x8x4", "64x128x4x2", "64x64x4x2")
+
+
+def prefill_report() -> list[dict[str, Any]]:
+    """The Gluon prefill kernel at DeepSeek's dims (192 / 128, causal, bf16), per config."""
+    tokens, heads = 256, 4
+    args = PrefillArgs(
+        q=torch.empty(tokens, heads, 192, dtype=torch.bfloat16),
+        k=torch.empty(tokens, heads, 192, dtype=torch.bfloat16),
+        v=torch.empty(tokens, heads, 128, dtype=torch.bfloat16),
+        cu_seqlens_q=torch.zeros(2, dtype=torch.int32),
+        cu_seqlens_k=torch.zeros(2, dtype=torch.int32),
+        max_seqlen_q=tokens,
+        max_seqlen_k=tokens,
+        causal=True,
+        softmax_scale=192**-0.5,
+    )
+    out = torch.empty(tokens, heads, 128, dtype=torch.bfloat16)
+    lse = torch.empty(heads, tokens)
+    rows = []
+    for name in PREFILL_CONFIGS:
+        bq, bk, warps, stages = (int(x) for x in name.split("x"))
+        cfg = PrefillConfig(block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages)
+        if mla_prefill_hopper_ws.ws_prefill_config(cfg):
+            module, kernel, kind = mla_prefill_hopper_ws, "_mla_prefill_ws_kernel", "prefill_ws"
+            launch = partial(module.launch_ws_prefill, args, cfg, out, lse)
+        else:
+            module, kernel, kind = mla_prefill_hopper, "_mla_prefill_hopper_kernel", "prefill"
+            launch = partial(module.launch_hopper_prefill, args, cfg, out, lse)
+        found = _compile(module, kernel, launch)
+        rows.append({"kernel": kind, "config": name, **found})
+    return rows
+
+
 if __name__ == "__main__":
-    for row in report():
+    for row in prefill_report() if "--prefill" in sys.argv[1:] else report():
         sys.stdout.write(json.dumps(row) + "\n")

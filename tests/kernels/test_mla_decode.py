@@ -366,17 +366,17 @@ def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("dtype", "kv_dtype", "page_size", "splits", "s_q", "ws"),
+    ("dtype", "kv_dtype", "page_size", "splits", "s_q", "kernel"),
     [
-        ("bf16", None, 64, 1, 1, True),
-        ("bf16", None, 64, 4, 2, True),
-        ("fp16", None, 128, 3, 1, True),
-        ("bf16", None, 256, 64, 2, True),
-        ("bf16", None, 64, 1, 1, False),
-        ("bf16", None, 64, 4, 2, False),
-        ("bf16", None, 256, 64, 2, False),
-        ("bf16", "fp8_e4m3", 64, 1, 1, None),
-        ("bf16", "fp8_e4m3", 128, 5, 2, None),
+        ("bf16", None, 64, 1, 1, "ws"),
+        ("bf16", None, 64, 4, 2, "ws"),
+        ("fp16", None, 128, 3, 1, "ws"),
+        ("bf16", None, 256, 64, 2, "ws"),
+        ("bf16", None, 64, 1, 1, "lockstep"),
+        ("bf16", None, 64, 4, 2, "lockstep"),
+        ("bf16", None, 256, 64, 2, "lockstep"),
+        ("bf16", "fp8_e4m3", 64, 1, 1, "lockstep"),
+        ("bf16", "fp8_e4m3", 128, 5, 2, "lockstep"),
     ],
 )
 def test_gluon_hopper_kernel_on_gpu(
@@ -385,13 +385,13 @@ def test_gluon_hopper_kernel_on_gpu(
     page_size: int,
     splits: int,
     s_q: int,
-    ws: bool | None,
+    kernel: str,
     seed: int,
     kit: Kit,
 ):
-    # ws: the warp-specialised kernel (config 64x32 w8 s4, 16-bit caches); else the lockstep one
-    # The Gluon sm_90 kernel: tails inside a tile, empty and one-token sequences, empty
-    # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads.
+    # kernel: the warp-specialised one (config 64x32 w8 s4, 16-bit caches) or the lockstep one
+    # (64x64 w8 s2). Tails inside a tile, empty and one-token sequences, empty splits (64
+    # splits of short sequences), causal s_q 2, 64 and 128 heads.
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernel is for sm_90")
     from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
@@ -410,10 +410,10 @@ def test_gluon_hopper_kernel_on_gpu(
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
-    config = DecodeConfig(64, 32, 8, 4, splits) if ws else DecodeConfig(64, 64, 8, 2, splits)
-    config, splits = resolve_decode_config(args, config)
+    knobs = {"ws": (64, 32, 8, 4), "lockstep": (64, 64, 8, 2)}[kernel]
+    config, splits = resolve_decode_config(args, DecodeConfig(*knobs, num_kv_splits=splits))
     got = module._launch(args, config, splits)
-    expected = "many_heads_ws" if ws else "many_heads_lockstep"
+    expected = "many_heads_lockstep" if kernel == "lockstep" else "many_heads_ws"
     assert module.LAST_COMPILED["decode_kernel"] == expected
     kit.assert_matches_reference(inputs, got, seed=seed)
 

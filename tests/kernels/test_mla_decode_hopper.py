@@ -54,8 +54,8 @@ def test_resources_fit_one_block(report: list[dict[str, Any]]):
         assert row["registers"] <= 255, row
         assert row["shared_bytes"] <= SM90_SHARED_BYTES, row
         # the lockstep kernels spill at most 8 bytes (fp8 upcast); the warp-specialised one, at
-        # 240 registers a compute warpgroup, 128 (measured faster than the lockstep kernel)
-        limit = 128 if row["kernel"] == "many_heads_ws" else 8 if row["fp8"] else 0
+        # 240 registers a compute warpgroup, 8 (128 before the tail tile was zeroed in slices)
+        limit = 32 if row["kernel"] == "many_heads_ws" else 8 if row["fp8"] else 0
         assert row["stack_bytes"] <= limit, row
 
 

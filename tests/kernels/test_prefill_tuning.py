@@ -124,7 +124,7 @@ def test_interpreter_search_space_is_tiny_and_valid() -> None:
 
 def test_defaults_per_architecture() -> None:
     # sm_90: measured best on the H200 (docs/PERFORMANCE.md, "## Prefill")
-    assert default_prefill_config(DEEPSEEK, H200) == PrefillConfig(128, 64, 8, 3)
+    assert default_prefill_config(DEEPSEEK, H200) == PrefillConfig(128, 128, 8, 2)
     tiny = PrefillProblem(batch=1, seqlen_q=40, seqlen_k=40, h=2, d_qk=48, d_v=32)
     assert default_prefill_config(tiny, CPU_INTERPRETER) == PrefillConfig(16, 16, 4, 1)
     fallback = default_prefill_config(DEEPSEEK, SMALL_SMEM)

@@ -1,6 +1,6 @@
 """A few decode and prefill calls for ``compute-sanitizer`` (run by ``gpu_sanitizer.sh``).
 
-Each case runs a kernel (Triton, or on sm_90 the Gluon decode kernels) on a CUDA GPU and checks
+Each case runs a kernel (Triton, or on sm_90 the Gluon kernels) on a CUDA GPU and checks
 it against the fp32 reference, so the sanitizer sees real launches over real shapes: empty and
 ragged sequences, page sizes 1 to 256, split KV, multi-token causal decode, fp8 KV, grouped
 heads, varlen causal/non-causal prefill.
@@ -96,7 +96,7 @@ def _compare(out: Any, lse: Any, ref_out: Any, ref_lse: Any, dtype: str) -> str:
 DS = {"d_qk": 576, "d_v": 512}
 # The warp-specialised Gluon kernel: racecheck reports hazards on it that we could not resolve
 # (docs/kernels/NOTES.md, variant 15), so gpu_sanitizer.sh runs it under memcheck only.
-WS_CASE = "decode-gluon-ws-64heads-mtp2-causal-split3"
+WS_CASES = ("decode-gluon-ws-64heads-mtp2-causal-split3",)
 CASES: dict[str, Callable[[], str]] = {
     "decode-deepseek-ragged-p64": _decode(
         DecodeProblem(batch=4, s_q=1, h_q=16, seqlen=257, page_size=64, dtype="bf16",
@@ -116,7 +116,7 @@ CASES: dict[str, Callable[[], str]] = {
     "decode-gluon-128heads-fp8-p128": _decode(
         DecodeProblem(batch=2, s_q=1, h_q=128, seqlen=300, page_size=128, dtype="bf16",
                       kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
-    WS_CASE: _decode(
+    WS_CASES[0]: _decode(
         DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
                       causal=True, seqlens=(0, 1, 100, 257), **DS), DecodeConfig(64, 32, 8, 4, 3)),
     "decode-gluon-32heads-mtp2-split2": _decode(
@@ -132,6 +132,13 @@ CASES: dict[str, Callable[[], str]] = {
         PrefillProblem(batch=2, seqlen_q=65, seqlen_k=65, h=8, h_k=2, dtype="fp16",
                        causal=False),
         [(65, 65), (3, 40)], PrefillConfig(64, 32, 4, 2)),
+    "prefill-gluon-128rows-bottom-right": _prefill(
+        PrefillProblem(batch=3, seqlen_q=200, seqlen_k=330, h=4, dtype="bf16", causal=True),
+        [(200, 330), (0, 9), (130, 130)], PrefillConfig(128, 128, 8, 2)),
+    # a config the Gluon kernel does not take (32-row blocks): the Triton kernel on sm_90
+    "prefill-triton-varlen-causal": _prefill(
+        PrefillProblem(batch=2, seqlen_q=90, seqlen_k=90, h=4, dtype="bf16", causal=True),
+        [(90, 90), (33, 50)], PrefillConfig(32, 32, 4, 2)),
 }  # fmt: skip
 
 
@@ -143,7 +150,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("no CUDA GPU: these cases are for compute-sanitizer on a GPU\n")
         return 2
     failed = 0
-    skip = {WS_CASE} if "--skip-warp-specialised" in argv else set()
+    skip = set(WS_CASES) if "--skip-warp-specialised" in argv else set()
     for name, case in CASES.items():
         if name in skip:
             continue

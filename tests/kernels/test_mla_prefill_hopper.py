@@ -1,0 +1,151 @@
+"""The Gluon sm_90 prefill kernels (``mla_prefill_hopper``, ``_ws``): compiled for Hopper on the
+CPU, run on the GPU against the fp32 reference.
+
+CPU: every config the launcher sends them is compiled for sm_90 by Triton's own ptxas
+(``sm90_compile_report.py --prefill``, in a child process without ``TRITON_INTERPRET``) and the
+report checked: no spills, fits one block, each score k-step one wgmma over the whole key tile.
+GPU (``-m gpu``): NaN-padded input views, NaN-poisoned outputs, lengths that hit every branch
+(empty sequences, tails, bottom-right causal, rows that see no key, GQA, a power-of-two d_qk).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mlafleet.kernels import mla_prefill_hopper
+from mlafleet.kernels.configs import PrefillConfig, PrefillProblem
+from mlafleet.kernels.mla_prefill_hopper_ws import ws_prefill_config
+from mlafleet.kernels.prefill_args import check_prefill_args
+from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref
+
+prefill_mod = importlib.import_module("mlafleet.kernels.mla_prefill")
+HERE = Path(__file__).parent
+SM90_SHARED_BYTES = 232448
+CONFIGS = {
+    "128x128x8x2": PrefillConfig(block_size_q=128, block_size_k=128, num_warps=8, num_stages=2),
+    "128x64x8x3": PrefillConfig(block_size_q=128, block_size_k=64, num_warps=8, num_stages=3),
+    "64x64x4x2": PrefillConfig(block_size_q=64, block_size_k=64, num_warps=4, num_stages=2),
+}
+
+
+@pytest.fixture(scope="module")
+def report() -> list[dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(HERE / "sm90_compile_report.py"), "--prefill"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_prefill_configs_compile_without_spills(report: list[dict[str, Any]]) -> None:
+    assert {row["config"] for row in report} >= {"128x128x8x2", "128x64x8x3", "64x128x4x2"}
+    # 128 rows over 8 warps: the warp-specialised kernel; 64 rows over 4: the lockstep one
+    assert {row["kernel"] for row in report} == {"prefill", "prefill_ws"}
+    for row in report:
+        assert row["registers"] <= 255, row
+        assert row["stack_bytes"] == 0, row
+        assert row["shared_bytes"] <= SM90_SHARED_BYTES, row
+
+
+def test_prefill_scores_take_one_wgmma_per_k_step(report: list[dict[str, Any]]) -> None:
+    for row in report:
+        bn = int(row["config"].split("x")[1])
+        # d_qk 192 = 12 k-steps of 64 x BN (prologue tile + loop); p @ v: BN / 16 k-steps of
+        # 64 x 128 (loop + last tile): nothing replicated across the warpgroups
+        assert row["wgmma"].get(f"64x{bn}x16", 0) >= 24, row
+        assert row["wgmma"].get("64x128x16", 0) >= 2 * bn // 16, row
+
+
+def test_launcher_names_why_the_gluon_kernel_cannot_run() -> None:
+    """Off sm_90 (here: the CPU) the launcher keeps the Triton kernel, or says why if forced."""
+    inputs = make_prefill_inputs(
+        PrefillProblem(batch=1, seqlen_q=8, seqlen_k=8, h=2, d_qk=48, d_v=32, dtype="fp16"),
+        device="cpu",
+        seed=1,
+    )
+    args = check_prefill_args(
+        inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"], inputs["cu_seqlens_k"],
+        inputs["max_seqlen_q"], inputs["max_seqlen_k"], causal=True, softmax_scale=None,
+    )  # fmt: skip
+    cfg = CONFIGS["64x64x4x2"]
+    assert mla_prefill_hopper.why_not_hopper(args, cfg) == "not an NVIDIA GPU"
+    with pytest.raises(ValueError, match="use_gluon: no sm_90 Gluon prefill kernel takes this call"):
+        prefill_mod._launch(args, cfg, use_gluon=True)
+
+
+def _sm90() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+GPU_CASES: dict[str, tuple[PrefillProblem, dict[str, Any]]] = {
+    "deepseek_causal_varlen": (
+        PrefillProblem(batch=4, seqlen_q=300, seqlen_k=300, h=8, dtype="bf16"),
+        {"lengths": [(300, 300), (0, 0), (129, 129), (1, 1)]},
+    ),
+    "deepseek_bottom_right": (
+        PrefillProblem(batch=3, seqlen_q=200, seqlen_k=500, h=8, dtype="bf16"),
+        {"lengths": [(200, 500), (77, 333), (64, 64)]},
+    ),
+    "more_queries_than_keys": (
+        PrefillProblem(batch=2, seqlen_q=260, seqlen_k=100, h=4, dtype="fp16"),
+        {"lengths": [(260, 100), (50, 0)]},
+    ),
+    "noncausal_gqa": (
+        PrefillProblem(batch=3, seqlen_q=250, seqlen_k=390, h=8, h_k=2, dtype="bf16", causal=False),
+        {"varlen": True},
+    ),
+    "pow2_qk_128_64": (
+        PrefillProblem(batch=2, seqlen_q=190, seqlen_k=190, h=4, d_qk=128, d_v=64, dtype="fp16"),
+        {"varlen": True},
+    ),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("case", sorted(GPU_CASES))
+def test_gluon_prefill_matches_reference(case: str, config: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    if not _sm90():
+        pytest.skip("the Gluon prefill kernel runs on sm_90")
+
+    def poisoned(shape: tuple[int, ...], *, dtype: torch.dtype, device: Any) -> torch.Tensor:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(prefill_mod, "_empty", poisoned)
+    problem, input_kw = GPU_CASES[case]
+    seed = secrets.randbits(31)
+    inputs = make_prefill_inputs(problem, device="cuda", seed=seed, **input_kw)
+    args = check_prefill_args(
+        inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"], inputs["cu_seqlens_k"],
+        inputs["max_seqlen_q"], inputs["max_seqlen_k"], causal=inputs["causal"],
+        softmax_scale=inputs["softmax_scale"],
+    )  # fmt: skip
+    out, lse, _ = prefill_mod._launch(args, CONFIGS[config], use_gluon=True)
+    # 128 rows over 8 warps: the warp-specialised kernel (two warpgroups and a copy warp)
+    expected = "gluon_ws" if ws_prefill_config(CONFIGS[config]) else "gluon"
+    assert prefill_mod.LAST_COMPILED["prefill_kernel"] == expected
+    ref_out, ref_lse = run_prefill_ref(inputs)
+    msg = f"{case} {config} seed {seed}"
+    assert not torch.isnan(out).any(), f"{msg}: NaN in out (unwritten or poisoned read)"
+    rel_l2 = float((out.float() - ref_out.float()).norm() / ref_out.float().norm().clamp_min(1e-6))
+    assert rel_l2 < 1e-2, f"{msg}: relative L2 error {rel_l2:.2e}"
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2,
+                               msg=lambda m: f"{msg}: {m}")  # fmt: skip
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3, msg=lambda m: f"{msg}: {m}")

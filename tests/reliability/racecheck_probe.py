@@ -1,0 +1,81 @@
+"""A minimal warp-specialised Gluon kernel with the hand-off the decode kernel uses, for racecheck.
+
+``mla_decode_hopper_ws`` passes the running row max and rescale between its two compute
+warpgroups through one shared-memory buffer, ordered by an mbarrier: the writer's threads store,
+meet at a warpgroup barrier, one thread arrives; the reader waits on the mbarrier, loads, and
+hands the buffer back the same way before the writer overwrites it. compute-sanitizer racecheck
+reports hazards on those accesses (docs/kernels/NOTES.md, variant 15). This kernel does only
+that hand-off, over ``ROUNDS`` rounds, and checks every value the reader saw: if racecheck
+reports hazards here too, the reports come from how the tool treats this mbarrier ordering, not
+from the decode kernel's arithmetic.
+
+    python tests/reliability/racecheck_probe.py      # exit 0 when every round read right
+    compute-sanitizer --tool racecheck python tests/reliability/racecheck_probe.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+
+ROUNDS = 8
+ROWS = 64
+
+
+@gluon.jit
+def _writer(buf, full, empty, ROUNDS: gl.constexpr):
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    rows = gl.arange(0, buf.shape[0], layout=layout)
+    for r in range(ROUNDS):
+        if r > 0:
+            mbarrier.wait(empty, (r - 1) & 1)  # the reader is done with round r - 1
+        buf.store((rows + r * 1000).to(gl.float32))
+        gl.thread_barrier()  # all of this warpgroup's stores are done
+        mbarrier.arrive(full)
+
+
+@gluon.jit
+def _reader(buf, full, empty, out_ptr, ROUNDS: gl.constexpr):
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    rows = gl.arange(0, buf.shape[0], layout=layout)
+    for r in range(ROUNDS):
+        mbarrier.wait(full, r & 1)
+        seen = buf.load(layout)
+        gl.store(out_ptr + r * buf.shape[0] + rows, seen)
+        gl.thread_barrier()  # all of this warpgroup's loads are done
+        mbarrier.arrive(empty)
+
+
+@gluon.jit
+def _handoff_kernel(out_ptr, ROWS: gl.constexpr, ROUNDS: gl.constexpr):
+    buf = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(full, count=1)
+    mbarrier.init(empty, count=1)
+    gl.warp_specialize(
+        [(_writer, (buf, full, empty, ROUNDS)), (_reader, (buf, full, empty, out_ptr, ROUNDS))],
+        [4],
+        [96],
+    )
+
+
+def main() -> int:
+    out = torch.full((ROUNDS, ROWS), float("nan"), device="cuda")
+    _handoff_kernel[(1,)](out, ROWS=ROWS, ROUNDS=ROUNDS, num_warps=4)
+    torch.cuda.synchronize()
+    want = (
+        torch.arange(ROWS, device="cuda", dtype=torch.float32)
+        + 1000 * torch.arange(ROUNDS, device="cuda", dtype=torch.float32)[:, None]
+    )
+    ok = torch.equal(out, want)
+    sys.stdout.write(f"racecheck probe: {ROUNDS} hand-offs {'read right' if ok else 'WRONG'}\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
