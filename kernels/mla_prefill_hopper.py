@@ -22,12 +22,13 @@ K and V tiles come by TMA in two rings with an mbarrier per slot: a K slot goes 
 engine as soon as its scores are done, a V slot one iteration later, so the next copies start a
 whole iteration before they are needed.
 
-Scope (``why_not_hopper``): sm_90, fp16/bf16, ``d_qk`` a power of two or a power of two plus a
-smaller one (192 = 128 + 64), ``d_v`` a power of two <= 256, q/k/v with a contiguous last dim
-and 16-byte aligned token and head strides (each tensor is read as 2-D [tokens, heads x
-stride(1)] through one descriptor), at least one key, configs with ``block_size_q == 16 *
-num_warps`` (64 x 4 or 128 x 8 warps), 2+ stages, and the tiles within shared memory and
-registers. Every other call runs the Triton kernel, with the same results.
+Scope (``why_not_hopper``, ``why_not_shape``), for both Gluon prefill kernels: sm_90,
+fp16/bf16, ``d_qk`` a power of two or a power of two plus a smaller one (192 = 128 + 64),
+``d_v`` a power of two <= 256, q/k/v with a contiguous last dim and 16-byte aligned token and
+head strides (each tensor is read as 2-D [tokens, heads x stride(1)] through one descriptor), at
+least one key, configs with ``block_size_q == 16 * num_warps`` (64 x 4 or 128 x 8 warps), 2+
+stages, and the tiles within shared memory and registers. Every other call runs the Triton
+kernel, with the same results.
 
 Layouts and semantics as ``mla_prefill``: q [total_q, H, D_QK], k [total_k, HK, D_QK],
 v [total_k, HK, D_V], out [total_q, H, D_V], lse [H, total_q] (natural log); causal masks
@@ -67,6 +68,33 @@ def _issue_k(k1_desc, k2_desc, k1_s, k2_s, bar, row, col, slot, pred, HAS_D2: gl
     if HAS_D2:
         tma.async_copy_global_to_shared(k2_desc, [row, col + D1], bar.index(slot),
                                         k2_s.index(slot), pred=pred)  # fmt: skip
+
+
+@gluon.jit
+def _allocate_tiles(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, STAGES: gl.constexpr):
+    """Shared memory for the q tile (two parts) and ``STAGES``-slot K (two parts) and V rings,
+    in the descriptors' layouts: ``(q1_s, q2_s, k1_s, k2_s, v_s)``."""
+    dtype: gl.constexpr = q1_desc.dtype
+    k1_shape: gl.constexpr = k1_desc.block_type.shape
+    k2_shape: gl.constexpr = k2_desc.block_type.shape
+    v_shape: gl.constexpr = v_desc.block_type.shape
+    q1_s = gl.allocate_shared_memory(dtype, q1_desc.block_type.shape, q1_desc.layout)
+    q2_s = gl.allocate_shared_memory(dtype, q2_desc.block_type.shape, q2_desc.layout)
+    k1_s = gl.allocate_shared_memory(dtype, [STAGES, k1_shape[0], k1_shape[1]], k1_desc.layout)
+    k2_s = gl.allocate_shared_memory(dtype, [STAGES, k2_shape[0], k2_shape[1]], k2_desc.layout)
+    v_s = gl.allocate_shared_memory(dtype, [STAGES, v_shape[0], v_shape[1]], v_desc.layout)
+    return q1_s, q2_s, k1_s, k2_s, v_s
+
+
+@gluon.jit
+def _issue_q(q1_desc, q2_desc, q1_s, q2_s, bar, row, col, HAS_D2: gl.constexpr):
+    """Start the TMA copies of the q tile (rows ``row ..``, columns ``col ..``)."""
+    nbytes: gl.constexpr = q1_desc.block_type.nbytes + (q2_desc.block_type.nbytes if HAS_D2 else 0)
+    mbarrier.expect(bar, nbytes)
+    tma.async_copy_global_to_shared(q1_desc, [row, col], bar, q1_s)
+    if HAS_D2:
+        D1: gl.constexpr = q1_desc.block_type.shape[1]
+        tma.async_copy_global_to_shared(q2_desc, [row, col + D1], bar, q2_s)
 
 
 @gluon.jit
@@ -209,7 +237,6 @@ def _mla_prefill_hopper_kernel(
 ):
     dtype: gl.constexpr = q1_desc.dtype
     BM: gl.constexpr = q1_desc.block_type.shape[0]
-    D1: gl.constexpr = q1_desc.block_type.shape[1]
     BN: gl.constexpr = k1_desc.block_type.shape[0]
     W: gl.constexpr = gl.num_warps()
     # each warpgroup computes its own 64 rows of both products
@@ -234,13 +261,8 @@ def _mla_prefill_hopper_kernel(
     k_col = pid_hk * stride_k_h
     v_col = pid_hk * stride_v_h
 
-    q1_s = gl.allocate_shared_memory(dtype, [BM, D1], q1_desc.layout)
-    q2_s = gl.allocate_shared_memory(dtype, q2_desc.block_type.shape, q2_desc.layout)
-    k1_s = gl.allocate_shared_memory(dtype, [STAGES, BN, D1], k1_desc.layout)
-    k2_s = gl.allocate_shared_memory(
-        dtype, [STAGES, k2_desc.block_type.shape[0], k2_desc.block_type.shape[1]], k2_desc.layout
-    )
-    v_s = gl.allocate_shared_memory(dtype, [STAGES, BN, D_V], v_desc.layout)
+    q1_s, q2_s, k1_s, k2_s, v_s = _allocate_tiles(q1_desc, q2_desc, k1_desc, k2_desc, v_desc,
+                                                  STAGES)  # fmt: skip
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -250,11 +272,7 @@ def _mla_prefill_hopper_kernel(
         mbarrier.init(v_bar.index(i), count=1)
     fence_async_shared()
 
-    q_bytes: gl.constexpr = q1_desc.block_type.nbytes + (q2_desc.block_type.nbytes if HAS_D2 else 0)
-    mbarrier.expect(q_bar, q_bytes)
-    tma.async_copy_global_to_shared(q1_desc, [q_start + start_m, q_col], q_bar, q1_s)
-    if HAS_D2:
-        tma.async_copy_global_to_shared(q2_desc, [q_start + start_m, q_col + D1], q_bar, q2_s)
+    _issue_q(q1_desc, q2_desc, q1_s, q2_s, q_bar, q_start + start_m, q_col, HAS_D2)
     for i in gl.static_range(STAGES):
         _issue_k(k1_desc, k2_desc, k1_s, k2_s, k_bar, k_start + i * BN, k_col, i,
                  i < num_tiles, HAS_D2)  # fmt: skip
@@ -341,11 +359,17 @@ def shared_bytes(cfg: PrefillConfig, d_qk: int, d_v: int) -> int:
 
 
 def why_not_hopper(args: PrefillArgs, cfg: PrefillConfig) -> str | None:
-    """Why this kernel cannot take the call with ``cfg`` (``None``: it can)."""
+    """Why the Gluon kernels cannot take the call with ``cfg`` here (``None``: they can)."""
     if interpreting() or not args.q.is_cuda or torch.version.hip is not None:
         return "not an NVIDIA GPU"
     if torch.cuda.get_device_capability(args.q.device) != (9, 0):
         return "not sm_90"
+    return why_not_shape(args, cfg)
+
+
+def why_not_shape(args: PrefillArgs, cfg: PrefillConfig) -> str | None:
+    """Why the call's dims, dtype, strides or ``cfg`` rule the Gluon kernels out, whatever the
+    device (``None``: they fit; see the module docstring's scope)."""
     q, k, v = args.q, args.k, args.v
     d_qk, d_v = q.shape[2], v.shape[2]
     d1, d2, dv = head_dims(d_qk, d_v)
@@ -383,11 +407,6 @@ def _registers(cfg: PrefillConfig, d_v: int) -> int:
     """Registers a thread needs without q: output tile, scores, p, 40 for the rest."""
     threads = 32 * cfg.num_warps
     return (cfg.block_size_q * (d_v + cfg.block_size_k * 3 // 2)) // threads + 40
-
-
-def hopper_prefill_eligible(args: PrefillArgs, cfg: PrefillConfig) -> bool:
-    """True when this call runs this kernel (see the module docstring's scope)."""
-    return why_not_hopper(args, cfg) is None
 
 
 def prefill_descriptors(args: PrefillArgs, cfg: PrefillConfig) -> tuple[tuple[Any, ...], bool]:
@@ -433,9 +452,9 @@ def launch_hopper_prefill(
 
 
 __all__ = [
-    "hopper_prefill_eligible",
     "launch_hopper_prefill",
     "prefill_descriptors",
     "shared_bytes",
     "why_not_hopper",
+    "why_not_shape",
 ]

@@ -32,12 +32,14 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
 from .configs import PrefillConfig
 from .mla_prefill_hopper import (
+    _allocate_tiles,
     _block,
     _issue_k,
+    _issue_q,
     _issue_v,
     _key_range,
     _scores,
@@ -57,7 +59,6 @@ def _copy_warp(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_s, k2_
                CAUSAL: gl.constexpr):  # fmt: skip
     """Producer: q once, then K and V tiles into their rings as slots come free."""
     BM: gl.constexpr = q1_s.shape[0]
-    D1: gl.constexpr = q1_s.shape[1]
     BN: gl.constexpr = k1_s.shape[1]
     STAGES: gl.constexpr = k1_s.shape[0]
     pid_h = gl.program_id(1)
@@ -68,13 +69,7 @@ def _copy_warp(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_s, k2_
         q_col = pid_h * stride_q_h
         k_col = (pid_h // GROUP) * stride_k_h
         v_col = (pid_h // GROUP) * stride_v_h
-        q_bytes: gl.constexpr = q1_desc.block_type.nbytes + (
-            q2_desc.block_type.nbytes if HAS_D2 else 0
-        )
-        mbarrier.expect(q_bar, q_bytes)
-        tma.async_copy_global_to_shared(q1_desc, [q_start + start_m, q_col], q_bar, q1_s)
-        if HAS_D2:
-            tma.async_copy_global_to_shared(q2_desc, [q_start + start_m, q_col + D1], q_bar, q2_s)
+        _issue_q(q1_desc, q2_desc, q1_s, q2_s, q_bar, q_start + start_m, q_col, HAS_D2)
         for j in range(num_tiles):
             slot = j % STAGES
             phase = (j // STAGES - 1) & 1  # of the slot's previous tile's "empty" arrivals
@@ -173,18 +168,8 @@ def _mla_prefill_ws_kernel(
     cu_seqlens_k_ptr, qk_scale_log2, stride_q_h, stride_k_h, stride_v_h, stride_o_m, stride_o_h,
     stride_lse_h, GROUP, HAS_D2: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
 ):  # fmt: skip
-    dtype: gl.constexpr = q1_desc.dtype
-    BM: gl.constexpr = q1_desc.block_type.shape[0]
-    D1: gl.constexpr = q1_desc.block_type.shape[1]
-    BN: gl.constexpr = k1_desc.block_type.shape[0]
-    D_V: gl.constexpr = v_desc.block_type.shape[1]
-    q1_s = gl.allocate_shared_memory(dtype, [BM, D1], q1_desc.layout)
-    q2_s = gl.allocate_shared_memory(dtype, q2_desc.block_type.shape, q2_desc.layout)
-    k1_s = gl.allocate_shared_memory(dtype, [STAGES, BN, D1], k1_desc.layout)
-    k2_s = gl.allocate_shared_memory(
-        dtype, [STAGES, k2_desc.block_type.shape[0], k2_desc.block_type.shape[1]], k2_desc.layout
-    )
-    v_s = gl.allocate_shared_memory(dtype, [STAGES, BN, D_V], v_desc.layout)
+    q1_s, q2_s, k1_s, k2_s, v_s = _allocate_tiles(q1_desc, q2_desc, k1_desc, k2_desc, v_desc,
+                                                  STAGES)  # fmt: skip
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())

@@ -6,9 +6,13 @@ compute the same function on any valid input, not on one lucky draw.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,29 @@ from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref
 from mlafleet.kernels.registry import TOLERANCES
 
 LSE_TOL = (1e-3, 1e-3)  # lse is fp32 from fp32 accumulators: only summation order differs
+
+
+def _run_sm90_compile_report(*flags: str) -> list[dict[str, Any]]:
+    """``sm90_compile_report.py``'s rows (one per compiled Gluon variant), run in a child process
+    without ``TRITON_INTERPRET`` (the interpreter cannot compile)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).parent / "sm90_compile_report.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def sm90_compile_report() -> Callable[..., list[dict[str, Any]]]:
+    """Runs ``sm90_compile_report.py`` with the given flags and returns its rows."""
+    return _run_sm90_compile_report
 
 
 def device() -> torch.device:

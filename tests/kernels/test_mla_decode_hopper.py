@@ -10,32 +10,17 @@ heads, not the 72 Triton's own layout gave).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).parent
 SM90_SHARED_BYTES = 232448  # 227 KB: the most one block may use on an H100/H200
 
 
 @pytest.fixture(scope="module")
-def report() -> list[dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, str(HERE / "sm90_compile_report.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+def report(sm90_compile_report: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return sm90_compile_report()
 
 
 def test_every_variant_compiles(report: list[dict[str, Any]]):

@@ -10,13 +10,10 @@ GPU (``-m gpu``): NaN-padded input views, NaN-poisoned outputs, lengths that hit
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import json
-import os
 import secrets
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,7 +26,6 @@ from mlafleet.kernels.prefill_args import check_prefill_args
 from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref
 
 prefill_mod = importlib.import_module("mlafleet.kernels.mla_prefill")
-HERE = Path(__file__).parent
 SM90_SHARED_BYTES = 232448
 CONFIGS = {
     "128x128x8x2": PrefillConfig(block_size_q=128, block_size_k=128, num_warps=8, num_stages=2),
@@ -39,18 +35,8 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def report() -> list[dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, str(HERE / "sm90_compile_report.py"), "--prefill"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+def report(sm90_compile_report: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return sm90_compile_report("--prefill")
 
 
 def test_prefill_configs_compile_without_spills(report: list[dict[str, Any]]) -> None:
@@ -149,3 +135,57 @@ def test_gluon_prefill_matches_reference(case: str, config: str,
     torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2,
                                msg=lambda m: f"{msg}: {m}")  # fmt: skip
     torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3, msg=lambda m: f"{msg}: {m}")
+
+
+def _args_for(problem: PrefillProblem, **input_kw: Any) -> Any:
+    inputs = make_prefill_inputs(problem, device="cpu", seed=3, **input_kw)
+    return check_prefill_args(
+        inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"], inputs["cu_seqlens_k"],
+        inputs["max_seqlen_q"], inputs["max_seqlen_k"], causal=True, softmax_scale=None,
+    )  # fmt: skip
+
+
+DEEPSEEK = PrefillProblem(batch=2, seqlen_q=40, seqlen_k=40, h=4, dtype="bf16")
+
+
+def test_gluon_kernels_take_deepseek_dims_contiguous_or_padded_views() -> None:
+    """The shape rules (device aside): NaN-padded views (head stride 200) and contiguous."""
+    padded = _args_for(DEEPSEEK)
+    assert padded.q.stride(1) == 200
+    contiguous = dataclasses.replace(
+        padded, q=padded.q.contiguous(), k=padded.k.contiguous(), v=padded.v.contiguous()
+    )
+    for args in (padded, contiguous):
+        for cfg in CONFIGS.values():
+            assert mla_prefill_hopper.why_not_shape(args, cfg) is None, cfg
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"d_qk": 112}, "head dims 112/128"),  # 64 + 48: the second part would be padded
+        ({"d_v": 96}, "head dims 192/96"),
+        ({"seqlen_k": 0}, "no keys at all"),
+    ],
+)
+def test_gluon_kernels_refuse_shapes_they_do_not_cover(change: dict[str, int], reason: str) -> None:
+    args = _args_for(dataclasses.replace(DEEPSEEK, **change))
+    why = mla_prefill_hopper.why_not_shape(args, CONFIGS["64x64x4x2"])
+    assert why is not None
+    assert why.startswith(reason), why
+
+
+def test_gluon_kernels_refuse_unaligned_strides_and_foreign_configs() -> None:
+    args = _args_for(DEEPSEEK)
+    odd = torch.zeros(80, 4, 196, dtype=torch.bfloat16)[:, :, :192]  # heads 392 bytes apart
+    why = mla_prefill_hopper.why_not_shape(dataclasses.replace(args, q=odd), CONFIGS["64x64x4x2"])
+    assert why is not None
+    assert why.startswith("q: strides"), why
+    for knobs, reason in (
+        ((128, 64, 4, 2), "config: block_size_q must be 64 with 4 warps or 128 with 8"),
+        ((64, 64, 4, 1), "config: needs 2+ stages"),
+        ((128, 128, 8, 3), "config: 294968 bytes"),  # q 48 KB + three 80 KB stages > 227 KB
+    ):
+        why = mla_prefill_hopper.why_not_shape(args, PrefillConfig(*knobs))
+        assert why is not None
+        assert why.startswith(reason), (knobs, why)
