@@ -36,6 +36,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import PrefillConfig
 from .mla_prefill_hopper import (
+    _LOG2E,
     _allocate_tiles,
     _block,
     _issue_k,
@@ -225,7 +226,5 @@ def launch_ws_prefill(
         HAS_D2=has_d2, CAUSAL=args.causal, STAGES=cfg.num_stages, num_warps=4,
     )  # fmt: skip
 
-
-_LOG2E = 1.4426950408889634
 
 __all__ = ["launch_ws_prefill", "ws_prefill_config"]
