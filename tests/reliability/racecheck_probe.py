@@ -9,8 +9,13 @@ that hand-off, over ``ROUNDS`` rounds, and checks every value the reader saw: if
 reports hazards here too, the reports come from how the tool treats this mbarrier ordering, not
 from the decode kernel's arithmetic.
 
-    python tests/reliability/racecheck_probe.py      # exit 0 when every round read right
-    compute-sanitizer --tool racecheck python tests/reliability/racecheck_probe.py
+A second kernel (``--seesaw``) mirrors the decode kernel more closely: both partitions write the
+one buffer in turn (partition ``t % 2`` owns round ``t``), each reading the other's previous
+round before writing its own, with one mbarrier per round parity, as ``_compute_warpgroup``
+passes m / alpha.
+
+    python tests/reliability/racecheck_probe.py [--seesaw]   # exit 0 when every round read right
+    compute-sanitizer --tool racecheck python tests/reliability/racecheck_probe.py [--seesaw]
 """
 
 from __future__ import annotations
@@ -64,9 +69,48 @@ def _handoff_kernel(out_ptr, ROWS: gl.constexpr, ROUNDS: gl.constexpr):
     )
 
 
-def main() -> int:
+@gluon.jit
+def _seesaw_partition(buf, ready, out_ptr, W: gl.constexpr, ROUNDS: gl.constexpr):
+    """Owns rounds ``W, W + 2, ...``; reads every round of the other partition."""
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    rows = gl.arange(0, buf.shape[0], layout=layout)
+    for t in range(W, ROUNDS + 1, 2):  # (t == ROUNDS: only the other's last round to read)
+        if t > 0:  # the other partition's round t - 1 first
+            mbarrier.wait(ready.index((t - 1) % 2), ((t - 1) // 2) & 1)
+            gl.store(out_ptr + (t - 1) * buf.shape[0] + rows, buf.load(layout))
+        if t < ROUNDS:
+            buf.store((rows + t * 1000).to(gl.float32))
+            gl.thread_barrier()  # all of this warpgroup's loads and stores are done
+            mbarrier.arrive(ready.index(t % 2))
+
+
+@gluon.jit
+def _idle_warp(ready):
+    """The decode kernel's third partition (its copy warp) has no part in this hand-off."""
+    mbarrier.wait(ready.index(0), 0)
+
+
+@gluon.jit
+def _seesaw_kernel(out_ptr, ROWS: gl.constexpr, ROUNDS: gl.constexpr):
+    buf = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(ready.index(0), count=1)
+    mbarrier.init(ready.index(1), count=1)
+    gl.warp_specialize(
+        [
+            (_seesaw_partition, (buf, ready, out_ptr, 0, ROUNDS)),
+            (_seesaw_partition, (buf, ready, out_ptr, 1, ROUNDS)),
+            (_idle_warp, (ready,)),
+        ],
+        [4, 1],
+        [96, 24],
+    )
+
+
+def main(argv: list[str]) -> int:
     out = torch.full((ROUNDS, ROWS), float("nan"), device="cuda")
-    _handoff_kernel[(1,)](out, ROWS=ROWS, ROUNDS=ROUNDS, num_warps=4)
+    kernel = _seesaw_kernel if "--seesaw" in argv else _handoff_kernel
+    kernel[(1,)](out, ROWS=ROWS, ROUNDS=ROUNDS, num_warps=4)
     torch.cuda.synchronize()
     want = (
         torch.arange(ROWS, device="cuda", dtype=torch.float32)
@@ -78,4 +122,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
