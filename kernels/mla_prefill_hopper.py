@@ -48,7 +48,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from .configs import PrefillConfig
 from .device_limits import interpreting
 from .prefill_args import PrefillArgs
-from .prefill_tuning import head_dims
+from .prefill_tuning import estimate_registers_per_thread, estimate_shared_mem_bytes, head_dims
 
 _LOG2E = 1.4426950408889634
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -353,9 +353,9 @@ def _row_width(t: torch.Tensor) -> int:
 
 
 def shared_bytes(cfg: PrefillConfig, d_qk: int, d_v: int) -> int:
-    """Shared memory of this kernel: the q tile and ``num_stages`` K and V tiles (+ barriers)."""
-    tiles = cfg.block_size_q * d_qk + cfg.num_stages * cfg.block_size_k * (d_qk + d_v)
-    return 2 * tiles + 8 * (1 + 2 * cfg.num_stages)
+    """Shared memory of these kernels: the tuning space's estimate (q tile, ``num_stages`` K and
+    V tiles) plus their mbarriers."""
+    return estimate_shared_mem_bytes(cfg, d_qk, d_v) + 8 * (1 + 2 * cfg.num_stages)
 
 
 def why_not_hopper(args: PrefillArgs, cfg: PrefillConfig) -> str | None:
@@ -390,7 +390,7 @@ def why_not_shape(args: PrefillArgs, cfg: PrefillConfig) -> str | None:
         return "config: block_size_k 32/64/128 and 1-4 stages"
     if cfg.num_stages < 2:
         return "config: needs 2+ stages (K and V rings)"
-    regs = _registers(cfg, d_v)
+    regs = estimate_registers_per_thread(cfg, d_v)
     if regs > 255:
         return f"config: ~{regs} registers a thread"
     if shared_bytes(cfg, d_qk, d_v) > _MAX_SHARED:
@@ -400,18 +400,20 @@ def why_not_shape(args: PrefillArgs, cfg: PrefillConfig) -> str | None:
 
 def q_in_registers(cfg: PrefillConfig, d_qk: int, d_v: int) -> bool:
     """Keep q in registers for the score wgmma when they hold it beside the tiles."""
-    return Q_IN_REGISTERS and _registers(cfg, d_v) + d_qk // 4 <= 232
+    return Q_IN_REGISTERS and estimate_registers_per_thread(cfg, d_v) + d_qk // 4 <= 224
 
 
-def _registers(cfg: PrefillConfig, d_v: int) -> int:
-    """Registers a thread needs without q: output tile, scores, p, 40 for the rest."""
-    threads = 32 * cfg.num_warps
-    return (cfg.block_size_q * (d_v + cfg.block_size_k * 3 // 2)) // threads + 40
+def prefill_launch_args(
+    args: PrefillArgs, cfg: PrefillConfig, out: torch.Tensor, lse: torch.Tensor
+) -> tuple[tuple[int, int, int], list[Any], bool]:
+    """The grid, the leading positional arguments both Gluon prefill kernels take, and whether
+    ``d_qk`` has a second part.
 
-
-def prefill_descriptors(args: PrefillArgs, cfg: PrefillConfig) -> tuple[tuple[Any, ...], bool]:
-    """TMA descriptors ``(q1, q2, k1, k2, v)`` for ``cfg``'s tiles, and whether ``d_qk`` has a
-    second part (``q2``/``k2`` repeat ``q1``/``k1`` when it has not)."""
+    Arguments: TMA descriptors ``(q1, q2, k1, k2, v)`` for ``cfg``'s tiles (``q2``/``k2`` repeat
+    ``q1``/``k1`` without a second part), out, lse, the sequence tables, the softmax scale in
+    base 2, the head strides of q/k/v, out's token and head strides, lse's head stride and the
+    query heads per kv head.
+    """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     q, k, v = args.q, args.k, args.v
@@ -430,30 +432,31 @@ def prefill_descriptors(args: PrefillArgs, cfg: PrefillConfig) -> tuple[tuple[An
     k1 = desc(k, bn, d1)
     q2 = desc(q, bm, d2) if d2 else q1
     k2 = desc(k, bn, d2) if d2 else k1
-    return (q1, q2, k1, k2, desc(v, bn, v.shape[2])), d2 > 0
+    batch = args.cu_seqlens_q.shape[0] - 1
+    grid = ((max(args.max_seqlen_q, 1) + bm - 1) // bm, q.shape[1], batch)
+    leading = [
+        q1, q2, k1, k2, desc(v, bn, v.shape[2]), out, lse, args.cu_seqlens_q, args.cu_seqlens_k,
+        args.softmax_scale * _LOG2E, q.stride(1), k.stride(1), v.stride(1), out.stride(0),
+        out.stride(1), lse.stride(0), q.shape[1] // k.shape[1],
+    ]  # fmt: skip
+    return grid, leading, d2 > 0
 
 
 def launch_hopper_prefill(
     args: PrefillArgs, cfg: PrefillConfig, out: torch.Tensor, lse: torch.Tensor
 ) -> Any:
     """Launch into ``out`` [total_q, H, D_V] and ``lse`` [H, total_q] (allocated by the caller)."""
-    q, k, v = args.q, args.k, args.v
-    descs, has_d2 = prefill_descriptors(args, cfg)
-    batch = args.cu_seqlens_q.shape[0] - 1
-    bm = cfg.block_size_q
-    grid = ((max(args.max_seqlen_q, 1) + bm - 1) // bm, q.shape[1], batch)
+    grid, leading, has_d2 = prefill_launch_args(args, cfg, out, lse)
+    d_qk, d_v = args.q.shape[2], args.v.shape[2]
     return _mla_prefill_hopper_kernel[grid](
-        *descs, out, lse, args.cu_seqlens_q, args.cu_seqlens_k, args.softmax_scale * _LOG2E,
-        q.stride(1), k.stride(1), v.stride(1), out.stride(0), out.stride(1), lse.stride(0),
-        q.shape[1] // k.shape[1],
-        D_V=v.shape[2], HAS_D2=has_d2, CAUSAL=args.causal, STAGES=cfg.num_stages,
-        Q_IN_REGISTERS=q_in_registers(cfg, q.shape[2], v.shape[2]), num_warps=cfg.num_warps,
+        *leading, D_V=d_v, HAS_D2=has_d2, CAUSAL=args.causal, STAGES=cfg.num_stages,
+        Q_IN_REGISTERS=q_in_registers(cfg, d_qk, d_v), num_warps=cfg.num_warps,
     )  # fmt: skip
 
 
 __all__ = [
     "launch_hopper_prefill",
-    "prefill_descriptors",
+    "prefill_launch_args",
     "shared_bytes",
     "why_not_hopper",
     "why_not_shape",

@@ -36,7 +36,6 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import PrefillConfig
 from .mla_prefill_hopper import (
-    _LOG2E,
     _allocate_tiles,
     _block,
     _issue_k,
@@ -46,7 +45,7 @@ from .mla_prefill_hopper import (
     _scores,
     _softmax,
     _store_rows,
-    prefill_descriptors,
+    prefill_launch_args,
 )
 from .prefill_args import PrefillArgs
 
@@ -214,17 +213,10 @@ def launch_ws_prefill(
     args: PrefillArgs, cfg: PrefillConfig, out: torch.Tensor, lse: torch.Tensor
 ) -> Any:
     """Launch into ``out`` [total_q, H, D_V] and ``lse`` [H, total_q] (allocated by the caller)."""
-    q, k, v = args.q, args.k, args.v
-    descs, has_d2 = prefill_descriptors(args, cfg)
-    batch = args.cu_seqlens_q.shape[0] - 1
-    bm = cfg.block_size_q
-    grid = ((max(args.max_seqlen_q, 1) + bm - 1) // bm, q.shape[1], batch)
+    grid, leading, has_d2 = prefill_launch_args(args, cfg, out, lse)
     return _mla_prefill_ws_kernel[grid](
-        *descs, out, lse, args.cu_seqlens_q, args.cu_seqlens_k, args.softmax_scale * _LOG2E,
-        q.stride(1), k.stride(1), v.stride(1), out.stride(0), out.stride(1), lse.stride(0),
-        q.shape[1] // k.shape[1],
-        HAS_D2=has_d2, CAUSAL=args.causal, STAGES=cfg.num_stages, num_warps=4,
-    )  # fmt: skip
+        *leading, HAS_D2=has_d2, CAUSAL=args.causal, STAGES=cfg.num_stages, num_warps=4
+    )
 
 
 __all__ = ["launch_ws_prefill", "ws_prefill_config"]
