@@ -273,6 +273,19 @@ _ARCH_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
 _FALLBACK_DEFAULT = (32, 32, 4, 1)
 
 
+def _sm90_seesaw_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
+    """``problem`` on ``limits`` suits the sm_90 seesaw decode kernel (config ``64 x 64, 8
+    warps, 1 stage``): DeepSeek's dims, one KV head, 64+ heads, a 16-bit cache, pages of whole
+    64-token tiles."""
+    return (
+        limits.arch == "sm_90"
+        and problem.kv_dtype is None
+        and (problem.d_qk, problem.d_v, problem.h_kv) == (576, 512, 1)
+        and problem.h_q % 64 == 0
+        and problem.page_size % 64 == 0
+    )
+
+
 def _warps_for(block_size_q: int, num_warps: int) -> int:
     """Small row blocks run best on 4 warps (H200, 16 rows: bf16 85 vs 89 us with 8 warps,
     fp8 114 vs 143 us)."""
@@ -289,6 +302,8 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
     bq, bk, warps, stages = _ARCH_DEFAULTS.get(limits.arch, _FALLBACK_DEFAULT)
     bq = min(bq, max(_MIN_DOT, _next_pow2(query_rows(problem))))
     warps = _warps_for(bq, warps)
+    if _sm90_seesaw_shape(problem, limits) and (bq, bk, warps) == (64, 64, 8):
+        stages = 1  # the seesaw Gluon kernel's config: 1.3x the lockstep one's speed (NOTES 19)
     cfg = DecodeConfig(
         block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages, num_kv_splits="auto"
     )

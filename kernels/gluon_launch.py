@@ -58,11 +58,13 @@ def launch_args(
     *,
     rows: int,
     block_n: int,
+    lat_cols: int = D_V,
 ) -> tuple[tuple[int, int, int], list[Any]]:
     """The grid and the leading positional arguments every Gluon decode kernel takes.
 
     Arguments: q as [tokens x heads, 576]; TMA descriptors for q's latent and rope parts
-    ([rows, 512], [rows, 64]) and the cache's ([block_n, 512], [block_n, 64]); block table,
+    ([rows, lat_cols], [rows, 64]) and the cache's ([block_n, lat_cols], [block_n, 64]; a
+    kernel copying the latent part in column blocks passes ``lat_cols`` < 512); block table,
     lengths, output and lse buffers, the fp8 scale (a placeholder without one), the softmax
     scale in base 2, the strides, s_q, h_q and the split count.
     """
@@ -80,9 +82,9 @@ def launch_args(
     grid = (s_q * h_q // rows, num_splits, batch)
     return grid, [
         q2d,
-        desc(q2d, rows, D_V),
+        desc(q2d, rows, lat_cols),
         desc(q2d, rows, D_PE),
-        desc(kv2d, block_n, D_V),
+        desc(kv2d, block_n, lat_cols),
         desc(kv2d, block_n, D_PE),
         args.block_table,
         args.cache_seqlens,

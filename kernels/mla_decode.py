@@ -29,12 +29,14 @@ out [B, S, H, D_V]; lse [B, H, S]; split partials o_mid [B, S, H, splits, D_V] f
 lse_mid [B, S, H, splits] fp32 (natural log).
 
 Kernel choice (``_launch``): on sm_90, with DeepSeek's 512 + 64 dims, one KV head and pages of
-whole 64-token tiles, the config picks a Gluon kernel: ``64 x 64, 8 warps, 2 stages`` (64+ heads
-per KV head; the default) ``mla_decode_hopper``, ``64 x 32, 8 warps, 4 stages`` (64+ heads,
-16-bit cache; found by tuning) the warp-specialised ``mla_decode_hopper_ws``, ``16 x 64, 4 warps,
-2 stages`` (16-48 heads, 16-bit cache; the default) ``mla_decode_hopper_few``: 1.2-1.6x this
-kernel on the H200 (docs/kernels/NOTES.md). Everything else runs the Triton kernel below. On
-sm_90 the Triton kernel reads KV tiles of 64-row blocks through TMA descriptors
+whole 64-token tiles, the config picks a Gluon kernel: ``64 x 64, 8 warps, 1 stage`` (64+ heads
+per KV head, 16-bit cache; the default) FlashMLA's seesaw schedule ``mla_decode_hopper_seesaw``,
+``64 x 64, 8 warps, 2 stages`` (64+ heads; the default with an fp8 cache) ``mla_decode_hopper``,
+``64 x 32, 8 warps, 4 stages`` (64+ heads, 16-bit cache) the warp-specialised
+``mla_decode_hopper_ws``, ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache; the
+default) ``mla_decode_hopper_few``: 1.2-2.1x this kernel on the H200 (docs/kernels/NOTES.md).
+Everything else runs the Triton kernel below. On sm_90 the Triton kernel reads KV tiles of
+64-row blocks through TMA descriptors
 (``kv_tma_eligible``).
 
 References: FlashMLA (deepseek-ai), Flash-Decoding (split-KV), Triton tutorial 06.
@@ -54,6 +56,7 @@ from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
+from .mla_decode_hopper_seesaw import launch_seesaw_decode, seesaw_decode_eligible
 from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
 from .tma import MAX_BOX, descriptor, tma_eligible
 
@@ -585,9 +588,10 @@ def _launch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Allocate, pick the kernel and launch (one split: direct; else split + combine).
 
-    ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper`` for 64+ heads,
-    ``mla_decode_hopper_ws`` for 64+ with the config ``64x32 w8 s4``, ``mla_decode_hopper_few``
-    for 16-48; ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA
+    ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper_seesaw`` for 64+ heads with
+    the config ``64x64 w8 s1``, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
+    ``mla_decode_hopper_ws`` for 64+ with ``64x32 w8 s4``, ``mla_decode_hopper_few`` for 16-48;
+    ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA
     descriptors in the Triton kernel (``None``: for row blocks of at least ``TMA_MIN_ROWS`` when
     ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
     (``None``: when reading through TMA; tests force it on the interpreter).
@@ -608,8 +612,9 @@ def _launch(
         lse_buf = torch.empty(batch, s_q, h_q, num_splits, dtype=torch.float32, device=q.device)
         o_strides = o_buf.stride()[:4]
         lse_strides = lse_buf.stride()
+    seesaw = seesaw_decode_eligible(args, cfg)
     warp_specialized = ws_decode_eligible(args, cfg)
-    many_heads = warp_specialized or hopper_decode_eligible(args, cfg)
+    many_heads = seesaw or warp_specialized or hopper_decode_eligible(args, cfg)
     # the few-heads kernel with an fp8 cache runs only when asked: its in-line upcast made it
     # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json)
     few_heads = (
@@ -622,13 +627,15 @@ def _launch(
     if use_gluon and not (many_heads or few_heads):
         raise ValueError(
             "use_gluon: no Gluon kernel takes this call (sm_90, 512 + 64 dims, one KV head, "
-            "pages of whole 64-token tiles, config 64x64 w8 s2, 64x32 w8 s4 or 16x64 w4 s2); "
-            "leave it None"
+            "pages of whole 64-token tiles, config 64x64 w8 s1 or s2, 64x32 w8 s4 or 16x64 w4 "
+            "s2); leave it None"
         )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
     LAST_COMPILED["decode_kernel"] = "triton"
     if use_gluon:
-        if warp_specialized:
+        if seesaw:
+            name, launch = "many_heads_seesaw", launch_seesaw_decode
+        elif warp_specialized:
             name, launch = "many_heads_ws", launch_ws_decode
         elif many_heads:
             name, launch = "many_heads_lockstep", launch_hopper_decode

@@ -33,6 +33,7 @@ from triton.runtime.jit import mangle_type
 from mlafleet.kernels import (
     mla_decode_hopper,
     mla_decode_hopper_few,
+    mla_decode_hopper_seesaw,
     mla_decode_hopper_ws,
     mla_prefill_hopper,
     mla_prefill_hopper_ws,
@@ -128,6 +129,9 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     elif kernel == "many_heads_ws":
         module, name = mla_decode_hopper_ws, "_mla_decode_ws_kernel"
         launch = partial(module.launch_ws_decode, args, splits, out, lse, *strides)
+    elif kernel == "many_heads_seesaw":
+        module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
+        launch = partial(module.launch_seesaw_decode, args, splits, out, lse, *strides)
     else:
         module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
         config = DecodeConfig(16, 64, 4, 2, splits)
@@ -140,10 +144,11 @@ def report() -> list[dict[str, Any]]:
     """Every Gluon variant the launcher can pick: (kernel, kv dtype, causal s_q 2 + splits)."""
     return [
         _variant(kernel, fp8, s_q, splits)
-        for kernel in ("many_heads", "many_heads_ws", "few_heads")
+        for kernel in ("many_heads", "many_heads_ws", "many_heads_seesaw", "few_heads")
         for fp8 in (False, True)
         for s_q, splits in ((1, 1), (2, 3))
-        if not (fp8 and kernel == "many_heads_ws")  # fp8 caches take the lockstep kernel
+        # fp8 caches take the lockstep kernel
+        if not (fp8 and kernel in ("many_heads_ws", "many_heads_seesaw"))
     ]
 
 

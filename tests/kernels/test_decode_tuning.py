@@ -93,6 +93,12 @@ def test_h200_defaults_follow_the_measurements():
     assert (many_heads.block_size_q, many_heads.num_warps, many_heads.block_size_k) == (64, 8, 64)
     fp8 = default_decode_config(DEEPSEEK[4], H200)  # 16 heads, fp8 cache
     assert (fp8.block_size_q, fp8.num_warps, fp8.block_size_k) == (16, 4, 64)
+    # 64+ heads with a 16-bit cache: the seesaw kernel's config (1 stage); fp8: the lockstep one
+    assert many_heads.num_stages == 1
+    many_fp8 = default_decode_config(replace(DEEPSEEK[1], kv_dtype="fp8_e4m3"), H200)
+    assert (many_fp8.block_size_q, many_fp8.num_stages) == (64, 2)
+    small_pages = default_decode_config(replace(DEEPSEEK[1], page_size=16), H200)
+    assert small_pages.num_stages == 2  # the Triton kernel: its pipelined config
 
 
 @pytest.mark.parametrize(

@@ -368,6 +368,11 @@ def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed:
 @pytest.mark.parametrize(
     ("dtype", "kv_dtype", "page_size", "splits", "s_q", "kernel"),
     [
+        ("bf16", None, 64, 1, 1, "seesaw"),
+        ("bf16", None, 64, 4, 2, "seesaw"),
+        ("fp16", None, 128, 3, 1, "seesaw"),
+        ("bf16", None, 256, 64, 2, "seesaw"),
+        ("bf16", None, 64, 2, 1, "seesaw-long"),
         ("bf16", None, 64, 1, 1, "ws"),
         ("bf16", None, 64, 4, 2, "ws"),
         ("fp16", None, 128, 3, 1, "ws"),
@@ -389,9 +394,11 @@ def test_gluon_hopper_kernel_on_gpu(
     seed: int,
     kit: Kit,
 ):
-    # kernel: the warp-specialised one (config 64x32 w8 s4, 16-bit caches) or the lockstep one
-    # (64x64 w8 s2). Tails inside a tile, empty and one-token sequences, empty splits (64
-    # splits of short sequences), causal s_q 2, 64 and 128 heads.
+    # kernel: the seesaw one (config 64x64 w8 s1, 16-bit caches), the warp-specialised one
+    # (64x32 w8 s4, 16-bit caches) or the lockstep one (64x64 w8 s2). Tails inside a tile (in
+    # either warpgroup's tile), empty and one-token sequences, odd and even tile counts, empty
+    # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads; "-long": lengths
+    # of many tile pairs.
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernel is for sm_90")
     from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
@@ -402,20 +409,48 @@ def test_gluon_hopper_kernel_on_gpu(
         s_q=s_q,
         h_q=128 if s_q == 1 else 64,
         seqlen=0,
-        seqlens=(1000, 63, 129, 0, 1),
+        seqlens=(4095, 2048, 1000, 3001, 64) if kernel.endswith("-long") else (1000, 63, 129, 0, 1),
         page_size=page_size,
         dtype=dtype,
         kv_dtype=kv_dtype,
         causal=s_q > 1,
     )
+    kernel = kernel.removesuffix("-long")
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
-    knobs = {"ws": (64, 32, 8, 4), "lockstep": (64, 64, 8, 2)}[kernel]
+    knobs = {"seesaw": (64, 64, 8, 1), "ws": (64, 32, 8, 4), "lockstep": (64, 64, 8, 2)}[kernel]
     config, splits = resolve_decode_config(args, DecodeConfig(*knobs, num_kv_splits=splits))
     got = module._launch(args, config, splits)
-    expected = "many_heads_lockstep" if kernel == "lockstep" else "many_heads_ws"
-    assert module.LAST_COMPILED["decode_kernel"] == expected
+    assert module.LAST_COMPILED["decode_kernel"] == f"many_heads_{kernel}"
     kit.assert_matches_reference(inputs, got, seed=seed)
+
+
+@pytest.mark.gpu
+def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int):
+    # The seesaw kernel's two warpgroups hand the running max, rescales and p to each other
+    # through shared memory behind named barriers; its arithmetic runs in a fixed order, so any
+    # hand-off read too early would show as launches that differ. 300 launches (a ~1 ms one
+    # each: 256 programs of 2 x 4096 tokens, causal s_q 2 for the masked last tiles) must give
+    # the same bits.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=64, s_q=2, h_q=128, seqlen=4000, page_size=64, dtype="bf16", causal=True
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    args = check_decode_args(**inputs, out=None)
+    config, splits = resolve_decode_config(args, DecodeConfig(64, 64, 8, 1, num_kv_splits=1))
+    first, first_lse = module._launch(args, config, splits)
+    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_seesaw"
+    first, first_lse = first.clone(), first_lse.clone()
+    differing = 0
+    for _ in range(300):
+        out, lse = module._launch(args, config, splits)
+        differing += int(not (torch.equal(out, first) and torch.equal(lse, first_lse)))
+    assert differing == 0, f"{differing} of 300 launches differ from the first"
 
 
 @pytest.mark.gpu

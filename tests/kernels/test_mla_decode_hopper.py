@@ -27,10 +27,10 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
     kinds = {(row["kernel"], row["fp8"], row["s_q"]) for row in report}
     assert kinds == {
         (kernel, fp8, s_q)
-        for kernel in ("many_heads", "many_heads_ws", "few_heads")
+        for kernel in ("many_heads", "many_heads_ws", "many_heads_seesaw", "few_heads")
         for fp8 in (False, True)
         for s_q in (1, 2)
-        if not (fp8 and kernel == "many_heads_ws")
+        if not (fp8 and kernel in ("many_heads_ws", "many_heads_seesaw"))
     }
 
 
@@ -50,6 +50,11 @@ def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
             # scores 64 x 64 x 576 split over 2 warpgroups: 36 k-steps of 64 x 32; p @ v: 4 of
             # 64 x 256 (each warpgroup half of the 512 output columns)
             assert row["wgmma"] == {"64x32x16": 36, "64x256x16": 4}, row
+        elif row["kernel"] == "many_heads_seesaw":
+            # two partitions, each: its first tile's and its loop's score tiles (36 k-steps of
+            # 64 x 64 each); p @ v (4 k-steps of 64 x 256) twice in warpgroup 0, three times in
+            # warpgroup 1 (its pair step and its lone-last-tile step)
+            assert row["wgmma"] == {"64x64x16": 4 * 36, "64x256x16": 5 * 4}, row
         elif row["kernel"] == "many_heads_ws":
             # two partitions, each: its own 32-token tiles' scores (36 k-steps of 64 x 32) and
             # p @ v on its half for its own tile, the other's tile in the loop and after it

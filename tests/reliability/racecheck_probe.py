@@ -14,8 +14,12 @@ one buffer in turn (partition ``t % 2`` owns round ``t``), each reading the othe
 round before writing its own, with one mbarrier per round parity, as ``_compute_warpgroup``
 passes m / alpha.
 
-    python tests/reliability/racecheck_probe.py [--seesaw]   # exit 0 when every round read right
-    compute-sanitizer --tool racecheck python tests/reliability/racecheck_probe.py [--seesaw]
+A third (``--named``) hands the buffer over with named hardware barriers instead, as
+``mla_decode_hopper_seesaw`` does: the writer's threads ``bar.arrive``, the reader's
+``bar.sync`` (and back), and at the end both ``bar.sync`` one barrier, a full rendezvous.
+
+    python tests/reliability/racecheck_probe.py [--seesaw | --named]   # exit 0: read right
+    compute-sanitizer --tool racecheck python tests/reliability/racecheck_probe.py [--...]
 """
 
 from __future__ import annotations
@@ -107,15 +111,71 @@ def _seesaw_kernel(out_ptr, ROWS: gl.constexpr, ROUNDS: gl.constexpr):
     )
 
 
+_FULL_ARRIVE = gl.constexpr("bar.arrive 8, 256; mov.b32 $0, $1;")
+_FULL_SYNC = gl.constexpr("bar.sync 8, 256; mov.b32 $0, $1;")
+_EMPTY_ARRIVE = gl.constexpr("bar.arrive 9, 256; mov.b32 $0, $1;")
+_EMPTY_SYNC = gl.constexpr("bar.sync 9, 256; mov.b32 $0, $1;")
+_BOTH_SYNC = gl.constexpr("bar.sync 10, 256; mov.b32 $0, $1;")
+
+
+@gluon.jit
+def _bar(asm: gl.constexpr):
+    gl.inline_asm_elementwise(asm, "=r,r,~{memory}", [0], dtype=gl.int32, is_pure=False,
+                              pack=1)  # fmt: skip
+
+
+@gluon.jit
+def _named_writer(buf, last, out_ptr, ROUNDS: gl.constexpr):
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    rows = gl.arange(0, buf.shape[0], layout=layout)
+    for r in range(ROUNDS):
+        if r > 0:
+            _bar(_EMPTY_SYNC)  # the reader is done with round r - 1
+        buf.store((rows + r * 1000).to(gl.float32))
+        _bar(_FULL_ARRIVE)
+    # a full rendezvous: both partitions write their half of `last`, sync, read the other's
+    last.slice(0, buf.shape[0]).store((rows + (ROUNDS - 1) * 1000).to(gl.float32))
+    _bar(_BOTH_SYNC)
+    seen = last.slice(buf.shape[0], buf.shape[0]).load(layout)
+    gl.store(out_ptr + ROUNDS * buf.shape[0] + rows, seen)
+
+
+@gluon.jit
+def _named_reader(buf, last, out_ptr, ROUNDS: gl.constexpr):
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    rows = gl.arange(0, buf.shape[0], layout=layout)
+    for r in range(ROUNDS):
+        _bar(_FULL_SYNC)
+        gl.store(out_ptr + r * buf.shape[0] + rows, buf.load(layout))
+        _bar(_EMPTY_ARRIVE)
+    last.slice(buf.shape[0], buf.shape[0]).store((rows + (ROUNDS - 1) * 1000).to(gl.float32))
+    _bar(_BOTH_SYNC)
+
+
+@gluon.jit
+def _named_kernel(out_ptr, ROWS: gl.constexpr, ROUNDS: gl.constexpr):
+    buf = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    last = gl.allocate_shared_memory(gl.float32, [2 * ROWS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    gl.warp_specialize(
+        [(_named_writer, (buf, last, out_ptr, ROUNDS)),
+         (_named_reader, (buf, last, out_ptr, ROUNDS))],
+        [4],
+        [96],
+    )  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
-    out = torch.full((ROUNDS, ROWS), float("nan"), device="cuda")
-    kernel = _seesaw_kernel if "--seesaw" in argv else _handoff_kernel
+    named = "--named" in argv
+    out = torch.full((ROUNDS + named, ROWS), float("nan"), device="cuda")
+    kernel = _seesaw_kernel if "--seesaw" in argv else _named_kernel if named else _handoff_kernel
     kernel[(1,)](out, ROWS=ROWS, ROUNDS=ROUNDS, num_warps=4)
     torch.cuda.synchronize()
     want = (
         torch.arange(ROWS, device="cuda", dtype=torch.float32)
         + 1000 * torch.arange(ROUNDS, device="cuda", dtype=torch.float32)[:, None]
     )
+    if named:  # the rendezvous row: the reader's last round, read back by the writer
+        want = torch.cat([want, want[-1:]])
     ok = torch.equal(out, want)
     sys.stdout.write(f"racecheck probe: {ROUNDS} hand-offs {'read right' if ok else 'WRONG'}\n")
     return 0 if ok else 1

@@ -10,6 +10,7 @@ catches any access past it.
     python tests/reliability/sanitizer_cases.py          # the cases (exit 1 on a wrong answer)
     python tests/reliability/sanitizer_cases.py --list   # their names
     python tests/reliability/sanitizer_cases.py --skip-warp-specialised   # all but that kernel
+    python tests/reliability/sanitizer_cases.py --only=NAME,NAME           # just these
 
 Works from a plain checkout: without an installed ``mlafleet``, a temporary ``mlafleet`` folder
 with a symlink to ``kernels/`` is put on ``sys.path``.
@@ -94,9 +95,15 @@ def _compare(out: Any, lse: Any, ref_out: Any, ref_lse: Any, dtype: str) -> str:
 
 
 DS = {"d_qk": 576, "d_v": 512}
-# The warp-specialised Gluon kernel: racecheck reports hazards on it that we could not resolve
-# (docs/kernels/NOTES.md, variant 15), so gpu_sanitizer.sh runs it under memcheck only.
-WS_CASES = ("decode-gluon-ws-64heads-mtp2-causal-split3",)
+# The warp-specialised Gluon decode kernels pass values between their warpgroups through shared
+# memory behind mbarriers (mla_decode_hopper_ws) or named barriers (mla_decode_hopper_seesaw,
+# the sm_90 default for 64+ heads); racecheck reports those hand-offs (docs/kernels/NOTES.md,
+# variants 15, 18 and 19), so gpu_sanitizer.sh runs these cases under memcheck only.
+WS_CASES = (
+    "decode-gluon-ws-64heads-mtp2-causal-split3",
+    "decode-gluon-seesaw-64heads-mtp2-causal-split3",
+    "decode-gluon-seesaw-128heads-pairs",
+)
 CASES: dict[str, Callable[[], str]] = {
     "decode-deepseek-ragged-p64": _decode(
         DecodeProblem(batch=4, s_q=1, h_q=16, seqlen=257, page_size=64, dtype="bf16",
@@ -116,9 +123,15 @@ CASES: dict[str, Callable[[], str]] = {
     "decode-gluon-128heads-fp8-p128": _decode(
         DecodeProblem(batch=2, s_q=1, h_q=128, seqlen=300, page_size=128, dtype="bf16",
                       kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
-    WS_CASES[0]: _decode(
+    "decode-gluon-ws-64heads-mtp2-causal-split3": _decode(
         DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
                       causal=True, seqlens=(0, 1, 100, 257), **DS), DecodeConfig(64, 32, 8, 4, 3)),
+    "decode-gluon-seesaw-64heads-mtp2-causal-split3": _decode(
+        DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
+                      causal=True, seqlens=(0, 1, 100, 257), **DS), DecodeConfig(64, 64, 8, 1, 3)),
+    "decode-gluon-seesaw-128heads-pairs": _decode(
+        DecodeProblem(batch=2, s_q=1, h_q=128, seqlen=1000, page_size=64, dtype="bf16",
+                      seqlens=(1000, 449), **DS), DecodeConfig(64, 64, 8, 1, 1)),
     "decode-gluon-32heads-mtp2-split2": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
                       causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
@@ -151,8 +164,9 @@ def main(argv: list[str]) -> int:
         return 2
     failed = 0
     skip = set(WS_CASES) if "--skip-warp-specialised" in argv else set()
+    only = next((a.split("=", 1)[1].split(",") for a in argv if a.startswith("--only=")), None)
     for name, case in CASES.items():
-        if name in skip:
+        if name in skip or (only is not None and name not in only):
             continue
         problem = case()
         sys.stdout.write(f"{name}: {problem or 'ok'}\n")

@@ -1,0 +1,502 @@
+"""MLA decode for Hopper (sm_90) in Gluon: FlashMLA's seesaw over pairs of 64-token tiles.
+
+Two warpgroups (``gl.warp_specialize``: the default partition is warpgroup 0, one worker is
+warpgroup 1), no copy warp: each warpgroup issues the TMA copies of the shared-memory columns it
+is the last to read, as soon as it is done with them.
+
+- KV tiles are 64 tokens; tile ``t`` lives in slot ``t % 2`` and is *owned* by warpgroup
+  ``t % 2``, which computes its whole score tile ``s_t = q @ k_t^T`` (64 x 64 x 576: wgmma
+  ``n64``, so the score MMA is not shared-memory bound as 32-token tiles are) and its softmax.
+- Each slot is three column blocks with their own "ready" barrier: the left latent half (columns
+  0-255), the right half (256-511) and the rope (512-575, copied with the right half). Output
+  columns 0-255 belong to warpgroup 0 and 256-511 to warpgroup 1, so the left half of every
+  tile is last read by warpgroup 0's ``p @ v`` and the right half (with the rope) by warpgroup
+  1's: each refills its halves of a slot as soon as its own MMAs on them are done, a whole
+  phase before the other half comes free (the column-block release that two whole-tile slots
+  lack: docs/kernels/NOTES.md, variant 17).
+- Per pair of tiles ``(a, b) = (2i, 2i + 1)`` (FlashMLA's schedule; ``m``: running row max):
+  warpgroup 0: softmax of ``s_a`` against ``m`` from the previous pair -> ``m_a``, ``p_a``,
+  ``scale0``; publish ``m_a``, ``scale0``; ``o_L = o_L * scale0 + p_a @ v_a[L]`` (p in
+  registers); refill tile ``a + 2``'s left half; wait for warpgroup 1's ``scale1``; publish
+  ``p_a * scale1``; ``o_L = o_L * scale1 + p_b @ v_b[L]``; issue ``s_{a+2}``'s left columns,
+  refill tile ``b + 2``'s left half, issue the rest of ``s_{a+2}``.
+  Warpgroup 1: wait for ``m_a``; softmax of ``s_b`` -> ``m_b``, ``scale1 = exp2(m_a - m_b)``,
+  ``p_b``; publish them; ``o_R = o_R * scale0 * scale1 + p_b @ v_b[R] + (p_a scale1) @
+  v_a[R]``; refill both right halves; ``s_{b+2}`` (right columns first: they came back first).
+  So one warpgroup's softmax runs under the other's MMAs.
+- Each warpgroup keeps the row sum of its own tiles' ``p`` (relative to the latest max); the
+  two are added at the end through shared memory.
+
+Shared memory: q 72 KB (its rope part is read into registers once and the buffer then holds
+warpgroup 1's ``p_b``), two slots of 72 KB, ``p_a`` 8 KB, row vectors: 225 KB of 227.
+
+Scope (``seesaw_decode_eligible``): the shapes of ``mla_decode_hopper`` (sm_90, 512 + 64 dims,
+one KV head, 64+ heads per KV head, pages of whole 64-token tiles) with a 16-bit cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+
+from .configs import DecodeConfig
+from .decode_checks import DecodeArgs
+from .gluon_launch import launch_args
+from .mla_decode_hopper import _split_range, _zero_tail_rows, sm90_many_heads_call
+
+BLOCK_Q = 64
+BLOCK_N = 64
+HALF = 256  # latent columns a warpgroup's output (and a column block of a slot) spans
+KNOBS = (BLOCK_Q, BLOCK_N, 8, 1)
+"""The config that runs this kernel: ``64 x 64, 8 warps``; "1 stage": each warpgroup owns one
+slot (the other holds the other warpgroup's tile)."""
+
+
+@gluon.jit
+def _opaque(x):
+    """``x`` (an int32 scalar), computed anew where it is used: a slot index the compiler cannot
+    see as loop-invariant, so it does not hoist the score wgmma's 72 shared-memory descriptors
+    (64-bit each) out of the loop into registers that then spill."""
+    return gl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=gl.int32,
+                                     is_pure=False, pack=1)  # fmt: skip
+
+
+# Named hardware barriers between the two warpgroups (ids past the 0-2 the compiler uses for
+# its own thread barriers): the producer's 128 threads `bar.arrive` (each thread's shared-memory
+# writes before it are then visible to the threads waiting there), the consumer's 128 `bar.sync`
+# until all 256 have arrived. The schedule keeps each producer at most one hand-off ahead.
+
+
+def _named(op: str, bar_id: int) -> gl.constexpr:
+    return gl.constexpr(f"bar.{op} {bar_id}, 256; mov.b32 $0, $1;")
+
+
+SCALE0_ARRIVE, SCALE0_SYNC = _named("arrive", 8), _named("sync", 8)  # wg 0 -> 1: m_a, scale0
+SCALE1_ARRIVE, SCALE1_SYNC = _named("arrive", 9), _named("sync", 9)  # wg 1 -> 0: m_b, scale1
+P0_ARRIVE, P0_SYNC = _named("arrive", 10), _named("sync", 10)  # wg 0 -> 1: p_a * scale1
+P1_ARRIVE, P1_SYNC = _named("arrive", 11), _named("sync", 11)  # wg 1 -> 0: p_b
+SUMS_SYNC = _named("sync", 12)  # both: the row sums at the end
+
+
+@gluon.jit
+def _named_barrier(asm: gl.constexpr):
+    """Run one of the named-barrier instructions above in every thread of the warpgroup."""
+    gl.inline_asm_elementwise(asm, "=r,r,~{memory}", [0], dtype=gl.int32, is_pure=False,
+                              pack=1)  # fmt: skip
+
+
+# register layouts of both warpgroups: the score tile [64, 64] and the output half [64, 256] as
+# wgmma accumulators (4 warps along the rows), their A operands in registers (q's rope part, p),
+# and a plain layout for zeroing tail rows
+S_LAYOUT = gl.constexpr(
+    gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+)
+O_LAYOUT = gl.constexpr(
+    gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HALF, 16])
+)
+Q_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=S_LAYOUT, k_width=2))
+P_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2))
+TILE_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))
+
+
+@gluon.jit
+def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BQ: gl.constexpr,
+             BN: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+    """This program's batch, first query token and head, KV split ``[start_n, end_n)``, its
+    count of 64-token tiles and its block-table row: ``(pid_b, s0, h0, start_n, end_n,
+    num_tiles, bt_row)``."""
+    pid_b = gl.program_id(2)
+    row0 = gl.program_id(0) * BQ
+    s0 = row0 // H
+    h0 = row0 % H
+    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
+                                             NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    return pid_b, s0, h0, start_n, end_n, num_tiles, block_table_ptr + pid_b * stride_bt_b
+
+
+@gluon.jit
+def _kv_row(bt_row, start_n, tile, pred, PAGE_SIZE: gl.constexpr, BN: gl.constexpr):
+    """Row of KV tile ``tile`` of the split in the cache seen as [pages x page size, 576]."""
+    tile_n = start_n + tile * BN
+    page = gl.load(bt_row + tile_n // PAGE_SIZE, mask=pred, other=0)
+    return page * PAGE_SIZE + tile_n % PAGE_SIZE
+
+
+@gluon.jit
+def _issue_left(half_desc, kv_l, ready_l, bt_row, start_n, tile, pred, PAGE_SIZE: gl.constexpr):
+    """Start the copy of columns 0-255 of KV tile ``tile`` into slot ``tile % 2`` (if pred)."""
+    BN: gl.constexpr = half_desc.block_type.shape[0]
+    slot = tile % 2
+    kv_row = _kv_row(bt_row, start_n, tile, pred, PAGE_SIZE, BN)
+    bar = ready_l.index(slot)
+    mbarrier.expect(bar, half_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(half_desc, [kv_row, 0], bar, kv_l.index(slot), pred=pred)
+
+
+@gluon.jit
+def _issue_right(half_desc, pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, tile, pred,
+                 PAGE_SIZE: gl.constexpr):  # fmt: skip
+    """Start the copy of columns 256-575 of KV tile ``tile`` into slot ``tile % 2`` (if pred)."""
+    BN: gl.constexpr = half_desc.block_type.shape[0]
+    DH: gl.constexpr = half_desc.block_type.shape[1]
+    slot = tile % 2
+    kv_row = _kv_row(bt_row, start_n, tile, pred, PAGE_SIZE, BN)
+    bar = ready_r.index(slot)
+    mbarrier.expect(bar, half_desc.block_type.nbytes + pe_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(half_desc, [kv_row, DH], bar, kv_r.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(pe_desc, [kv_row, 2 * DH], bar, kv_pe.index(slot), pred=pred)
+
+
+@gluon.jit
+def _zero_if_tail(kv_l, kv_r, ready_l, ready_r, slot, phase, valid, layout: gl.constexpr):
+    """On the split's partial last tile (``valid`` < 64 tokens): zero its latent rows past
+    ``valid`` once both halves have landed (the cache may hold NaN there, and ``0 * NaN`` is
+    NaN in ``p @ v``; the rope columns only feed masked scores)."""
+    if valid < kv_l.shape[1]:
+        mbarrier.wait(ready_l.index(slot), phase)
+        mbarrier.wait(ready_r.index(slot), phase)
+        _zero_tail_rows(kv_l.index(slot), valid, layout)
+        _zero_tail_rows(kv_r.index(slot), valid, layout)
+        fence_async_shared()
+        gl.thread_barrier()
+
+
+@gluon.jit
+def _scores_left(s, q_lat, kv_l, ready_l, slot, phase):
+    """Issue ``s += q[:, :256] @ k[:, :256]^T`` once the left half of the slot has landed."""
+    mbarrier.wait(ready_l.index(slot), phase)
+    q_l = q_lat.index(_opaque(0))
+    return hopper.warpgroup_mma(q_l, kv_l.index(slot).permute((1, 0)), s, is_async=True)
+
+
+@gluon.jit
+def _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, slot, phase):
+    """Issue ``s += q[:, 256:] @ k[:, 256:]^T`` (latent half and rope; q's rope part in
+    registers) once the right half of the slot has landed."""
+    mbarrier.wait(ready_r.index(slot), phase)
+    q_r = q_lat.index(_opaque(1))
+    s = hopper.warpgroup_mma(q_r, kv_r.index(slot).permute((1, 0)), s, is_async=True)
+    return hopper.warpgroup_mma(q_pe_op, kv_pe.index(slot).permute((1, 0)), s, is_async=True)
+
+
+@gluon.jit
+def _masked(s, tile_n, end_n):
+    """Scores with keys at or past ``end_n`` at ``-inf`` (only the last tile has any); still
+    unscaled: the softmax folds the scale into its ``exp2`` (one FFMA a score)."""
+    if tile_n + s.shape[1] > end_n:
+        offs_n = tile_n + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, s.type.layout))
+        s = gl.where((offs_n < end_n)[None, :], s, float("-inf"))
+    return s
+
+
+@gluon.jit
+def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
+                stride_o_split, W: gl.constexpr):  # fmt: skip
+    """Add the other warpgroup's row sum, normalise and store output columns ``256 W ..``;
+    returns ``(l_safe, empty)``: the total row sum (1 where no key was seen) and those rows."""
+    BQ: gl.constexpr = acc.shape[0]
+    DH: gl.constexpr = acc.shape[1]
+    o_layout: gl.constexpr = acc.type.layout
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    l_s.slice(W * BQ, BQ).store(l_own)
+    _named_barrier(SUMS_SYNC)
+    l_tot = l_own + l_s.slice((1 - W) * BQ, BQ).load(l_own.type.layout)
+    empty = l_tot == 0.0
+    l_safe = gl.where(empty, 1.0, l_tot)
+    acc = acc * gl.convert_layout(1.0 / l_safe, row_o)[:, None]
+    offs_r = gl.arange(0, BQ, layout=row_o)
+    offs_d = W * DH + gl.arange(0, DH, layout=gl.SliceLayout(0, o_layout))
+    o_base = (o_ptr + gl.program_id(2) * stride_o_b + s0 * stride_o_s
+              + gl.program_id(1) * stride_o_split)  # fmt: skip
+    gl.store(o_base + (h0 + offs_r)[:, None] * stride_o_h + offs_d[None, :],
+             acc.to(o_ptr.dtype.element_ty))  # fmt: skip
+    return l_safe, empty
+
+
+@gluon.jit
+def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
+         ready_r, q_half_desc, q_pe_desc,
+         kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2,
+         stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
+         stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
+         PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+    """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies."""
+    BQ: gl.constexpr = q_lat.shape[1]
+    DH: gl.constexpr = q_lat.shape[2]
+    BN: gl.constexpr = kv_l.shape[1]
+    dtype: gl.constexpr = q_lat.dtype
+    s_layout: gl.constexpr = S_LAYOUT
+    o_layout: gl.constexpr = O_LAYOUT
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BQ, BN, CAUSAL
+    )
+
+    # q, and the left halves of tiles 0 and 1
+    q_row = (pid_b * S_Q + s0) * H + h0
+    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0))
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1))
+    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe)
+    _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
+    _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
+
+    acc = gl.zeros([BQ, DH], gl.float32, layout=o_layout)
+    l_i = gl.zeros([BQ], gl.float32, layout=row_s)
+    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=row_s)
+    mbarrier.wait(q_bar, 0)
+    q_pe_op = q_pe.load(Q_OP_LAYOUT)  # the buffer then holds warpgroup 1's p
+    s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+    if num_tiles > 0:
+        _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, 0, end_n - start_n, TILE_LAYOUT)
+        s = _scores_left(s, q_lat, kv_l, ready_l, 0, 0)
+        s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 0, 0)
+        s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+    num_pairs = gl.cdiv(num_tiles, 2)
+    for i in range(num_pairs):
+        a = 2 * i
+        tile_n = start_n + a * BN
+        # softmax of tile a against the running max of the previous pair
+        s = _masked(s, tile_n, end_n)
+        # the tile has >= 1 valid token: m_a is finite (base 2, the scale folded in)
+        m_a = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale_log2)
+        scale0 = gl.exp2(m_i - m_a)
+        p = gl.exp2(s * qk_scale_log2 - m_a[:, None])
+        l_i = l_i * scale0 + gl.sum(p, axis=1)
+        m_s.store(m_a)
+        sc0_s.store(scale0)
+        _named_barrier(SCALE0_ARRIVE)
+        # o_L = o_L * scale0 + p_a @ v_a[L], then tile a + 2's left half may come in
+        acc = acc * gl.convert_layout(scale0, row_o)[:, None]
+        p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
+        acc = hopper.warpgroup_mma(p_op, kv_l.index(_opaque(0)), acc, is_async=True)
+        acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
+        gl.thread_barrier()
+        _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, a + 2, a + 2 < num_tiles,
+                    PAGE_SIZE)  # fmt: skip
+        # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
+        _named_barrier(SCALE1_SYNC)
+        scale1 = sc1_s.load(row_s)
+        m_i = m_s.load(row_s)
+        p0_s.store((p * scale1[:, None]).to(dtype))
+        fence_async_shared()
+        _named_barrier(P0_ARRIVE)
+        acc = acc * gl.convert_layout(scale1, row_o)[:, None]
+        l_i = l_i * scale1
+        if a + 1 < num_tiles:
+            # o_L += p_b @ v_b[L] (p_b from warpgroup 1, in the q rope buffer)
+            _named_barrier(P1_SYNC)
+            acc_f = hopper.warpgroup_mma(q_pe, kv_l.index(_opaque(1)), acc, is_async=True)
+            if a + 2 < num_tiles:
+                # tile a + 2's scores: left columns under p_b @ v_b, then the rest
+                nxt = (i + 1) & 1
+                _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, nxt, end_n - tile_n - 2 * BN,
+                              TILE_LAYOUT)  # fmt: skip
+                s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), nxt)
+                acc = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[acc_f])
+                gl.thread_barrier()
+                _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, a + 3,
+                            a + 3 < num_tiles, PAGE_SIZE)  # fmt: skip
+                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), nxt)
+                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+            else:
+                acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+
+    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
+                                stride_o_h, stride_o_split, 0)  # fmt: skip
+    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+    offs_l = gl.arange(0, BQ, layout=row_s)
+    lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
+                + gl.program_id(1) * stride_lse_split)  # fmt: skip
+    gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
+
+
+@gluon.jit
+def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
+         ready_r, kv_half_desc, kv_pe_desc,
+         block_table_ptr, seqlens_ptr, o_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
+         stride_o_s, stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS, PAGE_SIZE: gl.constexpr,
+         CAUSAL: gl.constexpr):  # fmt: skip
+    """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies."""
+    BQ: gl.constexpr = q_lat.shape[1]
+    DH: gl.constexpr = q_lat.shape[2]
+    BN: gl.constexpr = kv_l.shape[1]
+    dtype: gl.constexpr = q_lat.dtype
+    s_layout: gl.constexpr = S_LAYOUT
+    o_layout: gl.constexpr = O_LAYOUT
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    _pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BQ, BN, CAUSAL
+    )
+    _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
+                 num_tiles > 0, PAGE_SIZE)  # fmt: skip
+    _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
+                 num_tiles > 1, PAGE_SIZE)  # fmt: skip
+
+    acc = gl.zeros([BQ, DH], gl.float32, layout=o_layout)
+    l_i = gl.zeros([BQ], gl.float32, layout=row_s)
+    mbarrier.wait(q_bar, 0)
+    q_pe_op = q_pe.load(Q_OP_LAYOUT)
+    s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+    if num_tiles > 1:
+        _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, 0, end_n - start_n - BN, TILE_LAYOUT)
+        s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 1, 0)
+        s = _scores_left(s, q_lat, kv_l, ready_l, 1, 0)
+        s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+    num_pairs = gl.cdiv(num_tiles, 2)
+    for i in range(num_pairs):
+        b = 2 * i + 1
+        tile_n = start_n + b * BN
+        _named_barrier(SCALE0_SYNC)
+        m_a = m_s.load(row_s)
+        scale0 = sc0_s.load(row_s)
+        if b < num_tiles:
+            s = _masked(s, tile_n, end_n)
+            m_b = gl.maximum(m_a, gl.max(s, axis=1) * qk_scale_log2)
+            scale1 = gl.exp2(m_a - m_b)
+            p = gl.exp2(s * qk_scale_log2 - m_b[:, None])
+            m_s.store(m_b)
+            sc1_s.store(scale1)
+            _named_barrier(SCALE1_ARRIVE)
+            scale = scale0 * scale1
+            l_i = l_i * scale + gl.sum(p, axis=1)
+            acc = acc * gl.convert_layout(scale, row_o)[:, None]
+            # p_b for warpgroup 0 (in the q rope buffer: q's rope part is in registers now)
+            p_b = p.to(dtype)
+            q_pe.store(p_b)
+            fence_async_shared()
+            _named_barrier(P1_ARRIVE)
+            # o_R += p_b @ v_b[R] + (p_a scale1) @ v_a[R]
+            p_op = gl.convert_layout(p_b, P_OP_LAYOUT)
+            acc_f = hopper.warpgroup_mma(p_op, kv_r.index(_opaque(1)), acc, is_async=True)
+            _named_barrier(P0_SYNC)
+            acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc_f, is_async=True)
+            p_op = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[p_op])
+            gl.thread_barrier()
+            _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n,
+                         b + 2, b + 2 < num_tiles, PAGE_SIZE)  # fmt: skip
+            acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+        else:
+            # a lone last tile a: no tile b, the max stays m_a
+            sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=row_s))
+            _named_barrier(SCALE1_ARRIVE)
+            l_i = l_i * scale0
+            acc = acc * gl.convert_layout(scale0, row_o)[:, None]
+            _named_barrier(P0_SYNC)
+            acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc, is_async=True)
+            acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+        gl.thread_barrier()
+        _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, b + 1,
+                     b + 1 < num_tiles, PAGE_SIZE)  # fmt: skip
+        if b + 2 < num_tiles:
+            nxt = (i + 1) & 1
+            _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, nxt, end_n - tile_n - 2 * BN,
+                          TILE_LAYOUT)  # fmt: skip
+            s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+            s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), nxt)
+            s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), nxt)
+            s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+    _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
+                stride_o_split, 1)  # fmt: skip
+
+
+@gluon.jit
+def _mla_decode_seesaw_kernel(
+    q_ptr,  # noqa: ARG001 (the Gluon decode kernels' shared leading arguments; 16-bit only)
+    q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+    lse_ptr,
+    kv_scale_ptr,  # noqa: ARG001
+    qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
+    stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
+    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
+):  # fmt: skip
+    dtype: gl.constexpr = q_half_desc.dtype
+    BQ: gl.constexpr = q_half_desc.block_type.shape[0]
+    DH: gl.constexpr = q_half_desc.block_type.shape[1]
+    DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
+    BN: gl.constexpr = kv_half_desc.block_type.shape[0]
+    vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    q_lat = gl.allocate_shared_memory(dtype, [2, BQ, DH], q_half_desc.layout)  # two halves
+    q_pe = gl.allocate_shared_memory(dtype, [BQ, DPE], q_pe_desc.layout)
+    kv_l = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
+    kv_r = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
+    kv_pe = gl.allocate_shared_memory(dtype, [2, BN, DPE], kv_pe_desc.layout)
+    p0_s = gl.allocate_shared_memory(dtype, [BQ, BN], q_pe_desc.layout)
+    m_s = gl.allocate_shared_memory(gl.float32, [BQ], vec_layout)
+    sc0_s = gl.allocate_shared_memory(gl.float32, [BQ], vec_layout)
+    sc1_s = gl.allocate_shared_memory(gl.float32, [BQ], vec_layout)
+    l_s = gl.allocate_shared_memory(gl.float32, [2 * BQ], vec_layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready_l = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    ready_r = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for k in gl.static_range(2):
+        mbarrier.init(ready_l.index(k), count=1)
+        mbarrier.init(ready_r.index(k), count=1)
+    fence_async_shared()
+
+    gl.warp_specialize(
+        [
+            (_wg0, (
+                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
+                ready_r, q_half_desc, q_pe_desc,
+                kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2,
+                stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
+                stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, PAGE_SIZE,
+                CAUSAL)),
+            (_wg1, (
+                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
+                ready_r, kv_half_desc, kv_pe_desc,
+                block_table_ptr, seqlens_ptr, o_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS, PAGE_SIZE, CAUSAL)),
+        ],
+        [4],
+        [240],
+    )  # fmt: skip
+
+
+def seesaw_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
+    """True when this call runs this kernel: its config (``KNOBS``), a 16-bit cache and a
+    suitable shape."""
+    knobs = (cfg.block_size_q, cfg.block_size_k, cfg.num_warps, cfg.num_stages)
+    return (
+        knobs == KNOBS
+        and args.kv_scale is None
+        and args.kv_cache.dtype == args.q.dtype
+        and sm90_many_heads_call(args)
+    )
+
+
+def launch_seesaw_decode(
+    args: DecodeArgs,
+    num_splits: int,
+    o_buf: torch.Tensor,
+    lse_buf: torch.Tensor,
+    o_strides: tuple[int, ...],
+    lse_strides: tuple[int, ...],
+) -> Any:
+    """Launch the kernel into ``o_buf``/``lse_buf`` (final output or split partials)."""
+    grid, leading = launch_args(
+        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N,
+        lat_cols=HALF,
+    )  # fmt: skip
+    return _mla_decode_seesaw_kernel[grid](
+        *leading,
+        PAGE_SIZE=args.kv_cache.shape[1],
+        CAUSAL=args.causal and args.q.shape[1] > 1,
+        num_warps=4,
+    )
+
+
+__all__ = ["KNOBS", "launch_seesaw_decode", "seesaw_decode_eligible"]
