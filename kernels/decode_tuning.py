@@ -205,13 +205,20 @@ def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: Dev
     if config.num_kv_splits != "auto":
         return int(config.num_kv_splits)
     programs = problem.batch * problem.h_kv * math.ceil(query_rows(problem) / config.block_size_q)
-    return auto_num_splits(
+    uniform = auto_num_splits(
         programs=programs,
         max_seqlen=max(problem.lengths(), default=0),
         block_size_k=config.block_size_k,
         sm_count=limits.sm_count,
         programs_per_sm=programs_per_sm(config, problem, limits),
     )
+    knobs = (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
+    seesaw = knobs == _SM90_SEESAW_KNOBS and _sm90_seesaw_shape(problem, limits)
+    if seesaw and uniform > 1 and problem.batch > 1:
+        # the seesaw kernel sizes its splits from the batch's total work, so a long sequence
+        # among short ones may take more than the uniform count: allow twice as many
+        return min(_MAX_SPLITS, 2 * uniform)
+    return uniform
 
 
 def decode_search_space(problem: DecodeProblem, limits: DeviceLimits) -> list[DecodeConfig]:
@@ -273,6 +280,10 @@ _ARCH_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
 _FALLBACK_DEFAULT = (32, 32, 4, 1)
 
 
+_SM90_SEESAW_KNOBS = (64, 64, 8, 1)
+"""The config of the sm_90 seesaw decode kernel (``mla_decode_hopper_seesaw.KNOBS``)."""
+
+
 def _sm90_seesaw_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
     """``problem`` on ``limits`` suits the sm_90 seesaw decode kernel (config ``64 x 64, 8
     warps, 1 stage``): DeepSeek's dims, one KV head, 64+ heads, a 16-bit cache, pages of whole
@@ -302,7 +313,7 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
     bq, bk, warps, stages = _ARCH_DEFAULTS.get(limits.arch, _FALLBACK_DEFAULT)
     bq = min(bq, max(_MIN_DOT, _next_pow2(query_rows(problem))))
     warps = _warps_for(bq, warps)
-    if _sm90_seesaw_shape(problem, limits) and (bq, bk, warps) == (64, 64, 8):
+    if _sm90_seesaw_shape(problem, limits) and (bq, bk, warps, 1) == _SM90_SEESAW_KNOBS:
         stages = 1  # the seesaw Gluon kernel's config: 1.3x the lockstep one's speed (NOTES 19)
     cfg = DecodeConfig(
         block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages, num_kv_splits="auto"

@@ -473,6 +473,8 @@ def _mla_decode_combine_kernel(
     for split in range(NUM_SPLITS):
         weight = tl.exp(tl.load(lse_base + split) - m_use)  # 0 for empty splits (lse -inf)
         part = tl.load(o_base + split * stride_om_split + offs_dv, mask=mask_dv, other=0.0)
+        # an empty split's o may be left unwritten (only its lse -inf is): never 0 * garbage
+        part = tl.where(weight > 0, part, 0.0)
         acc += weight * part
         weight_sum += weight
     empty = weight_sum == 0.0

@@ -30,6 +30,10 @@ is the last to read, as soon as it is done with them.
 Shared memory: q 72 KB (its rope part is read into registers once and the buffer then holds
 warpgroup 1's ``p_b``), two slots of 72 KB, ``p_a`` 8 KB, row vectors: 225 KB of 227.
 
+KV splits (with several splits and sequences): sized from the whole batch's work, so long
+sequences get more splits than short ones (``_balanced_split_range``; empty splits of the
+grid write only their lse).
+
 Scope (``seesaw_decode_eligible``): the shapes of ``mla_decode_hopper`` (sm_90, 512 + 64 dims,
 one KV head, 64+ heads per KV head, pages of whole 64-token tiles) with a 16-bit cache.
 """
@@ -46,12 +50,15 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
+from .device_limits import limits_for
 from .gluon_launch import launch_args
 from .mla_decode_hopper import _split_range, _zero_tail_rows, sm90_many_heads_call
 
 BLOCK_Q = 64
 BLOCK_N = 64
 HALF = 256  # latent columns a warpgroup's output (and a column block of a slot) spans
+BALANCE_SPLITS = True
+"""Size the KV splits from the whole batch's work (``_balanced_split_range``)."""
 KNOBS = (BLOCK_Q, BLOCK_N, 8, 1)
 """The config that runs this kernel: ``64 x 64, 8 warps``; "1 stage": each warpgroup owns one
 slot (the other holds the other warpgroup's tile)."""
@@ -105,18 +112,56 @@ TILE_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))
 
 
 @gluon.jit
-def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BQ: gl.constexpr,
-             BN: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE,
+             BQ: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr,
+             BALANCE: gl.constexpr):  # fmt: skip
     """This program's batch, first query token and head, KV split ``[start_n, end_n)``, its
     count of 64-token tiles and its block-table row: ``(pid_b, s0, h0, start_n, end_n,
     num_tiles, bt_row)``."""
     pid_b = gl.program_id(2)
     row0 = gl.program_id(0) * BQ
-    s0 = row0 // H
-    h0 = row0 % H
-    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
-                                             NUM_SPLITS, BN, CAUSAL)  # fmt: skip
-    return pid_b, s0, h0, start_n, end_n, num_tiles, block_table_ptr + pid_b * stride_bt_b
+    start_n, end_n, num_tiles = _balanced_split_range(
+        seqlens_ptr, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ, BN, CAUSAL, BALANCE
+    )
+    return (pid_b, row0 // H, row0 % H, start_n, end_n, num_tiles,
+            block_table_ptr + pid_b * stride_bt_b)  # fmt: skip
+
+
+@gluon.jit
+def _balanced_split_range(seqlens_ptr, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ: gl.constexpr,
+                          BN: gl.constexpr, CAUSAL: gl.constexpr,
+                          BALANCE: gl.constexpr):  # fmt: skip
+    """This program's KV split ``[start_n, end_n)`` and its count of ``BN``-token tiles.
+
+    ``BALANCE``: splits sized from the whole batch's work, not per sequence: every program
+    sums the batch's tiles and takes ``T = total / (WAVE - BATCH)`` tiles a split (at least 4),
+    where ``WAVE`` is the programs of one KV split that fit the GPU at once; a sequence then
+    gets ``cdiv(tiles, T)`` splits (at most ``NUM_SPLITS``; the grid's other splits of it are
+    empty). So with lengths of 1K..8K the long sequences get more splits than the short ones
+    and the programs do about equal work (``sum over b of cdiv(tiles_b, T) <= WAVE``: one
+    wave). Without it: ``NUM_SPLITS`` equal splits per sequence (``_split_range``).
+    """
+    pid_b = gl.program_id(2)
+    s0 = gl.program_id(0) * BQ // H
+    if BALANCE:
+        layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+        offs = gl.arange(0, 128, layout=layout)
+        total = gl.sum(gl.zeros([128], gl.int32, layout=layout), axis=0)
+        for c in range(0, BATCH, 128):
+            lens = gl.load(seqlens_ptr + c + offs, mask=c + offs < BATCH, other=0)
+            total += gl.sum((lens + BN - 1) // BN, axis=0)
+        per_split = gl.maximum(gl.cdiv(total, gl.maximum(WAVE - BATCH, 1)), 4)
+        seqlen = gl.load(seqlens_ptr + pid_b)
+        split_len = gl.maximum(per_split, gl.cdiv(gl.cdiv(seqlen, BN), NUM_SPLITS)) * BN
+        start_n = gl.program_id(1) * split_len
+        end_n = gl.minimum(start_n + split_len, seqlen)
+        if CAUSAL:
+            end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
+        num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+    else:
+        start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
+                                                 NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    return start_n, end_n, num_tiles
 
 
 @gluon.jit
@@ -196,8 +241,9 @@ def _masked(s, tile_n, end_n):
 
 @gluon.jit
 def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, W: gl.constexpr):  # fmt: skip
-    """Add the other warpgroup's row sum, normalise and store output columns ``256 W ..``;
+                stride_o_split, write, W: gl.constexpr):  # fmt: skip
+    """Add the other warpgroup's row sum, normalise and store output columns ``256 W ..`` if
+    ``write`` (an empty split of a split grid skips it: the combine reads only its lse);
     returns ``(l_safe, empty)``: the total row sum (1 where no key was seen) and those rows."""
     BQ: gl.constexpr = acc.shape[0]
     DH: gl.constexpr = acc.shape[1]
@@ -213,18 +259,19 @@ def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o
     offs_d = W * DH + gl.arange(0, DH, layout=gl.SliceLayout(0, o_layout))
     o_base = (o_ptr + gl.program_id(2) * stride_o_b + s0 * stride_o_s
               + gl.program_id(1) * stride_o_split)  # fmt: skip
-    gl.store(o_base + (h0 + offs_r)[:, None] * stride_o_h + offs_d[None, :],
-             acc.to(o_ptr.dtype.element_ty))  # fmt: skip
+    if write:  # a branch, not a store mask: the stores stay 8 bytes wide
+        gl.store(o_base + (h0 + offs_r)[:, None] * stride_o_h + offs_d[None, :],
+                 acc.to(o_ptr.dtype.element_ty))  # fmt: skip
     return l_safe, empty
 
 
 @gluon.jit
 def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
          ready_r, q_half_desc, q_pe_desc,
-         kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2,
-         stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
-         stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
-         PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+         kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b,
+         stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+         stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE,
+         PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
     """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies."""
     BQ: gl.constexpr = q_lat.shape[1]
     DH: gl.constexpr = q_lat.shape[2]
@@ -235,22 +282,26 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
-        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BQ, BN, CAUSAL
-    )
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ, BN,
+        CAUSAL, BALANCE,
+    )  # fmt: skip
 
     # q, and the left halves of tiles 0 and 1
     q_row = (pid_b * S_Q + s0) * H + h0
-    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0))
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1))
-    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe)
+    has_work = num_tiles > 0  # (an empty split of a balanced grid: no q either)
+    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
+                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0), pred=has_work)
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1),
+                                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
 
     acc = gl.zeros([BQ, DH], gl.float32, layout=o_layout)
     l_i = gl.zeros([BQ], gl.float32, layout=row_s)
     m_i = gl.full([BQ], float("-inf"), gl.float32, layout=row_s)
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
     q_pe_op = q_pe.load(Q_OP_LAYOUT)  # the buffer then holds warpgroup 1's p
     s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
     if num_tiles > 0:
@@ -310,8 +361,9 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             else:
                 acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
 
+    write = (num_tiles > 0) | (NUM_SPLITS == 1)
     l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
-                                stride_o_h, stride_o_split, 0)  # fmt: skip
+                                stride_o_h, stride_o_split, write, 0)  # fmt: skip
     lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
     offs_l = gl.arange(0, BQ, layout=row_s)
     lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
@@ -321,10 +373,10 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
 
 @gluon.jit
 def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-         ready_r, kv_half_desc, kv_pe_desc,
-         block_table_ptr, seqlens_ptr, o_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
-         stride_o_s, stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS, PAGE_SIZE: gl.constexpr,
-         CAUSAL: gl.constexpr):  # fmt: skip
+         ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr, qk_scale_log2,
+         stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS,
+         BATCH, WAVE, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
+         BALANCE: gl.constexpr):  # fmt: skip
     """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies."""
     BQ: gl.constexpr = q_lat.shape[1]
     DH: gl.constexpr = q_lat.shape[2]
@@ -335,8 +387,9 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     _pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
-        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BQ, BN, CAUSAL
-    )
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ, BN,
+        CAUSAL, BALANCE,
+    )  # fmt: skip
     _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
                  num_tiles > 0, PAGE_SIZE)  # fmt: skip
     _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
@@ -344,7 +397,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
 
     acc = gl.zeros([BQ, DH], gl.float32, layout=o_layout)
     l_i = gl.zeros([BQ], gl.float32, layout=row_s)
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
     q_pe_op = q_pe.load(Q_OP_LAYOUT)
     s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
     if num_tiles > 1:
@@ -408,7 +461,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
 
     _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, 1)  # fmt: skip
+                stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1), 1)  # fmt: skip
 
 
 @gluon.jit
@@ -419,7 +472,8 @@ def _mla_decode_seesaw_kernel(
     kv_scale_ptr,  # noqa: ARG001
     qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
     stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
-    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
+    BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
+    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = q_half_desc.dtype
     BQ: gl.constexpr = q_half_desc.block_type.shape[0]
@@ -450,16 +504,15 @@ def _mla_decode_seesaw_kernel(
         [
             (_wg0, (
                 q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-                ready_r, q_half_desc, q_pe_desc,
-                kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2,
-                stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
-                stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, PAGE_SIZE,
-                CAUSAL)),
+                ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr, seqlens_ptr,
+                o_ptr, lse_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h,
+                stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q,
+                H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE)),
             (_wg1, (
                 q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-                ready_r, kv_half_desc, kv_pe_desc,
-                block_table_ptr, seqlens_ptr, o_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
-                stride_o_s, stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS, PAGE_SIZE, CAUSAL)),
+                ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+                qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
+                S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE)),
         ],
         [4],
         [240],
@@ -486,15 +539,24 @@ def launch_seesaw_decode(
     o_strides: tuple[int, ...],
     lse_strides: tuple[int, ...],
 ) -> Any:
-    """Launch the kernel into ``o_buf``/``lse_buf`` (final output or split partials)."""
+    """Launch the kernel into ``o_buf``/``lse_buf`` (final output or split partials).
+
+    With several splits and sequences, the splits are sized from the batch's total work
+    (``_balanced_split_range``); ``num_splits`` is then the most one sequence gets.
+    """
     grid, leading = launch_args(
         args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N,
         lat_cols=HALF,
     )  # fmt: skip
+    batch = args.q.shape[0]
+    sm_count = limits_for(args.q.device).sm_count  # (the CPU compile report: the interpreter's)
     return _mla_decode_seesaw_kernel[grid](
         *leading,
+        batch,
+        max(1, sm_count // grid[0]),
         PAGE_SIZE=args.kv_cache.shape[1],
         CAUSAL=args.causal and args.q.shape[1] > 1,
+        BALANCE=BALANCE_SPLITS and num_splits > 1 and batch > 1,
         num_warps=4,
     )
 

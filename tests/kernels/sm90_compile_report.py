@@ -88,9 +88,11 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
     options = {"num_warps": kwargs.pop("num_warps"), "num_stages": 1}
     signature, constexprs = {}, {}
     for index, arg_name in enumerate(kernel.arg_names):
-        if arg_name in kwargs:
+        value = kwargs.get(arg_name, capture.args[index] if index < len(capture.args) else None)
+        # Triton specializes integer arguments equal to 1 as constants, as a launch would
+        if arg_name in kwargs or (type(value) is int and value == 1):
             signature[arg_name] = "constexpr"
-            constexprs[(index,)] = kwargs[arg_name]
+            constexprs[(index,)] = value
         else:
             signature[arg_name] = mangle_type(capture.args[index])
     source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs)

@@ -142,6 +142,23 @@ def test_auto_splits_count_programs_per_sm():
     assert programs_per_sm(DecodeConfig(16, 64, 4, 2), DEEPSEEK[4], H200) == 2  # fp8 cache
 
 
+def test_seesaw_config_allows_twice_the_uniform_splits():
+    # The seesaw kernel sizes splits from the batch's total work (a long sequence among short
+    # ones takes more), so its "auto" grid holds twice the uniform count; not when one split
+    # suffices (no balancing), nor for one sequence, nor for configs of other kernels.
+    varied = DecodeProblem(batch=32, s_q=1, h_q=64, seqlen=0, seqlens=(8192,) + (1024,) * 31)
+    uniform = resolve_num_splits(DecodeConfig(64, 64, 8, 2), varied, H200)
+    assert uniform == 4
+    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), varied, H200) == 2 * uniform
+    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), DEEPSEEK[1], H200) == 1  # 256 programs
+    one = DEEPSEEK[3]  # one sequence of 16K, 128 heads
+    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), one, H200) == resolve_num_splits(
+        DecodeConfig(64, 64, 8, 2), one, H200
+    )
+    fp8 = replace(varied, kv_dtype="fp8_e4m3")  # the seesaw kernel takes 16-bit caches only
+    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), fp8, H200) == uniform
+
+
 def test_explicit_splits_are_kept():
     cfg = DecodeConfig(64, 64, 8, 2, 7)
     assert resolve_num_splits(cfg, DEEPSEEK[1], H200) == 7
