@@ -9,7 +9,7 @@ catches any access past it.
 
     python tests/reliability/sanitizer_cases.py          # the cases (exit 1 on a wrong answer)
     python tests/reliability/sanitizer_cases.py --list   # their names
-    python tests/reliability/sanitizer_cases.py --skip-warp-specialised   # all but that kernel
+    python tests/reliability/sanitizer_cases.py --skip-warp-specialised   # all but those kernels
     python tests/reliability/sanitizer_cases.py --only=NAME,NAME           # just these
 
 Works from a plain checkout: without an installed ``mlafleet``, a temporary ``mlafleet`` folder
