@@ -131,6 +131,14 @@ def _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS, BN: gl.cons
     """
     seqlen = gl.load(seqlens_ptr + pid_b)
     split_len = gl.cdiv(gl.cdiv(seqlen, NUM_SPLITS), 64) * 64
+    return _range_of_split(seqlen, split_len, pid_split, s0, S_Q, BN, CAUSAL)
+
+
+@gluon.jit
+def _range_of_split(seqlen, split_len, pid_split, s0, S_Q, BN: gl.constexpr,
+                    CAUSAL: gl.constexpr):  # fmt: skip
+    """Split ``pid_split`` of a sequence of ``seqlen`` tokens cut into ``split_len``-token
+    splits (a multiple of 64): ``(start_n, end_n, num_tiles)`` as ``_split_range``."""
     start_n = pid_split * split_len
     end_n = gl.minimum(start_n + split_len, seqlen)
     if CAUSAL:

@@ -31,7 +31,7 @@ Shared memory: q 72 KB (its rope part is read into registers once and the buffer
 warpgroup 1's ``p_b``), two slots of 72 KB, ``p_a`` 8 KB, row vectors: 225 KB of 227.
 
 KV splits (with several splits and sequences): sized from the whole batch's work, so long
-sequences get more splits than short ones (``_balanced_split_range``; empty splits of the
+sequences get more splits than short ones (``_program``; empty splits of the
 grid write only their lse).
 
 Scope (``seesaw_decode_eligible``): the shapes of ``mla_decode_hopper`` (sm_90, 512 + 64 dims,
@@ -52,13 +52,18 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .device_limits import limits_for
 from .gluon_launch import launch_args
-from .mla_decode_hopper import _split_range, _zero_tail_rows, sm90_many_heads_call
+from .mla_decode_hopper import (
+    _range_of_split,
+    _split_range,
+    _zero_tail_rows,
+    sm90_many_heads_call,
+)
 
 BLOCK_Q = 64
 BLOCK_N = 64
 HALF = 256  # latent columns a warpgroup's output (and a column block of a slot) spans
 BALANCE_SPLITS = True
-"""Size the KV splits from the whole batch's work (``_balanced_split_range``)."""
+"""Size the KV splits from the whole batch's work (``_program``)."""
 KNOBS = (BLOCK_Q, BLOCK_N, 8, 1)
 """The config that runs this kernel: ``64 x 64, 8 warps``; "1 stage": each warpgroup owns one
 slot (the other holds the other warpgroup's tile)."""
@@ -97,6 +102,11 @@ def _named_barrier(asm: gl.constexpr):
                               pack=1)  # fmt: skip
 
 
+# the tile sizes as the partitions see them
+BQ = gl.constexpr(BLOCK_Q)
+BN = gl.constexpr(BLOCK_N)
+DH = gl.constexpr(HALF)
+
 # register layouts of both warpgroups: the score tile [64, 64] and the output half [64, 256] as
 # wgmma accumulators (4 warps along the rows), their A operands in registers (q's rope part, p),
 # and a plain layout for zeroing tail rows
@@ -109,29 +119,16 @@ O_LAYOUT = gl.constexpr(
 Q_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=S_LAYOUT, k_width=2))
 P_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2))
 TILE_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))
+ROW_S = gl.constexpr(gl.SliceLayout(1, S_LAYOUT))  # a row vector of the scores (max, sums)
+ROW_O = gl.constexpr(gl.SliceLayout(1, O_LAYOUT))  # a row vector of the output (rescales)
 
 
 @gluon.jit
 def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE,
-             BQ: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr,
-             BALANCE: gl.constexpr):  # fmt: skip
+             CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
     """This program's batch, first query token and head, KV split ``[start_n, end_n)``, its
     count of 64-token tiles and its block-table row: ``(pid_b, s0, h0, start_n, end_n,
-    num_tiles, bt_row)``."""
-    pid_b = gl.program_id(2)
-    row0 = gl.program_id(0) * BQ
-    start_n, end_n, num_tiles = _balanced_split_range(
-        seqlens_ptr, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ, BN, CAUSAL, BALANCE
-    )
-    return (pid_b, row0 // H, row0 % H, start_n, end_n, num_tiles,
-            block_table_ptr + pid_b * stride_bt_b)  # fmt: skip
-
-
-@gluon.jit
-def _balanced_split_range(seqlens_ptr, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ: gl.constexpr,
-                          BN: gl.constexpr, CAUSAL: gl.constexpr,
-                          BALANCE: gl.constexpr):  # fmt: skip
-    """This program's KV split ``[start_n, end_n)`` and its count of ``BN``-token tiles.
+    num_tiles, bt_row)``.
 
     ``BALANCE``: splits sized from the whole batch's work, not per sequence: every program
     sums the batch's tiles and takes ``T = total / (WAVE - BATCH)`` tiles a split (at least 4),
@@ -142,7 +139,8 @@ def _balanced_split_range(seqlens_ptr, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ: gl.c
     wave). Without it: ``NUM_SPLITS`` equal splits per sequence (``_split_range``).
     """
     pid_b = gl.program_id(2)
-    s0 = gl.program_id(0) * BQ // H
+    row0 = gl.program_id(0) * BQ
+    s0 = row0 // H
     if BALANCE:
         layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
         offs = gl.arange(0, 128, layout=layout)
@@ -153,15 +151,12 @@ def _balanced_split_range(seqlens_ptr, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ: gl.c
         per_split = gl.maximum(gl.cdiv(total, gl.maximum(WAVE - BATCH, 1)), 4)
         seqlen = gl.load(seqlens_ptr + pid_b)
         split_len = gl.maximum(per_split, gl.cdiv(gl.cdiv(seqlen, BN), NUM_SPLITS)) * BN
-        start_n = gl.program_id(1) * split_len
-        end_n = gl.minimum(start_n + split_len, seqlen)
-        if CAUSAL:
-            end_n = gl.minimum(end_n, seqlen - S_Q + s0 + 1)
-        num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+        start_n, end_n, num_tiles = _range_of_split(seqlen, split_len, gl.program_id(1), s0, S_Q,
+                                                    BN, CAUSAL)  # fmt: skip
     else:
         start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
                                                  NUM_SPLITS, BN, CAUSAL)  # fmt: skip
-    return start_n, end_n, num_tiles
+    return pid_b, s0, row0 % H, start_n, end_n, num_tiles, block_table_ptr + pid_b * stride_bt_b
 
 
 @gluon.jit
@@ -273,17 +268,10 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
          stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE,
          PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
     """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies."""
-    BQ: gl.constexpr = q_lat.shape[1]
-    DH: gl.constexpr = q_lat.shape[2]
-    BN: gl.constexpr = kv_l.shape[1]
     dtype: gl.constexpr = q_lat.dtype
-    s_layout: gl.constexpr = S_LAYOUT
-    o_layout: gl.constexpr = O_LAYOUT
-    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
-        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ, BN,
-        CAUSAL, BALANCE,
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
+        BALANCE,
     )  # fmt: skip
 
     # q, and the left halves of tiles 0 and 1
@@ -298,12 +286,12 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
 
-    acc = gl.zeros([BQ, DH], gl.float32, layout=o_layout)
-    l_i = gl.zeros([BQ], gl.float32, layout=row_s)
-    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=row_s)
+    acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
+    l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
+    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=ROW_S)
     mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
     q_pe_op = q_pe.load(Q_OP_LAYOUT)  # the buffer then holds warpgroup 1's p
-    s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
     if num_tiles > 0:
         _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, 0, end_n - start_n, TILE_LAYOUT)
         s = _scores_left(s, q_lat, kv_l, ready_l, 0, 0)
@@ -325,7 +313,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
         sc0_s.store(scale0)
         _named_barrier(SCALE0_ARRIVE)
         # o_L = o_L * scale0 + p_a @ v_a[L], then tile a + 2's left half may come in
-        acc = acc * gl.convert_layout(scale0, row_o)[:, None]
+        acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
         p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
         acc = hopper.warpgroup_mma(p_op, kv_l.index(_opaque(0)), acc, is_async=True)
         acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
@@ -334,12 +322,12 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
                     PAGE_SIZE)  # fmt: skip
         # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
         _named_barrier(SCALE1_SYNC)
-        scale1 = sc1_s.load(row_s)
-        m_i = m_s.load(row_s)
+        scale1 = sc1_s.load(ROW_S)
+        m_i = m_s.load(ROW_S)
         p0_s.store((p * scale1[:, None]).to(dtype))
         fence_async_shared()
         _named_barrier(P0_ARRIVE)
-        acc = acc * gl.convert_layout(scale1, row_o)[:, None]
+        acc = acc * gl.convert_layout(scale1, ROW_O)[:, None]
         l_i = l_i * scale1
         if a + 1 < num_tiles:
             # o_L += p_b @ v_b[L] (p_b from warpgroup 1, in the q rope buffer)
@@ -350,7 +338,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
                 nxt = (i + 1) & 1
                 _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, nxt, end_n - tile_n - 2 * BN,
                               TILE_LAYOUT)  # fmt: skip
-                s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+                s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
                 s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), nxt)
                 acc = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[acc_f])
                 gl.thread_barrier()
@@ -365,7 +353,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
                                 stride_o_h, stride_o_split, write, 0)  # fmt: skip
     lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-    offs_l = gl.arange(0, BQ, layout=row_s)
+    offs_l = gl.arange(0, BQ, layout=ROW_S)
     lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
                 + gl.program_id(1) * stride_lse_split)  # fmt: skip
     gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
@@ -378,28 +366,21 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
          BATCH, WAVE, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
          BALANCE: gl.constexpr):  # fmt: skip
     """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies."""
-    BQ: gl.constexpr = q_lat.shape[1]
-    DH: gl.constexpr = q_lat.shape[2]
-    BN: gl.constexpr = kv_l.shape[1]
     dtype: gl.constexpr = q_lat.dtype
-    s_layout: gl.constexpr = S_LAYOUT
-    o_layout: gl.constexpr = O_LAYOUT
-    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     _pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
-        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, BQ, BN,
-        CAUSAL, BALANCE,
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
+        BALANCE,
     )  # fmt: skip
     _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
                  num_tiles > 0, PAGE_SIZE)  # fmt: skip
     _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
                  num_tiles > 1, PAGE_SIZE)  # fmt: skip
 
-    acc = gl.zeros([BQ, DH], gl.float32, layout=o_layout)
-    l_i = gl.zeros([BQ], gl.float32, layout=row_s)
+    acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
+    l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
     mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
     q_pe_op = q_pe.load(Q_OP_LAYOUT)
-    s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
     if num_tiles > 1:
         _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, 0, end_n - start_n - BN, TILE_LAYOUT)
         s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 1, 0)
@@ -411,8 +392,8 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
         b = 2 * i + 1
         tile_n = start_n + b * BN
         _named_barrier(SCALE0_SYNC)
-        m_a = m_s.load(row_s)
-        scale0 = sc0_s.load(row_s)
+        m_a = m_s.load(ROW_S)
+        scale0 = sc0_s.load(ROW_S)
         if b < num_tiles:
             s = _masked(s, tile_n, end_n)
             m_b = gl.maximum(m_a, gl.max(s, axis=1) * qk_scale_log2)
@@ -423,7 +404,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             _named_barrier(SCALE1_ARRIVE)
             scale = scale0 * scale1
             l_i = l_i * scale + gl.sum(p, axis=1)
-            acc = acc * gl.convert_layout(scale, row_o)[:, None]
+            acc = acc * gl.convert_layout(scale, ROW_O)[:, None]
             # p_b for warpgroup 0 (in the q rope buffer: q's rope part is in registers now)
             p_b = p.to(dtype)
             q_pe.store(p_b)
@@ -441,10 +422,10 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
         else:
             # a lone last tile a: no tile b, the max stays m_a
-            sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=row_s))
+            sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=ROW_S))
             _named_barrier(SCALE1_ARRIVE)
             l_i = l_i * scale0
-            acc = acc * gl.convert_layout(scale0, row_o)[:, None]
+            acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
             _named_barrier(P0_SYNC)
             acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc, is_async=True)
             acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
@@ -455,7 +436,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             nxt = (i + 1) & 1
             _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, nxt, end_n - tile_n - 2 * BN,
                           TILE_LAYOUT)  # fmt: skip
-            s = gl.zeros([BQ, BN], gl.float32, layout=s_layout)
+            s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
             s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), nxt)
             s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), nxt)
             s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
@@ -542,7 +523,7 @@ def launch_seesaw_decode(
     """Launch the kernel into ``o_buf``/``lse_buf`` (final output or split partials).
 
     With several splits and sequences, the splits are sized from the batch's total work
-    (``_balanced_split_range``); ``num_splits`` is then the most one sequence gets.
+    (``_program``); ``num_splits`` is then the most one sequence gets.
     """
     grid, leading = launch_args(
         args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N,
