@@ -342,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fp8", default="", help="comma-separated shape names (or 'all') also run with fp8 KV"
     )
+    parser.add_argument(
+        "--kv",
+        choices=("all", "bf16", "fp8"),
+        default="all",
+        help="which cache dtypes to run: fp8 skips the 16-bit rows of the --fp8 shapes",
+    )
     parser.add_argument("--page-size", type=int, default=64)
     parser.add_argument("--check-seqs", type=int, default=2)
     parser.add_argument("--no-time", action="store_true", help="correctness only")
@@ -365,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for anchor in pool:
         for kv_fp8 in (False, True) if anchor.name in fp8 else (False,):
+            if args.kv != "all" and args.kv != ("fp8" if kv_fp8 else "bf16"):
+                continue
             rows += bench_shape(
                 anchor,
                 variants,

@@ -183,19 +183,14 @@ def programs_per_sm(config: DecodeConfig, problem: DecodeProblem, limits: Device
 
     64-row blocks: 1 (220-230 KB, Triton and Gluon kernels). On sm_90 the few-heads Gluon
     kernel (config 16 x 64, 4 warps, 2 stages; 16-bit cache, 512 + 64 dims, 16-48 heads per KV
-    head): 1 (168 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
+    head): 1 (168 KB); with an fp8 cache its warp-specialised kernel (16 x 64, 8 warps, 2 or 3
+    stages): 1 (168-205 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
     """
     if config.block_size_q >= 64:
         return 1
-    few_heads_kernel = (
-        limits.arch == "sm_90"
-        and (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
-        == (16, 64, 4, 2)
-        and problem.kv_dtype is None
-        and (problem.d_qk, problem.d_v, problem.h_kv) == (576, 512, 1)
-        and problem.h_q % 16 == 0
-        and problem.h_q < 64
-        and problem.page_size % 64 == 0
+    knobs = (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
+    few_heads_kernel = _sm90_few_heads_shape(problem, limits) and (
+        knobs in _SM90_FEW_FP8_KNOBS if problem.kv_dtype else knobs == _SM90_FEW_KNOBS
     )
     return 1 if few_heads_kernel else 2
 
@@ -297,6 +292,26 @@ def _sm90_seesaw_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
     )
 
 
+_SM90_FEW_KNOBS = (16, 64, 4, 2)
+"""The config of the sm_90 few-heads decode kernel, 16-bit caches (``mla_decode_hopper_few``)."""
+_SM90_FEW_FP8_KNOBS = ((16, 64, 8, 2), (16, 64, 8, 3))
+"""The configs of the sm_90 few-heads decode kernel for fp8 caches
+(``mla_decode_hopper_few_fp8``: 4 + 4 warps, an fp8 ring of 2 or 3 tiles); the first is the
+default (2 stages: 84-99 us on the 16-head rows of ANCHORS.md against 86-100 with 3)."""
+
+
+def _sm90_few_heads_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
+    """``problem`` on ``limits`` suits the sm_90 few-heads decode kernels: DeepSeek's dims, one
+    KV head, 16-48 heads, pages of whole 64-token tiles."""
+    return (
+        limits.arch == "sm_90"
+        and (problem.d_qk, problem.d_v, problem.h_kv) == (576, 512, 1)
+        and problem.h_q % 16 == 0
+        and problem.h_q < 64
+        and problem.page_size % 64 == 0
+    )
+
+
 def _warps_for(block_size_q: int, num_warps: int) -> int:
     """Small row blocks run best on 4 warps (H200, 16 rows: bf16 85 vs 89 us with 8 warps,
     fp8 114 vs 143 us)."""
@@ -315,6 +330,10 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
     warps = _warps_for(bq, warps)
     if _sm90_seesaw_shape(problem, limits) and (bq, bk, warps, 1) == _SM90_SEESAW_KNOBS:
         stages = 1  # the seesaw Gluon kernel's config: 1.3x the lockstep one's speed (NOTES 19)
+    fp8_few = problem.kv_dtype is not None and _sm90_few_heads_shape(problem, limits)
+    if fp8_few and (bq, bk) == _SM90_FEW_FP8_KNOBS[0][:2]:
+        # the warp-specialised fp8 kernel: 1.2-1.3x the Triton kernel's speed (NOTES 21)
+        bq, bk, warps, stages = _SM90_FEW_FP8_KNOBS[0]
     cfg = DecodeConfig(
         block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages, num_kv_splits="auto"
     )

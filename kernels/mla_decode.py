@@ -56,6 +56,7 @@ from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
+from .mla_decode_hopper_few_fp8 import few_fp8_eligible, launch_few_fp8_decode
 from .mla_decode_hopper_seesaw import launch_seesaw_decode, seesaw_decode_eligible
 from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
 from .tma import MAX_BOX, descriptor, tma_eligible
@@ -592,7 +593,8 @@ def _launch(
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper_seesaw`` for 64+ heads with
     the config ``64x64 w8 s1``, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
-    ``mla_decode_hopper_ws`` for 64+ with ``64x32 w8 s4``, ``mla_decode_hopper_few`` for 16-48;
+    ``mla_decode_hopper_ws`` for 64+ with ``64x32 w8 s4``, ``mla_decode_hopper_few`` for 16-48
+    (``mla_decode_hopper_few_fp8`` with an fp8 cache and ``16x64 w8 s2/s3``);
     ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA
     descriptors in the Triton kernel (``None``: for row blocks of at least ``TMA_MIN_ROWS`` when
     ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
@@ -624,13 +626,14 @@ def _launch(
         and few_heads_eligible(args, cfg)
         and (use_gluon is True or args.kv_scale is None)
     )
+    few_fp8 = few_fp8_eligible(args, cfg)
     if use_gluon is None:
-        use_gluon = many_heads or few_heads
-    if use_gluon and not (many_heads or few_heads):
+        use_gluon = many_heads or few_heads or few_fp8
+    if use_gluon and not (many_heads or few_heads or few_fp8):
         raise ValueError(
             "use_gluon: no Gluon kernel takes this call (sm_90, 512 + 64 dims, one KV head, "
-            "pages of whole 64-token tiles, config 64x64 w8 s1 or s2, 64x32 w8 s4 or 16x64 w4 "
-            "s2); leave it None"
+            "pages of whole 64-token tiles, config 64x64 w8 s1 or s2, 64x32 w8 s4, 16x64 w4 "
+            "s2 or, with an fp8 cache, 16x64 w8 s2/s3); leave it None"
         )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
     LAST_COMPILED["decode_kernel"] = "triton"
@@ -641,6 +644,8 @@ def _launch(
             name, launch = "many_heads_ws", launch_ws_decode
         elif many_heads:
             name, launch = "many_heads_lockstep", launch_hopper_decode
+        elif few_fp8:
+            name, launch = "few_heads_fp8", partial(launch_few_fp8_decode, cfg=cfg)
         else:
             name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg)
         LAST_COMPILED["decode_kernel"] = name

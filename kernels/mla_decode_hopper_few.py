@@ -33,7 +33,6 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import launch_args, sm90_mla_call
 from .mla_decode_hopper import (
-    E4M3_F16_SHIFT,
     _copy_q_rows,
     _issue_tile,
     _split_range,
@@ -44,6 +43,7 @@ from .mla_decode_hopper import (
 ROWS = 16
 BLOCK_N = 64
 NUM_WARPS = 4
+STAGES_16BIT = (2,)
 
 
 @gluon.jit
@@ -142,7 +142,7 @@ def _mla_decode_few_heads_kernel(
                     first, first < num_tiles, PAGE_SIZE)  # fmt: skip
 
     if KV_FP8:
-        kv_scale = gl.load(kv_scale_ptr) * E4M3_F16_SHIFT
+        kv_scale = gl.load(kv_scale_ptr)
         qk_scale_log2 = qk_scale_log2 * kv_scale
     head_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
     m_i = gl.full([BQ], float("-inf"), gl.float32, layout=head_layout)
@@ -224,7 +224,7 @@ def few_heads_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
     fp8 = args.kv_scale is not None
     return (
         (cfg.block_size_q, cfg.block_size_k, cfg.num_warps) == (ROWS, BLOCK_N, NUM_WARPS)
-        and cfg.num_stages in ((2, 3) if fp8 else (2,))
+        and cfg.num_stages in ((2, 3) if fp8 else STAGES_16BIT)
         and args.q.shape[2] < 64
         and sm90_mla_call(args, ROWS)
     )

@@ -6,6 +6,7 @@ the SASS. Run by ``test_mla_decode_hopper.py`` in a child process, since the CPU
 ``TRITON_INTERPRET=1`` and the interpreter cannot compile::
 
     python tests/kernels/sm90_compile_report.py             # decode: a JSON line per variant
+    python tests/kernels/sm90_compile_report.py few_heads_fp8   # only the variants of a kind
     python tests/kernels/sm90_compile_report.py --prefill   # prefill: a JSON line per config
 """
 
@@ -33,6 +34,7 @@ from triton.runtime.jit import mangle_type
 from mlafleet.kernels import (
     mla_decode_hopper,
     mla_decode_hopper_few,
+    mla_decode_hopper_few_fp8,
     mla_decode_hopper_seesaw,
     mla_decode_hopper_ws,
     mla_prefill_hopper,
@@ -86,6 +88,8 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
         setattr(module, name, kernel)
     kwargs = dict(capture.kwargs)
     options = {"num_warps": kwargs.pop("num_warps"), "num_stages": 1}
+    if "maxnreg" in kwargs:
+        options["maxnreg"] = kwargs.pop("maxnreg")
     signature, constexprs = {}, {}
     for index, arg_name in enumerate(kernel.arg_names):
         value = kwargs.get(arg_name, capture.args[index] if index < len(capture.args) else None)
@@ -120,7 +124,7 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
 
 
 def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
-    h_q = 16 if kernel == "few_heads" else 128
+    h_q = 16 if kernel.startswith("few_heads") else 128
     args = _args(h_q, s_q, fp8)
     out = torch.empty(2, s_q, h_q, splits, 512)
     lse = torch.empty(2, s_q, h_q, splits)
@@ -134,6 +138,11 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     elif kernel == "many_heads_seesaw":
         module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
         launch = partial(module.launch_seesaw_decode, args, splits, out, lse, *strides)
+    elif kernel.startswith("few_heads_fp8"):  # "few_heads_fp8_s<stages>"
+        module, name = mla_decode_hopper_few_fp8, "_mla_decode_few_fp8_kernel"
+        stages = int(kernel.rsplit("_s", 1)[1])
+        config = DecodeConfig(*mla_decode_hopper_few_fp8.KNOBS, stages, splits)
+        launch = partial(module.launch_few_fp8_decode, args, config, splits, out, lse, *strides)
     else:
         module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
         config = DecodeConfig(16, 64, 4, 2, splits)
@@ -142,15 +151,27 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     return {"kernel": kernel, "fp8": fp8, "s_q": s_q, "splits": splits, **found}
 
 
-def report() -> list[dict[str, Any]]:
-    """Every Gluon variant the launcher can pick: (kernel, kv dtype, causal s_q 2 + splits)."""
+KINDS = (
+    ("many_heads", False),
+    ("many_heads", True),
+    ("many_heads_ws", False),
+    ("many_heads_seesaw", False),
+    ("few_heads", False),
+    ("few_heads", True),
+    ("few_heads_fp8_s2", True),
+    ("few_heads_fp8_s3", True),
+)
+"""(kernel, fp8 cache) pairs the launcher can pick (fp8 with 64+ heads: the lockstep kernel)."""
+
+
+def report(kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every Gluon variant the launcher can pick (or those of ``kinds``): (kernel, kv dtype,
+    causal s_q 2 + splits)."""
     return [
         _variant(kernel, fp8, s_q, splits)
-        for kernel in ("many_heads", "many_heads_ws", "many_heads_seesaw", "few_heads")
-        for fp8 in (False, True)
+        for kernel, fp8 in KINDS
+        if not kinds or any(kernel.startswith(kind) for kind in kinds)
         for s_q, splits in ((1, 1), (2, 3))
-        # fp8 caches take the lockstep kernel
-        if not (fp8 and kernel in ("many_heads_ws", "many_heads_seesaw"))
     ]
 
 
@@ -189,5 +210,7 @@ def prefill_report() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for row in prefill_report() if "--prefill" in sys.argv[1:] else report():
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    kinds = tuple(a for a in sys.argv[1:] if not a.startswith("--"))
+    for row in prefill_report() if "--prefill" in flags else report(kinds):
         sys.stdout.write(json.dumps(row) + "\n")

@@ -498,3 +498,50 @@ def test_gluon_few_heads_kernel_on_gpu(
     got = module._launch(args, config, splits, use_gluon=True)
     assert module.LAST_COMPILED["decode_engine"] == "gluon"
     kit.assert_matches_reference(inputs, got, seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("h_q", "dtype", "stages", "splits", "s_q", "page_size"),
+    [
+        (16, "bf16", 3, 1, 1, 64),
+        (16, "bf16", 2, 4, 1, 128),
+        (32, "fp16", 3, 3, 1, 64),
+        (48, "bf16", 3, 64, 2, 256),
+    ],
+)
+def test_gluon_few_heads_fp8_kernel_on_gpu(
+    h_q: int,
+    dtype: str,
+    stages: int,
+    splits: int,
+    s_q: int,
+    page_size: int,
+    seed: int,
+    kit: Kit,
+):
+    # The fp8 few-heads Gluon kernel (a converter warpgroup upcasts while the other computes):
+    # tails in a tile, empty and one-token sequences, empty splits (64 splits), causal s_q 2,
+    # fp8 ring depths 2 and 3, pages of 64-256 tokens, bf16 and fp16 queries.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=5,
+        s_q=s_q,
+        h_q=h_q,
+        seqlen=0,
+        seqlens=(1000, 63, 129, 0, 1),
+        page_size=page_size,
+        dtype=dtype,
+        kv_dtype="fp8_e4m3",
+        causal=s_q > 1,
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
+    config, splits = resolve_decode_config(args, DecodeConfig(16, 64, 8, stages, splits))
+    got = module._launch(args, config, splits)
+    assert module.LAST_COMPILED["decode_kernel"] == "few_heads_fp8"
+    kit.assert_matches_reference(inputs, got, seed=seed)

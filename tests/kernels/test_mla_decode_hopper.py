@@ -27,10 +27,14 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
     kinds = {(row["kernel"], row["fp8"], row["s_q"]) for row in report}
     assert kinds == {
         (kernel, fp8, s_q)
-        for kernel in ("many_heads", "many_heads_ws", "many_heads_seesaw", "few_heads")
-        for fp8 in (False, True)
+        for kernel, fp8 in (
+            *((k, fp8) for k in ("many_heads", "few_heads") for fp8 in (False, True)),
+            ("many_heads_ws", False),
+            ("many_heads_seesaw", False),
+            ("few_heads_fp8_s2", True),  # the fp8 few-heads kernel's ring depths
+            ("few_heads_fp8_s3", True),
+        )
         for s_q in (1, 2)
-        if not (fp8 and kernel in ("many_heads_ws", "many_heads_seesaw"))
     }
 
 
@@ -62,5 +66,6 @@ def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
             assert row["wgmma"]["64x32x16"] == 72, row
             assert row["wgmma"]["64x256x16"] >= 8, row
         else:
-            # tokens on the rows: s^T 36 k-steps of 64 x 16, o^T 8 row tiles x 4 k-steps
+            # few heads (both kernels): tokens on the rows: s^T 36 k-steps of 64 x 16, o^T 8 row
+            # tiles x 4 k-steps
             assert row["wgmma"] == {"64x16x16": 36 + 32}, row

@@ -132,6 +132,11 @@ CASES: dict[str, Callable[[], str]] = {
     "decode-gluon-seesaw-128heads-pairs": _decode(
         DecodeProblem(batch=2, s_q=1, h_q=128, seqlen=1000, page_size=64, dtype="bf16",
                       seqlens=(1000, 449), **DS), DecodeConfig(64, 64, 8, 1, 1)),
+    # the warp-specialised fp8 few-heads kernel (3-stage ring): tails, an empty sequence, splits
+    "decode-gluon-fp8-32heads-split3": _decode(
+        DecodeProblem(batch=3, s_q=1, h_q=32, seqlen=300, page_size=64, dtype="bf16",
+                      kv_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS),
+        DecodeConfig(16, 64, 8, 3, 3)),
     "decode-gluon-32heads-mtp2-split2": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
                       causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
