@@ -620,7 +620,8 @@ def _launch(
     warp_specialized = ws_decode_eligible(args, cfg)
     many_heads = seesaw or warp_specialized or hopper_decode_eligible(args, cfg)
     # the few-heads kernel with an fp8 cache runs only when asked: its in-line upcast made it
-    # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json)
+    # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json);
+    # fp8 at few heads defaults to the warp-specialised kernel (config 16x64 w8 s2)
     few_heads = (
         not many_heads
         and few_heads_eligible(args, cfg)

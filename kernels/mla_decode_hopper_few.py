@@ -12,7 +12,8 @@ both products around and lets the KV tokens fill the 64 rows:
 The online softmax runs along the tokens (axis 0) for each head. KV tiles stream through a
 ``STAGES``-deep TMA ring (``num_stages`` of the config); one warpgroup (4 warps) computes. fp8
 caches are upcast exactly to fp16 in shared memory (``mla_decode_hopper._upcast_rows``), and the
-fp8 slot goes straight back to the copy engine.
+fp8 slot goes straight back to the copy engine (in line, so no faster than a 16-bit cache: fp8
+caches default to ``mla_decode_hopper_few_fp8``, which overlaps the upcast).
 
 Scope (``few_heads_eligible``): sm_90, one KV head, 512 + 64 dims, ``h_q`` a multiple of 16 and
 below 64, pages of whole 64-token tiles, contiguous q, config ``16 x 64, 4 warps`` with 2 stages
