@@ -7,6 +7,7 @@ same leading arguments; only their row blocks, KV tiles and constexprs differ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,13 +49,27 @@ def sm90_mla_call(args: DecodeArgs, rows: int) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class SplitOutputs:
+    """Where a decode launch writes: the final output and lse (one split), or the per-split
+    partials the combine kernel merges, with the strides the kernels index them by.
+
+    ``o``: [batch, s_q, h_q, 512] (out dtype) or [batch, s_q, h_q, splits, 512] fp32;
+    ``lse``: [batch, h_q, s_q] or [batch, s_q, h_q, splits] fp32; ``o_strides``: (batch, token,
+    head, split) and ``lse_strides``: (batch, token, head, split), in elements (split 0 when
+    there is one).
+    """
+
+    o: torch.Tensor
+    lse: torch.Tensor
+    o_strides: tuple[int, ...]
+    lse_strides: tuple[int, ...]
+
+
 def launch_args(
     args: DecodeArgs,
     num_splits: int,
-    o_buf: torch.Tensor,
-    lse_buf: torch.Tensor,
-    o_strides: tuple[int, ...],
-    lse_strides: tuple[int, ...],
+    out: SplitOutputs,
     *,
     rows: int,
     block_n: int,
@@ -88,17 +103,55 @@ def launch_args(
         desc(kv2d, block_n, D_PE),
         args.block_table,
         args.cache_seqlens,
-        o_buf,
-        lse_buf,
-        args.kv_scale if args.kv_scale is not None else lse_buf,  # unused without fp8
+        out.o,
+        out.lse,
+        args.kv_scale if args.kv_scale is not None else out.lse,  # unused without fp8
         args.softmax_scale * LOG2E,
         args.block_table.stride(0),
-        *o_strides,
-        *lse_strides,
+        *out.o_strides,
+        *out.lse_strides,
         s_q,
         h_q,
         num_splits,
     ]
 
 
-__all__ = ["D_PE", "D_V", "FP8", "GL_DTYPES", "launch_args", "sm90_mla_call"]
+def launch_decode_kernel(
+    kernel: Any,
+    args: DecodeArgs,
+    num_splits: int,
+    out: SplitOutputs,
+    *,
+    rows: int,
+    block_n: int,
+    num_warps: int,
+    lat_cols: int = D_V,
+    extra: tuple[Any, ...] = (),
+    **constexprs: Any,
+) -> Any:
+    """Launch the Gluon decode ``kernel``: the shared leading arguments (``launch_args``), then
+    ``extra`` positional ones, the page size, the causal flag (s_q > 1 only) and the kernel's
+    own ``constexprs``; returns the compiled kernel."""
+    grid, leading = launch_args(
+        args, num_splits, out, rows=rows, block_n=block_n, lat_cols=lat_cols
+    )
+    return kernel[grid](
+        *leading,
+        *extra,
+        PAGE_SIZE=args.kv_cache.shape[1],
+        CAUSAL=args.causal and args.q.shape[1] > 1,
+        num_warps=num_warps,
+        **constexprs,
+    )
+
+
+__all__ = [
+    "D_PE",
+    "D_V",
+    "FP8",
+    "GL_DTYPES",
+    "SplitOutputs",
+    "launch_args",
+    "launch_decode_kernel",
+    "sm90_mla_call",
+]

@@ -54,6 +54,7 @@ import triton.language as tl
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import interpreting
+from .gluon_launch import SplitOutputs
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
 from .mla_decode_hopper_few_fp8 import few_fp8_eligible, launch_few_fp8_decode
@@ -650,14 +651,8 @@ def _launch(
         else:
             name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg)
         LAST_COMPILED["decode_kernel"] = name
-        LAST_COMPILED["decode"] = launch(
-            args,
-            num_splits=num_splits,
-            o_buf=o_buf,
-            lse_buf=lse_buf,
-            o_strides=o_strides,
-            lse_strides=lse_strides,
-        )
+        outputs = SplitOutputs(o_buf, lse_buf, o_strides, lse_strides)
+        LAST_COMPILED["decode"] = launch(args, num_splits=num_splits, out=outputs)
         LAST_COMPILED["decode_tma"] = True
     else:
         _launch_triton(args, cfg, num_splits, o_buf, lse_buf, o_strides, lse_strides,

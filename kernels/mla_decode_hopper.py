@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -39,7 +38,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .gluon_launch import launch_args, sm90_mla_call
+from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
 
 BLOCK_Q = 64
 BLOCK_N = 64
@@ -356,24 +355,16 @@ def hopper_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
 def launch_hopper_decode(
     args: DecodeArgs,
     num_splits: int,
-    o_buf: torch.Tensor,
-    lse_buf: torch.Tensor,
-    o_strides: tuple[int, ...],
-    lse_strides: tuple[int, ...],
+    out: SplitOutputs,
 ) -> Any:
-    """Launch the Gluon kernel into ``o_buf``/``lse_buf`` (final output or split partials)."""
+    """Launch the Gluon kernel into ``out`` (final output or split partials)."""
     fp8 = args.kv_scale is not None
-    grid, leading = launch_args(
-        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N
-    )
-    return _mla_decode_hopper_kernel[grid](
-        *leading,
-        PAGE_SIZE=args.kv_cache.shape[1],
-        CAUSAL=args.causal and args.q.shape[1] > 1,
+    return launch_decode_kernel(
+        _mla_decode_hopper_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
+        num_warps=NUM_WARPS,
         DEFER_PV=DEFER_PV and not fp8,  # fp8: the working copy is rewritten every tile
         KV_FP8=fp8,
-        num_warps=NUM_WARPS,
-    )
+    )  # fmt: skip
 
 
 __all__ = ["hopper_decode_eligible", "launch_hopper_decode", "sm90_many_heads_call"]

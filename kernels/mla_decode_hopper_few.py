@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -32,7 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .gluon_launch import launch_args, sm90_mla_call
+from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
 from .mla_decode_hopper import (
     _copy_q_rows,
     _issue_tile,
@@ -44,7 +43,6 @@ from .mla_decode_hopper import (
 ROWS = 16
 BLOCK_N = 64
 NUM_WARPS = 4
-STAGES_16BIT = (2,)
 
 
 @gluon.jit
@@ -225,7 +223,7 @@ def few_heads_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
     fp8 = args.kv_scale is not None
     return (
         (cfg.block_size_q, cfg.block_size_k, cfg.num_warps) == (ROWS, BLOCK_N, NUM_WARPS)
-        and cfg.num_stages in ((2, 3) if fp8 else STAGES_16BIT)
+        and cfg.num_stages in ((2, 3) if fp8 else (2,))
         and args.q.shape[2] < 64
         and sm90_mla_call(args, ROWS)
     )
@@ -235,23 +233,13 @@ def launch_few_heads_decode(
     args: DecodeArgs,
     cfg: DecodeConfig,
     num_splits: int,
-    o_buf: torch.Tensor,
-    lse_buf: torch.Tensor,
-    o_strides: tuple[int, ...],
-    lse_strides: tuple[int, ...],
+    out: SplitOutputs,
 ) -> Any:
-    """Launch the few-heads Gluon kernel into ``o_buf``/``lse_buf``."""
-    grid, leading = launch_args(
-        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=ROWS, block_n=BLOCK_N
-    )
-    return _mla_decode_few_heads_kernel[grid](
-        *leading,
-        PAGE_SIZE=args.kv_cache.shape[1],
-        CAUSAL=args.causal and args.q.shape[1] > 1,
-        KV_FP8=args.kv_scale is not None,
-        STAGES=cfg.num_stages,
-        num_warps=NUM_WARPS,
-    )
+    """Launch the few-heads Gluon kernel into ``out``."""
+    return launch_decode_kernel(
+        _mla_decode_few_heads_kernel, args, num_splits, out, rows=ROWS, block_n=BLOCK_N,
+        num_warps=NUM_WARPS, KV_FP8=args.kv_scale is not None, STAGES=cfg.num_stages,
+    )  # fmt: skip
 
 
 __all__ = ["few_heads_eligible", "launch_few_heads_decode"]

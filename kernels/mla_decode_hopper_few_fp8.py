@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -42,7 +41,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .gluon_launch import launch_args, sm90_mla_call
+from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
 from .mla_decode_hopper import _copy_q_rows, _issue_tile, _split_range
 
 ROWS = 16
@@ -320,22 +319,13 @@ def launch_few_fp8_decode(
     args: DecodeArgs,
     cfg: DecodeConfig,
     num_splits: int,
-    o_buf: torch.Tensor,
-    lse_buf: torch.Tensor,
-    o_strides: tuple[int, ...],
-    lse_strides: tuple[int, ...],
+    out: SplitOutputs,
 ) -> Any:
-    """Launch this kernel into ``o_buf``/``lse_buf``."""
-    grid, leading = launch_args(
-        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=ROWS, block_n=BLOCK_N
-    )
-    return _mla_decode_few_fp8_kernel[grid](
-        *leading,
-        PAGE_SIZE=args.kv_cache.shape[1],
-        CAUSAL=args.causal and args.q.shape[1] > 1,
-        STAGES=cfg.num_stages,
-        num_warps=PART_WARPS,
-    )
+    """Launch this kernel into ``out``."""
+    return launch_decode_kernel(
+        _mla_decode_few_fp8_kernel, args, num_splits, out, rows=ROWS, block_n=BLOCK_N,
+        num_warps=PART_WARPS, STAGES=cfg.num_stages,
+    )  # fmt: skip
 
 
 __all__ = ["KNOBS", "few_fp8_eligible", "launch_few_fp8_decode"]

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -51,7 +50,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .device_limits import limits_for
-from .gluon_launch import launch_args
+from .gluon_launch import SplitOutputs, launch_decode_kernel
 from .mla_decode_hopper import (
     _range_of_split,
     _split_range,
@@ -515,31 +514,21 @@ def seesaw_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
 def launch_seesaw_decode(
     args: DecodeArgs,
     num_splits: int,
-    o_buf: torch.Tensor,
-    lse_buf: torch.Tensor,
-    o_strides: tuple[int, ...],
-    lse_strides: tuple[int, ...],
+    out: SplitOutputs,
 ) -> Any:
-    """Launch the kernel into ``o_buf``/``lse_buf`` (final output or split partials).
+    """Launch the kernel into ``out`` (final output or split partials).
 
     With several splits and sequences, the splits are sized from the batch's total work
     (``_program``); ``num_splits`` is then the most one sequence gets.
     """
-    grid, leading = launch_args(
-        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N,
-        lat_cols=HALF,
-    )  # fmt: skip
-    batch = args.q.shape[0]
+    batch, s_q, h_q, _ = args.q.shape
     sm_count = limits_for(args.q.device).sm_count  # (the CPU compile report: the interpreter's)
-    return _mla_decode_seesaw_kernel[grid](
-        *leading,
-        batch,
-        max(1, sm_count // grid[0]),
-        PAGE_SIZE=args.kv_cache.shape[1],
-        CAUSAL=args.causal and args.q.shape[1] > 1,
+    wave = max(1, sm_count // (s_q * h_q // BLOCK_Q))  # programs of one split the GPU holds
+    return launch_decode_kernel(
+        _mla_decode_seesaw_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
+        num_warps=4, lat_cols=HALF, extra=(batch, wave),
         BALANCE=BALANCE_SPLITS and num_splits > 1 and batch > 1,
-        num_warps=4,
-    )
+    )  # fmt: skip
 
 
 __all__ = ["KNOBS", "launch_seesaw_decode", "seesaw_decode_eligible"]

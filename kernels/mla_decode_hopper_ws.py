@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -35,7 +34,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .gluon_launch import launch_args
+from .gluon_launch import SplitOutputs, launch_decode_kernel
 from .mla_decode_hopper import _split_range, _zero_tail_rows, sm90_many_heads_call
 
 BLOCK_Q = 64
@@ -279,22 +278,13 @@ def ws_decode_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
 def launch_ws_decode(
     args: DecodeArgs,
     num_splits: int,
-    o_buf: torch.Tensor,
-    lse_buf: torch.Tensor,
-    o_strides: tuple[int, ...],
-    lse_strides: tuple[int, ...],
+    out: SplitOutputs,
 ) -> Any:
-    """Launch the warp-specialised kernel into ``o_buf``/``lse_buf``."""
-    grid, leading = launch_args(
-        args, num_splits, o_buf, lse_buf, o_strides, lse_strides, rows=BLOCK_Q, block_n=BLOCK_N
-    )
-    return _mla_decode_ws_kernel[grid](
-        *leading,
-        PAGE_SIZE=args.kv_cache.shape[1],
-        CAUSAL=args.causal and args.q.shape[1] > 1,
+    """Launch the warp-specialised kernel into ``out``."""
+    return launch_decode_kernel(
+        _mla_decode_ws_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N, num_warps=4,
         NSLOT=STAGES,
-        num_warps=4,
-    )
+    )  # fmt: skip
 
 
 __all__ = ["launch_ws_decode", "ws_decode_eligible"]

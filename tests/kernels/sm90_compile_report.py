@@ -42,6 +42,7 @@ from mlafleet.kernels import (
 )
 from mlafleet.kernels.configs import DecodeConfig, PrefillConfig
 from mlafleet.kernels.decode_checks import DecodeArgs
+from mlafleet.kernels.gluon_launch import SplitOutputs
 from mlafleet.kernels.prefill_args import PrefillArgs
 
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -128,25 +129,25 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     args = _args(h_q, s_q, fp8)
     out = torch.empty(2, s_q, h_q, splits, 512)
     lse = torch.empty(2, s_q, h_q, splits)
-    strides = (out.stride()[:4], lse.stride())
+    outputs = SplitOutputs(out, lse, out.stride()[:4], lse.stride())
     if kernel == "many_heads":
         module, name = mla_decode_hopper, "_mla_decode_hopper_kernel"
-        launch = partial(module.launch_hopper_decode, args, splits, out, lse, *strides)
+        launch = partial(module.launch_hopper_decode, args, splits, outputs)
     elif kernel == "many_heads_ws":
         module, name = mla_decode_hopper_ws, "_mla_decode_ws_kernel"
-        launch = partial(module.launch_ws_decode, args, splits, out, lse, *strides)
+        launch = partial(module.launch_ws_decode, args, splits, outputs)
     elif kernel == "many_heads_seesaw":
         module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
-        launch = partial(module.launch_seesaw_decode, args, splits, out, lse, *strides)
+        launch = partial(module.launch_seesaw_decode, args, splits, outputs)
     elif kernel.startswith("few_heads_fp8"):  # "few_heads_fp8_s<stages>"
         module, name = mla_decode_hopper_few_fp8, "_mla_decode_few_fp8_kernel"
         stages = int(kernel.rsplit("_s", 1)[1])
         config = DecodeConfig(*mla_decode_hopper_few_fp8.KNOBS, stages, splits)
-        launch = partial(module.launch_few_fp8_decode, args, config, splits, out, lse, *strides)
+        launch = partial(module.launch_few_fp8_decode, args, config, splits, outputs)
     else:
         module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
         config = DecodeConfig(16, 64, 4, 2, splits)
-        launch = partial(module.launch_few_heads_decode, args, config, splits, out, lse, *strides)
+        launch = partial(module.launch_few_heads_decode, args, config, splits, outputs)
     found = _compile(module, name, launch)
     return {"kernel": kernel, "fp8": fp8, "s_q": s_q, "splits": splits, **found}
 

@@ -455,64 +455,24 @@ def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("h_q", "dtype", "kv_dtype", "stages", "splits", "s_q"),
+    ("h_q", "dtype", "kv_dtype", "warps", "stages", "splits", "s_q", "page_size"),
     [
-        (16, "bf16", None, 2, 1, 1),
-        (16, "bf16", None, 2, 4, 2),
-        (32, "fp16", None, 2, 3, 1),
-        (16, "bf16", "fp8_e4m3", 2, 1, 1),
-        (48, "bf16", "fp8_e4m3", 3, 64, 2),
+        (16, "bf16", None, 4, 2, 1, 1, 64),
+        (16, "bf16", None, 4, 2, 4, 2, 64),
+        (32, "fp16", None, 4, 2, 3, 1, 64),
+        (16, "bf16", "fp8_e4m3", 4, 2, 1, 1, 64),
+        (48, "bf16", "fp8_e4m3", 4, 3, 64, 2, 64),
+        (16, "bf16", "fp8_e4m3", 8, 3, 1, 1, 64),
+        (16, "bf16", "fp8_e4m3", 8, 2, 4, 1, 128),
+        (32, "fp16", "fp8_e4m3", 8, 3, 3, 1, 64),
+        (48, "bf16", "fp8_e4m3", 8, 3, 64, 2, 256),
     ],
 )
-def test_gluon_few_heads_kernel_on_gpu(
+def test_gluon_few_heads_kernels_on_gpu(
     h_q: int,
     dtype: str,
     kv_dtype: str | None,
-    stages: int,
-    splits: int,
-    s_q: int,
-    seed: int,
-    kit: Kit,
-):
-    # The few-heads Gluon sm_90 kernel (tokens on the wgmma rows): tails, empty and one-token
-    # sequences, empty splits, causal s_q 2, fp8 upcast, ring depths 2 and 3.
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the Gluon decode kernels are for sm_90")
-    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
-
-    module = importlib.import_module("mlafleet.kernels.mla_decode")
-    problem = DecodeProblem(
-        batch=5,
-        s_q=s_q,
-        h_q=h_q,
-        seqlen=0,
-        seqlens=(1000, 63, 129, 0, 1),
-        page_size=64,
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        causal=s_q > 1,
-    )
-    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
-    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
-    config, splits = resolve_decode_config(args, DecodeConfig(16, 64, 4, stages, splits))
-    got = module._launch(args, config, splits, use_gluon=True)
-    assert module.LAST_COMPILED["decode_engine"] == "gluon"
-    kit.assert_matches_reference(inputs, got, seed=seed)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize(
-    ("h_q", "dtype", "stages", "splits", "s_q", "page_size"),
-    [
-        (16, "bf16", 3, 1, 1, 64),
-        (16, "bf16", 2, 4, 1, 128),
-        (32, "fp16", 3, 3, 1, 64),
-        (48, "bf16", 3, 64, 2, 256),
-    ],
-)
-def test_gluon_few_heads_fp8_kernel_on_gpu(
-    h_q: int,
-    dtype: str,
+    warps: int,
     stages: int,
     splits: int,
     s_q: int,
@@ -520,9 +480,11 @@ def test_gluon_few_heads_fp8_kernel_on_gpu(
     seed: int,
     kit: Kit,
 ):
-    # The fp8 few-heads Gluon kernel (a converter warpgroup upcasts while the other computes):
-    # tails in a tile, empty and one-token sequences, empty splits (64 splits), causal s_q 2,
-    # fp8 ring depths 2 and 3, pages of 64-256 tokens, bf16 and fp16 queries.
+    # The few-heads Gluon sm_90 kernels (tokens on the wgmma rows): 4 warps, the one-warpgroup
+    # kernel (16-bit caches by default, fp8 with its in-line upcast when asked); 8 warps, the
+    # fp8 kernel whose converter warpgroup upcasts while the other computes. Tails in a tile,
+    # empty and one-token sequences, empty splits (64 splits), causal s_q 2, ring depths 2 and
+    # 3, pages of 64-256 tokens, bf16 and fp16 queries.
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernels are for sm_90")
     from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
@@ -536,12 +498,12 @@ def test_gluon_few_heads_fp8_kernel_on_gpu(
         seqlens=(1000, 63, 129, 0, 1),
         page_size=page_size,
         dtype=dtype,
-        kv_dtype="fp8_e4m3",
+        kv_dtype=kv_dtype,
         causal=s_q > 1,
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
-    config, splits = resolve_decode_config(args, DecodeConfig(16, 64, 8, stages, splits))
-    got = module._launch(args, config, splits)
-    assert module.LAST_COMPILED["decode_kernel"] == "few_heads_fp8"
+    config, splits = resolve_decode_config(args, DecodeConfig(16, 64, warps, stages, splits))
+    got = module._launch(args, config, splits, use_gluon=True)
+    assert module.LAST_COMPILED["decode_kernel"] == ("few_heads_fp8" if warps == 8 else "few_heads")
     kit.assert_matches_reference(inputs, got, seed=seed)
