@@ -297,7 +297,8 @@ _SM90_FEW_KNOBS = (16, 64, 4, 2)
 _SM90_FEW_FP8_KNOBS = ((16, 64, 8, 2), (16, 64, 8, 3))
 """The configs of the sm_90 few-heads decode kernel for fp8 caches
 (``mla_decode_hopper_few_fp8``: 4 + 4 warps, an fp8 ring of 2 or 3 tiles); the first is the
-default (2 stages: 84-99 us on the 16-head rows of ANCHORS.md against 86-100 with 3)."""
+default (H200, run s5-8, the 16-head rows of ANCHORS.md: 80.2 / 86.6 / 42.0 us with 2 stages,
+80.1 / 87.1 / 43.4 with 3)."""
 
 
 def _sm90_few_heads_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
@@ -332,7 +333,7 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
         stages = 1  # the seesaw Gluon kernel's config: 1.3x the lockstep one's speed (NOTES 19)
     fp8_few = problem.kv_dtype is not None and _sm90_few_heads_shape(problem, limits)
     if fp8_few and (bq, bk) == _SM90_FEW_FP8_KNOBS[0][:2]:
-        # the warp-specialised fp8 kernel: 1.2-1.3x the Triton kernel's speed (NOTES 21)
+        # the warp-specialised fp8 kernel: 1.4-1.5x the Triton kernel's speed (NOTES 21)
         bq, bk, warps, stages = _SM90_FEW_FP8_KNOBS[0]
     cfg = DecodeConfig(
         block_size_q=bq, block_size_k=bk, num_warps=warps, num_stages=stages, num_kv_splits="auto"
