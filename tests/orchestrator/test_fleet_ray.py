@@ -187,10 +187,10 @@ def test_job_runs_on_every_arch_and_waits_for_a_missing_one(
 def test_killed_actor_loses_no_trial_and_duplicates_none(fleet: Fleet, pg_url: str) -> None:
     """On the real PostgreSQL: the actor dies right after its first stored trial.
 
-    The kill must land while the actor still has trials to run: trials already produced stay
-    deliverable after it (Ray keeps a dead actor's finished stream items), and with 64-token
-    sequences the CPU interpreter ran all four before a loaded CI machine stored the first
-    (attempts 1). 4096-token sequences take ~1.5 s a trial, seconds of margin.
+    The kill must land while the actor still has trials to run: once it has produced all of
+    them, the runner still receives them and the task ends in one attempt. With 64-token
+    sequences (a fraction of a second a trial on the CPU interpreter) that happened once on a
+    loaded CI machine; 4096-token sequences take ~1.5 s a trial: seconds of margin.
     """
     store = Store.open(pg_url, auto_upgrade=True)
     runner = _runner(store, fleet)
