@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,17 +48,25 @@ JOIN_TIMEOUT_S = 300.0
 RESTARTS = 4  # a service with `restart: unless-stopped` comes back; a crash loop still fails
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port(avoid: range = range(0)) -> int:
+    """A port free now, outside ``avoid`` (the OS picks from its ephemeral range, which a
+    randomly placed range such as Ray's worker ports may overlap)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
-def _free_range(size: int) -> int:
-    """The first port of ``size`` consecutive ports that are free now."""
+def _free_range(size: int, avoid: Collection[int] = ()) -> int:
+    """The first port of ``size`` consecutive ports that are free now and hold none of
+    ``avoid`` (ports already handed out but not yet bound)."""
     for _ in range(50):
         base = 20000 + (uuid.uuid4().int % 20000)
         ports = range(base, base + size)
+        if any(port in ports for port in avoid):
+            continue
         try:
             with contextlib.ExitStack() as stack:
                 for port in ports[:: max(1, size // 8)]:
@@ -200,7 +208,8 @@ def localize_ray_start(script: str, fleet: Fleet) -> str:
     (Ray itself turns a loopback address into this machine's own address, so its processes
     listen there, as with any local ``ray.init()``.)
     """
-    base = _free_range(200)
+    base = _free_range(200, avoid=set(fleet.ports.values()))
+    workers = range(base, base + 200)
     fixed = {
         "--port": fleet.ports["gcs"],
         "--min-worker-port": base,
@@ -209,7 +218,7 @@ def localize_ray_start(script: str, fleet: Fleet) -> str:
 
     def port(match: re.Match[str]) -> str:
         flag = match.group(1)
-        return f"{flag}={fixed.get(flag) or _free_port()}"
+        return f"{flag}={fixed.get(flag) or _free_port(avoid=workers)}"
 
     no_dashboard = "--include-dashboard=false"
     script = re.sub(r"--dashboard-host=\S+ --dashboard-port=\d+", no_dashboard, script)
