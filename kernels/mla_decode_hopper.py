@@ -131,11 +131,21 @@ def _issue_tile(
     PAGE_SIZE: gl.constexpr,
 ):  # fmt: skip
     """Start the TMA copies of KV tile ``tile`` of the split into ring slot ``slot`` (if issue)."""
-    BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
+    tile_n = start_n + tile * kv_lat_desc.block_type.shape[0]
+    page = gl.load(bt_row + tile_n // PAGE_SIZE, mask=issue, other=0)
+    _copy_tile_at(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, page, tile_n, slot, issue,
+                  PAGE_SIZE)  # fmt: skip
+
+
+@gluon.jit
+def _copy_tile_at(
+    kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, page, tile_n, slot, issue,
+    PAGE_SIZE: gl.constexpr,
+):  # fmt: skip
+    """Start the TMA copies of the KV tile at token ``tile_n``, whose block-table entry is
+    ``page`` (loaded by the caller), into ring slot ``slot`` (if issue)."""
     DV: gl.constexpr = kv_lat_desc.block_type.shape[1]
     kv_bytes: gl.constexpr = kv_lat_desc.block_type.nbytes + kv_pe_desc.block_type.nbytes
-    tile_n = start_n + tile * BN
-    page = gl.load(bt_row + tile_n // PAGE_SIZE, mask=issue, other=0)
     kv_row = page * PAGE_SIZE + tile_n % PAGE_SIZE
     bar = kv_bar.index(slot)
     mbarrier.expect(bar, kv_bytes, pred=issue)

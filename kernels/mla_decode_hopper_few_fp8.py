@@ -37,12 +37,12 @@ from typing import Any
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
-from .mla_decode_hopper import _copy_q_rows, _issue_tile, _split_range
+from .mla_decode_hopper import _copy_q_rows, _copy_tile_at, _issue_tile, _split_range
 
 ROWS = 16
 BLOCK_N = 64
@@ -56,7 +56,6 @@ CONVERTER_REGS = 128  # a whole fp8 tile (72 registers a thread) and its address
 ROWS_C = gl.constexpr(ROWS)
 PART_WARPS_C = gl.constexpr(PART_WARPS)
 CONVERTER_REGS_C = gl.constexpr(CONVERTER_REGS)
-DV_C = gl.constexpr(512)
 HALF_C = gl.constexpr(256)  # latent columns of a working-tile half (and of an o^T half)
 PE = gl.constexpr(2)  # the rope block's index among the working tile's column blocks (0, 1: halves)
 # the converter's fp8 tiles: 16 bytes a thread along a row, a 128-byte swizzle row per 8 threads
@@ -117,7 +116,6 @@ def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar
     column block (the rope first: the consumer is done with it after the scores)."""
     STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
-    kv_bytes: gl.constexpr = kv_lat_desc.block_type.nbytes + kv_pe_desc.block_type.nbytes
     s0, _h0 = _block_rows(H)
     pid_b = gl.program_id(2)
     start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
@@ -140,12 +138,8 @@ def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar
         raw_3 = fp8_lat.slice(384, 128, dim=1).load(TILE_LAYOUT)
         fence_async_shared()
         gl.thread_barrier()  # every thread holds its bytes: the slot may take the next tile
-        kv_row = page * PAGE_SIZE + next_n % PAGE_SIZE
-        bar = kv_bar.index(slot)
-        mbarrier.expect(bar, kv_bytes, pred=refill)
-        tma.async_copy_global_to_shared(kv_lat_desc, [kv_row, 0], bar, fp8_lat, pred=refill)
-        tma.async_copy_global_to_shared(kv_pe_desc, [kv_row, DV_C], bar, kv_pe.index(slot),
-                                        pred=refill)  # fmt: skip
+        _copy_tile_at(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, page, next_n, slot, refill,
+                      PAGE_SIZE)  # fmt: skip
 
         valid = end_n - (start_n + j * BN)
         _await_free(free.index(PE), j)
