@@ -34,8 +34,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/lint.sh
 
+# the kernel benchmarks of docs/PERFORMANCE.md on this machine's GPU (CUDA): decode over the
+# shapes of ANCHORS.md with bf16 and fp8 caches (one record per shape, as in
+# bench/results/h200.json), then prefill against torch SDPA; results in out/bench/
 bench: $(STAMP)
-	$(PY) bench/bench_kernels.py
+	mkdir -p out/bench
+	$(PY) bench/bench_decode.py --shapes anchors --fp8 all --out out/bench/decode_rows.json \
+		--summary out/bench/decode.json
+	$(PY) bench/bench_prefill.py --out out/bench/prefill.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -456,7 +456,17 @@ def _mla_decode_combine_kernel(
     D_V: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     NUM_SPLITS: tl.constexpr,  # constexpr: the interpreter cannot loop to a runtime bound
+    SPLIT_BLOCK: tl.constexpr,  # splits read at once (a power of 2)
 ):
+    """One (batch, query token, head) row: the splits' partial outputs [NUM_SPLITS, D_V] fp32
+    weighted by their lse -> out [D_V] (out's dtype) and the row's lse.
+
+    Reads ``SPLIT_BLOCK`` splits' partials at a time (that many loads in flight: a row of 64
+    splits does not wait on them one by one) and skips the empty ones: a split with lse
+    -inf (weight 0) may be left unwritten, and a batch whose splits are sized by its total work
+    (the seesaw kernel's) leaves about half of them empty. The skip is a per-split load mask,
+    constant along the row, so the loads stay 16 bytes wide.
+    """
     pid_bs = tl.program_id(0)  # b * S + s
     pid_h = tl.program_id(1)
     pid_b = pid_bs // S_Q
@@ -466,19 +476,26 @@ def _mla_decode_combine_kernel(
     lse_base = lse_mid_ptr + pid_b * stride_lm_b + pid_s * stride_lm_s + pid_h * stride_lm_h
     o_base = o_mid_ptr + pid_b * stride_om_b + pid_s * stride_om_s + pid_h * stride_om_h
 
+    offs_sp = tl.arange(0, SPLIT_BLOCK)
     m = tl.full([], float("-inf"), dtype=tl.float32)
-    for split in range(NUM_SPLITS):
-        m = tl.maximum(m, tl.load(lse_base + split))
+    for first in range(0, NUM_SPLITS, SPLIT_BLOCK):
+        in_range = first + offs_sp < NUM_SPLITS
+        m = tl.maximum(m, tl.max(tl.load(lse_base + first + offs_sp, mask=in_range,
+                                         other=float("-inf")), axis=0))  # fmt: skip
     m_use = tl.where(m == float("-inf"), 0.0, m)
     weight_sum = tl.zeros([], dtype=tl.float32)
     acc = tl.zeros([BLOCK_DV], dtype=tl.float32)
-    for split in range(NUM_SPLITS):
-        weight = tl.exp(tl.load(lse_base + split) - m_use)  # 0 for empty splits (lse -inf)
-        part = tl.load(o_base + split * stride_om_split + offs_dv, mask=mask_dv, other=0.0)
-        # an empty split's o may be left unwritten (only its lse -inf is): never 0 * garbage
-        part = tl.where(weight > 0, part, 0.0)
-        acc += weight * part
-        weight_sum += weight
+    for first in range(0, NUM_SPLITS, SPLIT_BLOCK):
+        in_range = first + offs_sp < NUM_SPLITS
+        lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
+        weight = tl.exp(lse_part - m_use)  # 0 for empty splits (lse -inf) and past the last
+        parts = tl.load(
+            o_base + (first + offs_sp)[:, None] * stride_om_split + offs_dv[None, :],
+            mask=(weight > 0)[:, None] & mask_dv[None, :],
+            other=0.0,
+        )
+        acc += tl.sum(weight[:, None] * parts, axis=0)
+        weight_sum += tl.sum(weight, axis=0)
     empty = weight_sum == 0.0
     acc = acc / tl.where(empty, 1.0, weight_sum)
     lse = tl.where(empty, float("-inf"), m_use + tl.log(tl.where(empty, 1.0, weight_sum)))
@@ -672,6 +689,7 @@ def _launch(
             D_V=d_v,
             BLOCK_DV=block_dv,
             NUM_SPLITS=num_splits,
+            SPLIT_BLOCK=min(16, triton.next_power_of_2(num_splits)),
             num_warps=4,
         )
     return out, lse

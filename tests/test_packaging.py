@@ -84,3 +84,18 @@ def test_cli_help_lists_the_commands() -> None:
         "db",
     ):
         assert command in result.output, f"`mlafleet {command}` missing from --help"
+
+
+def test_every_file_a_make_target_runs_exists() -> None:
+    # `make bench` once ran a script that had been renamed away: a user got "No such file"
+    makefile = (ROOT / "Makefile").read_text()
+    recipes = [line.strip() for line in makefile.splitlines() if line.startswith("\t")]
+    run = {
+        word
+        for line in recipes
+        for word in line.split()
+        if word.endswith((".py", ".sh")) and not word.startswith("$")
+    }
+    assert {"bench/bench_decode.py", "scripts/test.sh"} <= run, run
+    missing = sorted(path for path in run if not (ROOT / path).is_file())
+    assert not missing, f"Makefile recipes run files that do not exist: {missing}"

@@ -270,6 +270,37 @@ INVALID = [
 ]
 
 
+@pytest.mark.parametrize("num_splits", [1, 3, 16, 21])
+def test_split_combine_skips_empty_splits(num_splits: int):
+    # The combine reads its splits in blocks (16 at a time: 21 leaves a part block) and must
+    # never let an empty split's partial in: the seesaw kernel leaves it unwritten (garbage,
+    # here NaN) and marks it only by lse = -inf. A row with every split empty gives 0 and -inf.
+    gen = torch.Generator().manual_seed(num_splits)
+    batch, s_q, heads, d_v = 2, 2, 3, 64
+    o_mid = torch.randn(batch, s_q, heads, num_splits, d_v, generator=gen)
+    lse_mid = torch.randn(batch, s_q, heads, num_splits, generator=gen) * 4
+    empty = torch.rand(batch, s_q, heads, num_splits, generator=gen) < 0.5
+    empty[0, 0, 0] = True  # a row with no key at all
+    lse_mid[empty] = float("-inf")
+    o_mid[empty] = float("nan")
+    out = torch.full((batch, s_q, heads, d_v), float("nan"), dtype=torch.float16)
+    lse = torch.full((batch, heads, s_q), float("nan"))
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    module._mla_decode_combine_kernel[(batch * s_q, heads)](
+        o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
+        *out.stride()[:3], *lse.stride(), s_q, D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=num_splits,
+        SPLIT_BLOCK=min(16, 1 << (num_splits - 1).bit_length()),
+    )  # fmt: skip
+    weights = torch.softmax(lse_mid, dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
+    want = (weights[..., None] * o_mid.nan_to_num(0.0)).sum(dim=-2)
+    want_lse = torch.logsumexp(lse_mid, dim=-1).transpose(1, 2)
+    torch.testing.assert_close(out.float(), want, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(lse, want_lse)
+    assert out[0, 0, 0].eq(0).all()
+    assert lse[0, 0, 0] == float("-inf")
+
+
+
 @pytest.mark.parametrize(
     ("mutate", "error", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
 )
