@@ -300,7 +300,6 @@ def test_split_combine_skips_empty_splits(num_splits: int):
     assert lse[0, 0, 0] == float("-inf")
 
 
-
 @pytest.mark.parametrize(
     ("mutate", "error", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
 )
