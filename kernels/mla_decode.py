@@ -433,6 +433,17 @@ def _mla_decode_kernel(
     tl.store(lse_row + pid_split * stride_lse_split, lse, mask=mask_r)
 
 
+COMBINE_SPLIT_BLOCK = 16
+"""Most splits the combine reads at once (on an H200, 16 beat 4 and 8 on the 8-, 15- and
+64-split anchor rows: docs/kernels/NOTES.md, variant 29)."""
+
+
+def combine_split_block(num_splits: int) -> int:
+    """The combine's ``SPLIT_BLOCK`` for ``num_splits`` splits: a power of 2, at most
+    ``COMBINE_SPLIT_BLOCK``."""
+    return min(COMBINE_SPLIT_BLOCK, triton.next_power_of_2(num_splits))
+
+
 @triton.jit
 def _mla_decode_combine_kernel(
     o_mid_ptr,
@@ -689,7 +700,7 @@ def _launch(
             D_V=d_v,
             BLOCK_DV=block_dv,
             NUM_SPLITS=num_splits,
-            SPLIT_BLOCK=min(16, triton.next_power_of_2(num_splits)),
+            SPLIT_BLOCK=combine_split_block(num_splits),
             num_warps=4,
         )
     return out, lse

@@ -272,7 +272,7 @@ INVALID = [
 
 @pytest.mark.parametrize("num_splits", [1, 3, 16, 21])
 def test_split_combine_skips_empty_splits(num_splits: int):
-    # The combine reads its splits in blocks (16 at a time: 21 leaves a part block) and must
+    # The combine reads its splits in blocks (16 at most: 21 leaves a part block) and must
     # never let an empty split's partial in: the seesaw kernel leaves it unwritten (garbage,
     # here NaN) and marks it only by lse = -inf. A row with every split empty gives 0 and -inf.
     gen = torch.Generator().manual_seed(num_splits)
@@ -289,7 +289,7 @@ def test_split_combine_skips_empty_splits(num_splits: int):
     module._mla_decode_combine_kernel[(batch * s_q, heads)](
         o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
         *out.stride()[:3], *lse.stride(), s_q, D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=num_splits,
-        SPLIT_BLOCK=min(16, 1 << (num_splits - 1).bit_length()),
+        SPLIT_BLOCK=module.combine_split_block(num_splits),
     )  # fmt: skip
     weights = torch.softmax(lse_mid, dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
     want = (weights[..., None] * o_mid.nan_to_num(0.0)).sum(dim=-2)
