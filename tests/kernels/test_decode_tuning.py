@@ -124,6 +124,18 @@ def test_auto_splits_fill_the_gpu_for_one_long_sequence():
     assert 2 * splits >= 64  # at least half the SMs busy
 
 
+def test_auto_splits_fill_the_last_wave():
+    # 8 sequences of 32K with 16 heads, one program per SM: the first count whose wave is 90 %
+    # full is 15 (120 programs); 16 (128) is still one wave, and each program is shorter
+    # (H200: 77.3-77.8 us against 78.7-79.7); 17 would start a second wave.
+    kwargs = {"max_seqlen": 32768, "block_size_k": 64, "sm_count": 132, "programs_per_sm": 1}
+    assert auto_num_splits(programs=8, **kwargs) == 16
+    for programs in (3, 5, 8, 12, 20, 50):
+        splits = auto_num_splits(programs=programs, **kwargs)
+        waves = -(-programs * splits // 132)
+        assert splits == 64 or -(-programs * (splits + 1) // 132) > waves, (programs, splits)
+
+
 def test_auto_splits_count_programs_per_sm():
     # 32 sequences x 64 heads: one 64-row program each, one program per SM (220+ KB of shared
     # memory): 4 splits fill 128 of 132 SMs in one wave (measured best on the H200); with two
