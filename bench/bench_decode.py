@@ -84,6 +84,27 @@ def anchor_shapes(page_size: int) -> list[Anchor]:
     ]
 
 
+def extra_shapes(page_size: int) -> list[Anchor]:
+    """Shapes outside ANCHORS.md (run when named in ``--shapes``): 32 sequences of 1K..32K
+    tokens at 16 heads, where equal splits per sequence leave the long ones long splits
+    (docs/kernels/NOTES.md, variants 32-33)."""
+    return [
+        Anchor(
+            "b32-h16-varied-32k",
+            DecodeProblem(
+                batch=32,
+                s_q=1,
+                h_q=16,
+                seqlen=32768,
+                page_size=page_size,
+                seqlens=_varied_lengths(32, 1024, 32768),
+            ),
+            None,
+            None,
+        ),
+    ]
+
+
 def smoke_shapes(page_size: int) -> list[Anchor]:
     """Tiny shapes for compute-sanitizer and quick checks."""
     return [
@@ -336,7 +357,9 @@ def _write(out: str, summary: str, rows: list[dict[str, Any]], pool: list[Anchor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--shapes", default="anchors", help="anchors | smoke | comma-separated anchor names"
+        "--shapes",
+        default="anchors",
+        help="anchors | smoke | comma-separated anchor names (or extra shapes: b32-h16-varied-32k)",
     )
     parser.add_argument("--variants", default="default")
     parser.add_argument(
@@ -359,13 +382,20 @@ def main(argv: list[str] | None = None) -> int:
         help="also time variants whose block_size_q differs from the default's",
     )
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_decode: needs a CUDA GPU", file=sys.stderr)
-        return 2
     pool = smoke_shapes(args.page_size) if args.shapes == "smoke" else anchor_shapes(args.page_size)
     if args.shapes not in ("anchors", "smoke"):
         wanted = set(args.shapes.split(","))
-        pool = [a for a in pool if a.name in wanted]
+        known = pool + extra_shapes(args.page_size)
+        unknown = sorted(wanted - {a.name for a in known})
+        if unknown:
+            names = ", ".join(a.name for a in known)
+            print(f"bench_decode: --shapes: unknown {', '.join(unknown)}; known: {names}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        pool = [a for a in known if a.name in wanted]
+    if not torch.cuda.is_available():
+        print("bench_decode: needs a CUDA GPU", file=sys.stderr)
+        return 2
     variants = [parse_variant(v) for v in args.variants.split(",") if v]
     fp8 = {a.name for a in pool} if args.fp8 == "all" else set(filter(None, args.fp8.split(",")))
     rows: list[dict[str, Any]] = []
