@@ -29,6 +29,7 @@ from common import copies_for, gpu_info, rel_l2, time_rotated_us
 from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
 from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
 from mlafleet.kernels.decode_inputs import make_decode_inputs
+from mlafleet.kernels.decode_plan import plan_decode
 from mlafleet.kernels.decode_tuning import (
     default_decode_config,
     query_rows,
@@ -85,24 +86,18 @@ def anchor_shapes(page_size: int) -> list[Anchor]:
 
 
 def extra_shapes(page_size: int) -> list[Anchor]:
-    """Shapes outside ANCHORS.md (run when named in ``--shapes``): 32 sequences of 1K..32K
-    tokens at 16 heads, where equal splits per sequence leave the long ones long splits
-    (docs/kernels/NOTES.md, variants 32-33)."""
-    return [
-        Anchor(
-            "b32-h16-varied-32k",
-            DecodeProblem(
-                batch=32,
-                s_q=1,
-                h_q=16,
-                seqlen=32768,
-                page_size=page_size,
-                seqlens=_varied_lengths(32, 1024, 32768),
-            ),
-            None,
-            None,
-        ),
-    ]
+    """Shapes outside ANCHORS.md (run when named in ``--shapes``): uneven lengths at 16 heads
+    (64 sequences of 1K..8K tokens, 32 of 1K..32K), where equal splits per sequence leave the
+    long ones long splits (docs/kernels/NOTES.md, variants 32-34)."""
+
+    def uneven(batch: int, longest: int) -> Anchor:
+        lengths = _varied_lengths(batch, 1024, longest)
+        problem = DecodeProblem(
+            batch=batch, s_q=1, h_q=16, seqlen=longest, page_size=page_size, seqlens=lengths
+        )
+        return Anchor(f"b{batch}-h16-varied-{longest // 1024}k", problem, None, None)
+
+    return [uneven(64, 8192), uneven(32, 32768)]
 
 
 def smoke_shapes(page_size: int) -> list[Anchor]:
@@ -142,6 +137,7 @@ class Variant:
     use_tma: bool | None = None  # None: the kernel's own choice (TMA where eligible)
     use_gluon: bool | None = None  # None: the kernel's own choice (Gluon sm_90 where eligible)
     defer_pv: bool | None = None  # Gluon kernel: p @ v behind the next scores (None: default)
+    plan: bool = False  # a decode plan per input set (made once, outside the timed calls)
 
 
 def parse_variant(text: str) -> Variant:
@@ -149,15 +145,17 @@ def parse_variant(text: str) -> Variant:
 
     p: split count; t0/t1: pointer loads / TMA in the Triton kernel; g0/g1: the Triton kernel /
     the Gluon sm_90 kernels; d0/d1: the lockstep Gluon kernel's ``DEFER_PV`` (default: each
-    kernel's own choice). The config picks among the Gluon kernels (q64-k32-w8-s4: the
-    warp-specialised one).
+    kernel's own choice); n1: calls with a decode plan (``plan_decode``), made once per input
+    set outside the timed calls, as a decode step makes one for all its layers. The config
+    picks among the Gluon kernels (q64-k32-w8-s4: the warp-specialised one).
     """
     knobs = {part[0]: int(part[1:]) for part in text.split("-") if part != "default"}
     use_tma = None if "t" not in knobs else bool(knobs["t"])
     use_gluon = None if "g" not in knobs else bool(knobs["g"])
     defer_pv = None if "d" not in knobs else bool(knobs["d"])
+    plan = bool(knobs.get("n", 0))
     if text.startswith("default"):
-        return Variant(text, None, use_tma, use_gluon, defer_pv)
+        return Variant(text, None, use_tma, use_gluon, defer_pv, plan)
     cfg = DecodeConfig(
         block_size_q=knobs["q"],
         block_size_k=knobs["k"],
@@ -165,7 +163,7 @@ def parse_variant(text: str) -> Variant:
         num_stages=knobs["s"],
         num_kv_splits=knobs.get("p", "auto"),
     )
-    return Variant(text, cfg, use_tma, use_gluon, defer_pv)
+    return Variant(text, cfg, use_tma, use_gluon, defer_pv, plan)
 
 
 def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
@@ -173,9 +171,19 @@ def _fit_to_problem(cfg: DecodeConfig, problem: DecodeProblem) -> DecodeConfig:
     return replace(cfg, block_size_q=min(cfg.block_size_q, rows))
 
 
+_PLANS: dict[tuple[int, DecodeConfig], tuple[torch.Tensor, Any]] = {}
+"""Plans by (id of the lengths tensor, config); the tensor is kept so its id is not reused."""
+
+
 def _call(inputs: dict[str, Any], cfg: DecodeConfig, variant: Variant, **kw: Any) -> Any:
     """``mla_decode`` with the variant's kernel / TMA choices forced where it sets them."""
     hopper_mod.DEFER_PV = DEFER_PV_DEFAULT if variant.defer_pv is None else variant.defer_pv
+    if variant.plan:  # made on the first (eager, untimed) call of these inputs
+        lengths = inputs["cache_seqlens"]
+        key = (id(lengths), cfg)
+        if key not in _PLANS:
+            _PLANS[key] = (lengths, plan_decode(**inputs, config=cfg))
+        return decode_mod.mla_decode(**inputs, config=cfg, plan=_PLANS[key][1], **kw)
     if variant.use_tma is None and variant.use_gluon is None:
         return decode_mod.mla_decode(**inputs, config=cfg, **kw)
     args = check_decode_args(**{"out": None, **inputs, **kw})
@@ -235,7 +243,7 @@ def bench_shape(
     default = default_decode_config(problem, limits)
     for variant in variants:
         cfg = default if variant.config is None else _fit_to_problem(variant.config, problem)
-        key = (cfg, variant.use_tma, variant.use_gluon, variant.defer_pv)
+        key = (cfg, variant.use_tma, variant.use_gluon, variant.defer_pv, variant.plan)
         if key in seen or (not all_bq and cfg.block_size_q != default.block_size_q):
             continue
         seen.add(key)
@@ -284,6 +292,7 @@ def _fmt(row: dict[str, Any]) -> str:
     tag = f"q{c['block_size_q']}-k{c['block_size_k']}-w{c['num_warps']}-s{c['num_stages']}"
     tag += "" if row.get("engine") == "gluon" else "-tma" if row.get("tma") else ""
     tag += "-d1" if "-d1" in row["variant"] else ""
+    tag += "-plan" if "-n1" in row["variant"] else ""
     tag += f"-{row['kernel']}" if row.get("kernel", "triton") != "triton" else ""
     head = f"{row['shape']:<26}{row['kv']:<5}{tag:<19}p{row['splits']:<3}"
     if "error" in row:

@@ -28,6 +28,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "mla_decode_ref": ("reference", "mla_decode_ref"),
     "mla_prefill_ref": ("reference", "mla_prefill_ref"),
     "limits_for": ("device_limits", "limits_for"),
+    "plan_decode": ("decode_plan", "plan_decode"),
+    "DecodePlan": ("decode_plan", "DecodePlan"),
 }
 
 
@@ -53,6 +55,7 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "DecodeConfig",
+    "DecodePlan",
     "DecodeProblem",
     "DeviceLimits",
     "PrefillConfig",
@@ -62,4 +65,5 @@ __all__ = [
     "mla_decode_ref",
     "mla_prefill",
     "mla_prefill_ref",
+    "plan_decode",
 ]

@@ -11,6 +11,11 @@ Both FlashMLA call forms work:
   s_q * h_q // h_kv, h_kv)`` then the same call with ``num_splits`` in 7th place, and fp8
   caches as ``descale_q``/``descale_k``.
 
+As with FlashMLA, one ``get_mla_metadata()`` serves the calls of one decode step (all layers,
+the same lengths): on the sm_90 few-heads kernel its first call makes a split plan from the
+lengths (``decode_plan``; uneven lengths get splits sized from the batch's work) and the later
+calls reuse it; a call with other lengths gets NaN in the rows that changed.
+
 Unlike FlashMLA: any power-of-two page size from 1 to 256, any head count, fp16 and bf16, and
 any GPU Triton runs on. Not supported: FlashMLA's sparse attention (``indices`` and friends)
 and its packed fp8 layout (``is_fp8_kvcache=True``, 656 bytes per token); for a plain e4m3
@@ -26,22 +31,27 @@ import torch
 
 from .configs import DecodeConfig
 from .decode_checks import check_decode_args, resolve_decode_config
+from .decode_plan import DecodePlan, plan_for
 from .mla_decode import _launch
 
 
 @dataclass
 class FlashMLASchedMeta:
-    """Scheduling state shared by the calls of one layer stack (FlashMLA's ``sched_meta``).
+    """Scheduling state shared by the calls of one decode step (FlashMLA's ``sched_meta``).
 
     The first call fixes the shape (``config``) and the launch plan (``decode_config``,
-    ``num_splits``); later calls must have the same shape, as with FlashMLA, and reuse the plan
-    without recomputing it.
+    ``num_splits`` and, where it applies, ``plan``: the split work list of
+    ``decode_plan.plan_decode``, made from that call's ``cache_seqlens``); later calls must have
+    the same shape and lengths, as with FlashMLA (one ``get_mla_metadata`` per decode step), and
+    reuse the plan without recomputing it. A call whose lengths differ from the first one's
+    gets NaN in the rows that changed.
     """
 
     have_initialized: bool = False
     config: tuple[Any, ...] | None = None
     decode_config: DecodeConfig | None = None
     num_splits: int | None = None
+    plan: DecodePlan | None = None
     tile_scheduler_metadata: None = None  # FlashMLA's field; nothing to keep here
 
 
@@ -167,14 +177,17 @@ def flash_mla_with_kvcache(
             )
         assert meta.decode_config is not None
         assert meta.num_splits is not None
-        return _launch(args, meta.decode_config, meta.num_splits)
+        return _launch(args, meta.decode_config, meta.num_splits, plan=meta.plan)
     cfg, splits = resolve_decode_config(args, config)
-    if meta is not None and config is None:
-        meta.have_initialized = True
-        meta.config = shape
-        meta.decode_config = cfg
-        meta.num_splits = splits
-    return _launch(args, cfg, splits)
+    if meta is None or config is not None:
+        return _launch(args, cfg, splits)
+    plan = plan_for(args, cfg, splits)
+    meta.have_initialized = True
+    meta.config = shape
+    meta.decode_config = cfg
+    meta.num_splits = splits
+    meta.plan = plan if plan.work is not None else None
+    return _launch(args, cfg, splits, plan=meta.plan)
 
 
 __all__ = ["FlashMLASchedMeta", "flash_mla_with_kvcache", "get_mla_metadata"]

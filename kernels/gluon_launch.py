@@ -74,8 +74,12 @@ def launch_args(
     rows: int,
     block_n: int,
     lat_cols: int = D_V,
+    programs: int | None = None,
 ) -> tuple[tuple[int, int, int], list[Any]]:
     """The grid and the leading positional arguments every Gluon decode kernel takes.
+
+    Grid: (row blocks, ``num_splits``, batch), or (row blocks, ``programs``, 1) for a launch
+    whose programs take their splits from a work list.
 
     Arguments: q as [tokens x heads, 576]; TMA descriptors for q's latent and rope parts
     ([rows, lat_cols], [rows, 64]) and the cache's ([block_n, lat_cols], [block_n, 64]; a
@@ -94,7 +98,8 @@ def launch_args(
         layout = gl.NVMMASharedLayout.get_default_for([block_rows, cols], GL_DTYPES[t.dtype])
         return TensorDescriptor(t, list(t.shape), list(t.stride()), [block_rows, cols], layout)
 
-    grid = (s_q * h_q // rows, num_splits, batch)
+    row_blocks = s_q * h_q // rows
+    grid = (row_blocks, num_splits, batch) if programs is None else (row_blocks, programs, 1)
     return grid, [
         q2d,
         desc(q2d, rows, lat_cols),
@@ -127,13 +132,14 @@ def launch_decode_kernel(
     num_warps: int,
     lat_cols: int = D_V,
     extra: tuple[Any, ...] = (),
+    programs: int | None = None,
     **constexprs: Any,
 ) -> Any:
     """Launch the Gluon decode ``kernel``: the shared leading arguments (``launch_args``), then
     ``extra`` positional ones, the page size, the causal flag (s_q > 1 only) and the kernel's
     own ``constexprs``; returns the compiled kernel."""
     grid, leading = launch_args(
-        args, num_splits, out, rows=rows, block_n=block_n, lat_cols=lat_cols
+        args, num_splits, out, rows=rows, block_n=block_n, lat_cols=lat_cols, programs=programs
     )
     return kernel[grid](
         *leading,

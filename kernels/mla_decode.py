@@ -53,6 +53,7 @@ import triton.language as tl
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
+from .decode_plan import DecodePlan, call_shape
 from .device_limits import interpreting
 from .gluon_launch import SplitOutputs
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
@@ -464,10 +465,14 @@ def _mla_decode_combine_kernel(
     stride_lse_h,
     stride_lse_s,
     S_Q,
+    splits_ptr,  # PLANNED: [B] int32 split slots each sequence uses (``decode_plan``)
+    plan_lengths_ptr,  # PLANNED: [B] int32 the lengths the plan was made from
+    seqlens_ptr,  # PLANNED: [B] int32 the call's lengths
     D_V: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     NUM_SPLITS: tl.constexpr,  # constexpr: the interpreter cannot loop to a runtime bound
     SPLIT_BLOCK: tl.constexpr,  # splits read at once (a power of 2)
+    PLANNED: tl.constexpr,  # a decode plan's launch: only the first splits[b] slots are written
 ):
     """One (batch, query token, head) row: the splits' partial outputs [NUM_SPLITS, D_V] fp32
     weighted by their lse -> out [D_V] (out's dtype) and the row's lse.
@@ -488,17 +493,24 @@ def _mla_decode_combine_kernel(
     o_base = o_mid_ptr + pid_b * stride_om_b + pid_s * stride_om_s + pid_h * stride_om_h
 
     offs_sp = tl.arange(0, SPLIT_BLOCK)
+    # a planned launch wrote only the first ``used`` slots of a sequence: the others hold
+    # garbage, dropped after the load (so the loads do not wait for ``used``)
+    used = NUM_SPLITS
+    if PLANNED:
+        used = tl.load(splits_ptr + pid_b)
     m = tl.full([], float("-inf"), dtype=tl.float32)
     for first in range(0, NUM_SPLITS, SPLIT_BLOCK):
         in_range = first + offs_sp < NUM_SPLITS
-        m = tl.maximum(m, tl.max(tl.load(lse_base + first + offs_sp, mask=in_range,
-                                         other=float("-inf")), axis=0))  # fmt: skip
+        lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
+        lse_part = tl.where(first + offs_sp < used, lse_part, float("-inf"))
+        m = tl.maximum(m, tl.max(lse_part, axis=0))
     m_use = tl.where(m == float("-inf"), 0.0, m)
     weight_sum = tl.zeros([], dtype=tl.float32)
     acc = tl.zeros([BLOCK_DV], dtype=tl.float32)
     for first in range(0, NUM_SPLITS, SPLIT_BLOCK):
         in_range = first + offs_sp < NUM_SPLITS
         lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
+        lse_part = tl.where(first + offs_sp < used, lse_part, float("-inf"))
         weight = tl.exp(lse_part - m_use)  # 0 for empty splits (lse -inf) and past the last
         parts = tl.load(
             o_base + (first + offs_sp)[:, None] * stride_om_split + offs_dv[None, :],
@@ -510,6 +522,11 @@ def _mla_decode_combine_kernel(
     empty = weight_sum == 0.0
     acc = acc / tl.where(empty, 1.0, weight_sum)
     lse = tl.where(empty, float("-inf"), m_use + tl.log(tl.where(empty, 1.0, weight_sum)))
+    if PLANNED:
+        # a plan made from other lengths covered other tokens: say so (NaN), never a wrong value
+        stale = tl.load(plan_lengths_ptr + pid_b) != tl.load(seqlens_ptr + pid_b)
+        acc = tl.where(stale, float("nan"), acc)
+        lse = tl.where(stale, float("nan"), lse)
     out_row = out_ptr + pid_b * stride_out_b + pid_s * stride_out_s + pid_h * stride_out_h
     tl.store(out_row + offs_dv, acc.to(out_ptr.dtype.element_ty), mask=mask_dv)
     tl.store(lse_ptr + pid_b * stride_lse_b + pid_h * stride_lse_h + pid_s * stride_lse_s, lse)
@@ -527,6 +544,7 @@ def mla_decode(
     kv_scale: torch.Tensor | None = None,
     config: DecodeConfig | None = None,
     out: torch.Tensor | None = None,
+    plan: DecodePlan | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``s_q`` new tokens per sequence over a paged latent KV cache.
 
@@ -544,6 +562,9 @@ def mla_decode(
             Required for an fp8 cache, refused otherwise.
         config: launch knobs; ``None`` looks up the recommended config for this device/shape.
         out: optional [B, S, H, D_V] output buffer in q's dtype (written in full).
+        plan: this decode step's split plan (``decode_plan.plan_decode``, made once per step
+            for all layers): uneven lengths then get splits sized from the batch's work. A
+            plan made from other lengths gives NaN in the rows whose length changed.
 
     Returns:
         out [B, S, H, D_V] in q's dtype; lse [B, H, S] fp32, natural log (-inf: no keys).
@@ -564,7 +585,25 @@ def mla_decode(
         out=out,
     )
     cfg, num_splits = resolve_decode_config(args, config)
-    return _launch(args, cfg, num_splits)
+    return _launch(args, cfg, num_splits, plan=_usable_plan(plan, args, cfg))
+
+
+def _usable_plan(plan: object, args: DecodeArgs, cfg: DecodeConfig) -> DecodePlan | None:
+    """``plan`` if this call runs it: checked against the call's shape (a mismatch is the
+    caller's error), None where it holds no work list or was made for another config."""
+    if plan is None:
+        return None
+    if not isinstance(plan, DecodePlan):
+        raise TypeError(
+            f"plan: expected a DecodePlan (plan_decode) or None, got {type(plan).__name__}"
+        )
+    shape = call_shape(args)
+    if plan.shape != shape:
+        raise ValueError(
+            f"plan: made for calls of (batch, s_q, h_q, page_size, h_kv, cache dtype, causal) = "
+            f"{plan.shape}, got {shape}; make one plan_decode per decode step and shape"
+        )
+    return plan if plan.work is not None and plan.config == cfg else None
 
 
 TMA_MIN_ROWS = 64
@@ -617,8 +656,12 @@ def _launch(
     use_tma: bool | None = None,
     two_parts: bool | None = None,
     use_gluon: bool | None = None,
+    plan: DecodePlan | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Allocate, pick the kernel and launch (one split: direct; else split + combine).
+
+    ``plan``: a decode plan with a work list for this call's config (``_usable_plan``): the
+    few-heads kernel then takes its splits from it (``plan.num_splits`` slots a sequence).
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper_seesaw`` for 64+ heads with
     the config ``64x64 w8 s1``, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
@@ -636,6 +679,12 @@ def _launch(
     lse = torch.empty(batch, h_q, s_q, dtype=torch.float32, device=q.device)
     if batch == 0:
         return out, lse
+    if plan is not None and not (few_heads_eligible(args, cfg) and args.kv_scale is None):
+        plan = None  # (a forced kernel choice the plan was not made for)
+    if plan is not None and use_gluon is not False:
+        num_splits = plan.num_splits
+    else:
+        plan = None
     if num_splits == 1:
         o_buf, lse_buf = out, lse
         o_strides = (*out.stride()[:3], 0)
@@ -677,7 +726,8 @@ def _launch(
         elif few_fp8:
             name, launch = "few_heads_fp8", partial(launch_few_fp8_decode, cfg=cfg)
         else:
-            name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg)
+            work = plan.work if plan is not None else None
+            name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg, work=work)
         LAST_COMPILED["decode_kernel"] = name
         outputs = SplitOutputs(o_buf, lse_buf, o_strides, lse_strides)
         LAST_COMPILED["decode"] = launch(args, num_splits=num_splits, out=outputs)
@@ -697,10 +747,13 @@ def _launch(
             *out.stride()[:3],
             *lse.stride(),
             s_q,
+            *((plan.splits, plan.lengths) if plan is not None else (lse_buf, lse_buf)),
+            args.cache_seqlens,
             D_V=d_v,
             BLOCK_DV=block_dv,
             NUM_SPLITS=num_splits,
             SPLIT_BLOCK=combine_split_block(num_splits),
+            PLANNED=plan is not None,
             num_warps=4,
         )
     return out, lse

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -70,10 +71,12 @@ def _mla_decode_few_heads_kernel(
     S_Q,
     H,
     NUM_SPLITS,
+    work_ptr,  # PLAN: [programs, 8] int32 work items (``decode_plan``)
     PAGE_SIZE: gl.constexpr,
     CAUSAL: gl.constexpr,
     KV_FP8: gl.constexpr,
     STAGES: gl.constexpr,
+    PLAN: gl.constexpr,
 ):
     dtype: gl.constexpr = gl.float16 if KV_FP8 else q_lat_desc.dtype
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
@@ -92,14 +95,29 @@ def _mla_decode_few_heads_kernel(
     pt_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, BQ], dtype)
 
     pid_q = gl.program_id(0)
-    pid_split = gl.program_id(1)
-    pid_b = gl.program_id(2)
     row0 = pid_q * BQ  # rows are (token s, head h), H % BQ == 0: one token per block
     s0 = row0 // H
     h0 = row0 % H
-
-    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS,
-                                             BN, CAUSAL)  # fmt: skip
+    if PLAN:
+        # the grid is (row blocks, programs, 1); program j's split is work item j (one load
+        # of 32 bytes): sequence (-1: none), tokens [start, end), slot, length
+        item = work_ptr + gl.program_id(1) * 8
+        pid_b = gl.load(item)
+        start_n = gl.load(item + 1)
+        end_n = gl.load(item + 2)
+        pid_split = gl.load(item + 3)
+        if CAUSAL:
+            end_n = gl.minimum(end_n, gl.load(item + 4) - S_Q + s0 + 1)
+        valid = pid_b >= 0
+        pid_b = gl.maximum(pid_b, 0)
+        num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+    else:
+        pid_split = gl.program_id(1)
+        pid_b = gl.program_id(2)
+        valid = True
+        start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q,
+                                                 NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    has_work = num_tiles > 0  # (an empty split: no q, no output, only its lse)
 
     q_lat = gl.allocate_shared_memory(
         dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
@@ -131,9 +149,10 @@ def _mla_decode_few_heads_kernel(
         fence_async_shared()
         gl.thread_barrier()
     else:
-        mbarrier.expect(q_bar, q_lat_desc.block_type.nbytes + q_pe_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_lat_desc, [q_row, 0], q_bar, q_lat)
-        tma.async_copy_global_to_shared(q_pe_desc, [q_row, DV], q_bar, q_pe)
+        mbarrier.expect(q_bar, q_lat_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
+                        pred=has_work)  # fmt: skip
+        tma.async_copy_global_to_shared(q_lat_desc, [q_row, 0], q_bar, q_lat, pred=has_work)
+        tma.async_copy_global_to_shared(q_pe_desc, [q_row, DV], q_bar, q_pe, pred=has_work)
 
     bt_row = block_table_ptr + pid_b * stride_bt_b
     for first in gl.static_range(STAGES):
@@ -149,7 +168,7 @@ def _mla_decode_few_heads_kernel(
     acc = gl.zeros([DV, BQ], gl.float32, layout=o_layout)
     offs_tok = gl.arange(0, BN, layout=gl.SliceLayout(1, s_layout))
     if not KV_FP8:
-        mbarrier.wait(q_bar, 0)
+        mbarrier.wait(q_bar, 0, pred=has_work)
 
     for j in range(num_tiles):
         slot = j % STAGES
@@ -212,10 +231,12 @@ def _mla_decode_few_heads_kernel(
     offs_h = gl.arange(0, BQ, layout=gl.SliceLayout(0, o_layout))
     o_base = o_ptr + pid_b * stride_o_b + s0 * stride_o_s + pid_split * stride_o_split
     o_ptrs = o_base + (h0 + offs_h)[None, :] * stride_o_h + offs_d[:, None]
-    gl.store(o_ptrs, acc.to(o_ptr.dtype.element_ty))
+    if has_work | (NUM_SPLITS == 1):  # an empty split's lse (-inf) keeps the combine off it
+        gl.store(o_ptrs, acc.to(o_ptr.dtype.element_ty))
     lse_base = lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s + pid_split * stride_lse_split
     offs_l = gl.arange(0, BQ, layout=head_layout)
-    gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
+    if valid:  # (a planned program without a work item writes nothing)
+        gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
 
 
 def few_heads_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
@@ -234,11 +255,17 @@ def launch_few_heads_decode(
     cfg: DecodeConfig,
     num_splits: int,
     out: SplitOutputs,
+    work: torch.Tensor | None = None,
 ) -> Any:
-    """Launch the few-heads Gluon kernel into ``out``."""
+    """Launch the few-heads Gluon kernel into ``out``: ``num_splits`` equal splits a
+    sequence, or with ``work`` ([programs, 8] int32, ``decode_plan``) one program a work item,
+    ``num_splits`` slots a sequence."""
+    plan = work is not None
     return launch_decode_kernel(
         _mla_decode_few_heads_kernel, args, num_splits, out, rows=ROWS, block_n=BLOCK_N,
-        num_warps=NUM_WARPS, KV_FP8=args.kv_scale is not None, STAGES=cfg.num_stages,
+        num_warps=NUM_WARPS, extra=(work if plan else args.cache_seqlens,),
+        programs=work.shape[0] if plan else None,
+        KV_FP8=args.kv_scale is not None, STAGES=cfg.num_stages, PLAN=plan,
     )  # fmt: skip
 
 

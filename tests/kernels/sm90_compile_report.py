@@ -139,6 +139,11 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     elif kernel == "many_heads_seesaw":
         module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
         launch = partial(module.launch_seesaw_decode, args, splits, outputs)
+    elif kernel == "few_heads_plan":  # one program a work item of a decode plan
+        module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
+        config = DecodeConfig(16, 64, 4, 2, "auto")
+        work = torch.zeros(132, 8, dtype=torch.int32)
+        launch = partial(module.launch_few_heads_decode, args, config, splits, outputs, work)
     elif kernel.startswith("few_heads_fp8"):  # "few_heads_fp8_s<stages>"
         module, name = mla_decode_hopper_few_fp8, "_mla_decode_few_fp8_kernel"
         stages = int(kernel.rsplit("_s", 1)[1])
@@ -159,6 +164,7 @@ KINDS = (
     ("many_heads_seesaw", False),
     ("few_heads", False),
     ("few_heads", True),
+    ("few_heads_plan", False),
     ("few_heads_fp8_s2", True),
     ("few_heads_fp8_s3", True),
 )

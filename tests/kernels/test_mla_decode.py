@@ -288,8 +288,8 @@ def test_split_combine_skips_empty_splits(num_splits: int):
     module = importlib.import_module("mlafleet.kernels.mla_decode")
     module._mla_decode_combine_kernel[(batch * s_q, heads)](
         o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
-        *out.stride()[:3], *lse.stride(), s_q, D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=num_splits,
-        SPLIT_BLOCK=module.combine_split_block(num_splits),
+        *out.stride()[:3], *lse.stride(), s_q, lse_mid, lse_mid, lse_mid, D_V=d_v, BLOCK_DV=d_v,
+        NUM_SPLITS=num_splits, SPLIT_BLOCK=module.combine_split_block(num_splits), PLANNED=False,
     )  # fmt: skip
     weights = torch.softmax(lse_mid, dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
     want = (weights[..., None] * o_mid.nan_to_num(0.0)).sum(dim=-2)
@@ -537,3 +537,99 @@ def test_gluon_few_heads_kernels_on_gpu(
     got = module._launch(args, config, splits, use_gluon=True)
     assert module.LAST_COMPILED["decode_kernel"] == ("few_heads_fp8" if warps == 8 else "few_heads")
     kit.assert_matches_reference(inputs, got, seed=seed)
+
+
+PLANNED_CASES = [
+    (16, "bf16", 1, 64, (1000, 63, 129, 0, 1)),  # tails, empty and one-token sequences
+    (16, "bf16", 1, 256, (64 * 300 + 5, *(100,) * 30)),  # one long among many short
+    (32, "fp16", 2, 128, (20000, 0, 7, 4096, 12345, 64, 65)),  # causal s_q 2, 4 row blocks
+    (48, "bf16", 1, 64, (0, 0, 3000)),
+    (16, "bf16", 1, 64, (4096,) * 64),  # an anchor row: the plan's splits are the equal ones
+]
+
+
+def _planned_problem(h_q: int, dtype: str, s_q: int, page_size: int, seqlens: tuple[int, ...]):
+    return DecodeProblem(
+        batch=len(seqlens),
+        s_q=s_q,
+        h_q=h_q,
+        seqlen=0,
+        seqlens=seqlens,
+        page_size=page_size,
+        dtype=dtype,
+        causal=s_q > 1,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("h_q", "dtype", "s_q", "page_size", "seqlens"), PLANNED_CASES)
+def test_gluon_few_heads_with_a_plan_on_gpu(
+    h_q: int,
+    dtype: str,
+    s_q: int,
+    page_size: int,
+    seqlens: tuple[int, ...],
+    seed: int,
+    kit: Kit,
+):
+    # One plan for a decode step, two "layers" (fresh q and cache, the same lengths): the
+    # few-heads kernel takes its splits from the plan's work list (programs without a work
+    # item, empty sequences, more splits for the long sequences), into poisoned outputs.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.decode_plan import plan_decode
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = _planned_problem(h_q, dtype, s_q, page_size, seqlens)
+    config = DecodeConfig(16, 64, 4, 2, "auto")  # (32-48 heads default to 64-row blocks)
+    plan = plan_decode(**make_decode_inputs(problem, device="cuda", seed=seed), config=config)
+    assert plan.work is not None
+    for layer in range(2):
+        inputs = make_decode_inputs(problem, device="cuda", seed=seed + 1 + layer)
+        got = mla_decode(**inputs, plan=plan, config=config, out=kit.poisoned_out(inputs))
+        assert module.LAST_COMPILED["decode_kernel"] == "few_heads"
+        kit.assert_matches_reference(inputs, got, seed=seed + 1 + layer)
+
+
+@pytest.mark.gpu
+def test_stale_plan_gives_nan_rows_on_gpu(seed: int, kit: Kit):
+    # A plan made from other lengths (the previous decode step's) must not give a wrong
+    # output quietly: the rows of the sequences whose length changed come back NaN.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.decode_plan import plan_decode
+
+    old = make_decode_inputs(
+        _planned_problem(16, "bf16", 1, 64, (3000, 700, 5000)), device="cuda", seed=seed
+    )
+    new = make_decode_inputs(
+        _planned_problem(16, "bf16", 1, 64, (3000, 701, 5000)), device="cuda", seed=seed
+    )
+    out, lse = mla_decode(**new, plan=plan_decode(**old))
+    assert out[1].isnan().all()
+    assert lse[1].isnan().all()
+    from mlafleet.kernels.decode_inputs import run_decode_ref
+
+    ref_out, _ = run_decode_ref(new)
+    for b in (0, 2):
+        torch.testing.assert_close(out[b].float(), ref_out[b].float(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+def test_flash_mla_compat_plans_once_per_step_on_gpu(seed: int, kit: Kit):
+    # FlashMLA's calling pattern: one get_mla_metadata per decode step, then every layer's
+    # call with it; the first call makes the plan, the later ones reuse it.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.flash_mla_compat import flash_mla_with_kvcache, get_mla_metadata
+
+    problem = _planned_problem(16, "bf16", 1, 64, (64 * 300 + 5, *(100,) * 30))
+    sched_meta, _ = get_mla_metadata()
+    for layer in range(3):
+        inputs = make_decode_inputs(problem, device="cuda", seed=seed + layer)
+        got = flash_mla_with_kvcache(
+            inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
+            512, sched_meta, None, softmax_scale=inputs["softmax_scale"],
+        )  # fmt: skip
+        assert sched_meta.plan is not None
+        kit.assert_matches_reference(inputs, got, seed=seed + layer)

@@ -31,6 +31,7 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
             *((k, fp8) for k in ("many_heads", "few_heads") for fp8 in (False, True)),
             ("many_heads_ws", False),
             ("many_heads_seesaw", False),
+            ("few_heads_plan", False),  # the few-heads kernel reading a decode plan
             ("few_heads_fp8_s2", True),  # the fp8 few-heads kernel's ring depths
             ("few_heads_fp8_s3", True),
         )
