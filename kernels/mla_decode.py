@@ -679,12 +679,12 @@ def _launch(
     lse = torch.empty(batch, h_q, s_q, dtype=torch.float32, device=q.device)
     if batch == 0:
         return out, lse
-    if plan is not None and not (few_heads_eligible(args, cfg) and args.kv_scale is None):
-        plan = None  # (a forced kernel choice the plan was not made for)
-    if plan is not None and use_gluon is not False:
+    if plan is not None and (
+        use_gluon is False or args.kv_scale is not None or not few_heads_eligible(args, cfg)
+    ):
+        plan = None  # (a kernel choice the plan was not made for)
+    if plan is not None:
         num_splits = plan.num_splits
-    else:
-        plan = None
     if num_splits == 1:
         o_buf, lse_buf = out, lse
         o_strides = (*out.stride()[:3], 0)
