@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shapes",
         default="anchors",
-        help="anchors | smoke | comma-separated anchor names (or extra shapes: b32-h16-varied-32k)",
+        help="anchors | smoke | comma-separated anchor names or extra shapes "
+        "(b64-h16-varied-8k, b32-h16-varied-32k)",
     )
     parser.add_argument("--variants", default="default")
     parser.add_argument(

@@ -37,12 +37,9 @@ import triton.language as tl
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import limits_for
-from .mla_decode_hopper_few import BLOCK_N, ROWS, few_heads_eligible
+from .mla_decode_hopper_few import BLOCK_N, ROWS, WORK_RECORD, few_heads_eligible
 
 MAX_SPLITS = 64
-RECORD = 8
-"""int32 fields a work item takes: sequence (-1: none), first token, end token, split slot,
-the sequence's length, and three unused (32 bytes: one aligned load)."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +50,8 @@ class DecodePlan:
         shape: (batch, s_q, h_q, page_size, h_kv, cache dtype, causal) of the calls it serves.
         config: the launch config the plan was made for.
         num_splits: split slots per sequence (the partial outputs' width).
-        work: [programs, 8] int32 on the GPU (``RECORD``), or None: no plan applies to these
-            calls, and they run as without one.
+        work: [programs, 8] int32 on the GPU (``mla_decode_hopper_few.WORK_RECORD``), or
+            None: no plan applies to these calls, and they run as without one.
         splits: [batch] int32: the slots each sequence uses (None with ``work``).
         lengths: [batch] int32: the lengths the plan was made from (None with ``work``).
     """
@@ -90,7 +87,7 @@ def _splits_of(tiles, per_split, NUM_SPLITS):
 
 @triton.jit
 def _plan_kernel(seqlens_ptr, work_ptr, splits_ptr, lengths_ptr, BATCH, PROGRAMS, NUM_SPLITS,
-                 BLOCK_N: tl.constexpr):  # fmt: skip
+                 BLOCK_N: tl.constexpr, RECORD: tl.constexpr):  # fmt: skip
     """One program: the work list of ``PROGRAMS`` programs over the batch's sequences (module
     docstring). Loops are ``while`` loops: the interpreter cannot ``range`` to a runtime bound."""
     K: tl.constexpr = 8
@@ -128,7 +125,7 @@ def _plan_kernel(seqlens_ptr, work_ptr, splits_ptr, lengths_ptr, BATCH, PROGRAMS
         tl.store(lengths_ptr + c + offs, lens, mask=in_batch)
         k = tl.zeros([], dtype=tl.int32)
         while k < NUM_SPLITS:
-            item = work_ptr + (first + k) * 8
+            item = work_ptr + (first + k) * RECORD
             here = in_batch & (k < splits)
             start = k * split_len
             tl.store(item, c + offs, mask=here)
@@ -141,7 +138,7 @@ def _plan_kernel(seqlens_ptr, work_ptr, splits_ptr, lengths_ptr, BATCH, PROGRAMS
         c += CHUNK
     j = carry + offs  # programs past the last split: no work
     while tl.min(j, axis=0) < PROGRAMS:
-        tl.store(work_ptr + j * 8, tl.full([CHUNK], -1, tl.int32), mask=j < PROGRAMS)
+        tl.store(work_ptr + j * RECORD, tl.full([CHUNK], -1, tl.int32), mask=j < PROGRAMS)
         j += CHUNK
 
 
@@ -154,12 +151,12 @@ def make_work_list(
     if not batch < programs:
         raise ValueError(f"programs: expected more than the batch ({batch}), got {programs}")
     device = cache_seqlens.device
-    work = torch.zeros(programs, RECORD, dtype=torch.int32, device=device)
+    work = torch.zeros(programs, WORK_RECORD, dtype=torch.int32, device=device)
     splits = torch.empty(batch, dtype=torch.int32, device=device)
     lengths = torch.empty(batch, dtype=torch.int32, device=device)
     _plan_kernel[(1,)](
         cache_seqlens, work, splits, lengths, batch, programs, num_splits, BLOCK_N=BLOCK_N,
-        num_warps=4,
+        RECORD=WORK_RECORD, num_warps=4,
     )  # fmt: skip
     return work, splits, lengths
 

@@ -44,6 +44,11 @@ from .mla_decode_hopper import (
 ROWS = 16
 BLOCK_N = 64
 NUM_WARPS = 4
+WORK_RECORD = 8
+"""int32 fields of a decode plan's work item (``decode_plan``): sequence (-1: none), first
+token, end token, split slot, the sequence's length, three unused (32 bytes, one aligned
+line)."""
+_RECORD = gl.constexpr(WORK_RECORD)
 
 
 @gluon.jit
@@ -101,7 +106,7 @@ def _mla_decode_few_heads_kernel(
     if PLAN:
         # the grid is (row blocks, programs, 1); program j's split is work item j (one load
         # of 32 bytes): sequence (-1: none), tokens [start, end), slot, length
-        item = work_ptr + gl.program_id(1) * 8
+        item = work_ptr + gl.program_id(1) * _RECORD
         pid_b = gl.load(item)
         start_n = gl.load(item + 1)
         end_n = gl.load(item + 2)
