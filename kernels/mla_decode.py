@@ -494,37 +494,41 @@ def _mla_decode_combine_kernel(
 
     offs_sp = tl.arange(0, SPLIT_BLOCK)
     # a planned launch wrote only the first ``used`` slots of a sequence: the others hold
-    # garbage, dropped after the load (so the loads do not wait for ``used``)
+    # garbage; blocks of slots past ``used`` are not read (a plan's 32 slots of 8 x 16 heads x
+    # 32K, 16 used: combine 5.5 -> 3.1 us, H200), the rest of a block is dropped after its load
     used = NUM_SPLITS
-    if PLANNED:
+    stale = False
+    if PLANNED:  # (loaded first: the stale check's round trips overlap the partials')
         used = tl.load(splits_ptr + pid_b)
+        # a plan made from other lengths covered other tokens: say so (NaN), never a wrong value
+        stale = tl.load(plan_lengths_ptr + pid_b) != tl.load(seqlens_ptr + pid_b)
     m = tl.full([], float("-inf"), dtype=tl.float32)
     for first in range(0, NUM_SPLITS, SPLIT_BLOCK):
-        in_range = first + offs_sp < NUM_SPLITS
-        lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
-        lse_part = tl.where(first + offs_sp < used, lse_part, float("-inf"))
-        m = tl.maximum(m, tl.max(lse_part, axis=0))
+        if first < used:  # (blocks past a planned sequence's slots: not read)
+            in_range = first + offs_sp < NUM_SPLITS
+            lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
+            lse_part = tl.where(first + offs_sp < used, lse_part, float("-inf"))
+            m = tl.maximum(m, tl.max(lse_part, axis=0))
     m_use = tl.where(m == float("-inf"), 0.0, m)
     weight_sum = tl.zeros([], dtype=tl.float32)
     acc = tl.zeros([BLOCK_DV], dtype=tl.float32)
     for first in range(0, NUM_SPLITS, SPLIT_BLOCK):
-        in_range = first + offs_sp < NUM_SPLITS
-        lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
-        lse_part = tl.where(first + offs_sp < used, lse_part, float("-inf"))
-        weight = tl.exp(lse_part - m_use)  # 0 for empty splits (lse -inf) and past the last
-        parts = tl.load(
-            o_base + (first + offs_sp)[:, None] * stride_om_split + offs_dv[None, :],
-            mask=(weight > 0)[:, None] & mask_dv[None, :],
-            other=0.0,
-        )
-        acc += tl.sum(weight[:, None] * parts, axis=0)
-        weight_sum += tl.sum(weight, axis=0)
+        if first < used:
+            in_range = first + offs_sp < NUM_SPLITS
+            lse_part = tl.load(lse_base + first + offs_sp, mask=in_range, other=float("-inf"))
+            lse_part = tl.where(first + offs_sp < used, lse_part, float("-inf"))
+            weight = tl.exp(lse_part - m_use)  # 0 for empty splits (lse -inf) and past the last
+            parts = tl.load(
+                o_base + (first + offs_sp)[:, None] * stride_om_split + offs_dv[None, :],
+                mask=(weight > 0)[:, None] & mask_dv[None, :],
+                other=0.0,
+            )
+            acc += tl.sum(weight[:, None] * parts, axis=0)
+            weight_sum += tl.sum(weight, axis=0)
     empty = weight_sum == 0.0
     acc = acc / tl.where(empty, 1.0, weight_sum)
     lse = tl.where(empty, float("-inf"), m_use + tl.log(tl.where(empty, 1.0, weight_sum)))
     if PLANNED:
-        # a plan made from other lengths covered other tokens: say so (NaN), never a wrong value
-        stale = tl.load(plan_lengths_ptr + pid_b) != tl.load(seqlens_ptr + pid_b)
         acc = tl.where(stale, float("nan"), acc)
         lse = tl.where(stale, float("nan"), lse)
     out_row = out_ptr + pid_b * stride_out_b + pid_s * stride_out_s + pid_h * stride_out_h
