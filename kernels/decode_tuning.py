@@ -188,8 +188,8 @@ def programs_per_sm(config: DecodeConfig, problem: DecodeProblem, limits: Device
 
     64-row blocks: 1 (220-230 KB, Triton and Gluon kernels). On sm_90 the few-heads Gluon
     kernel (config 16 x 64, 4 warps, 2 stages; 16-bit cache, 512 + 64 dims, 16-48 heads per KV
-    head): 1 (168 KB); with an fp8 cache its warp-specialised kernel (16 x 64, 8 warps, 2 or 3
-    stages): 1 (168-205 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
+    head): 1 (168 KB); with an fp8 cache its warp-specialised kernels (16 x 64, 8 warps, 1, 2 or
+    3 stages): 1 (168-219 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
     """
     if config.block_size_q >= 64:
         return 1
@@ -299,11 +299,12 @@ def _sm90_seesaw_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
 
 _SM90_FEW_KNOBS = (16, 64, 4, 2)
 """The config of the sm_90 few-heads decode kernel, 16-bit caches (``mla_decode_hopper_few``)."""
-_SM90_FEW_FP8_KNOBS = ((16, 64, 8, 2), (16, 64, 8, 3))
+_SM90_FEW_FP8_KNOBS = ((16, 64, 8, 1), (16, 64, 8, 2), (16, 64, 8, 3))
 """The configs of the sm_90 few-heads decode kernel for fp8 caches
-(``mla_decode_hopper_few_fp8``: 4 + 4 warps, an fp8 ring of 2 or 3 tiles); the first is the
-default (H200, run s5-8, the 16-head rows of ANCHORS.md: 80.2 / 86.6 / 42.0 us with 2 stages,
-80.1 / 87.1 / 43.4 with 3)."""
+(``mla_decode_hopper_few_fp8``): 1 stage, the paired kernel (two computing warpgroups and a
+converter, a one-tile fp8 ring), the default; 2 or 3, one computing warpgroup and a converter
+with an fp8 ring of that many tiles (H200, s8-5, the 16-head rows of ANCHORS.md: 76.6 / 76.8 /
+40.1 us paired, 79.6 / 79.9 / 42.1 with 2 stages; s5-8: 3 stages 0-3 % slower than 2)."""
 
 
 def _sm90_few_heads_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:

@@ -34,7 +34,9 @@ per KV head, 16-bit cache; the default) FlashMLA's seesaw schedule ``mla_decode_
 ``64 x 64, 8 warps, 2 stages`` (64+ heads; the default with an fp8 cache) ``mla_decode_hopper``,
 ``64 x 32, 8 warps, 4 stages`` (64+ heads, 16-bit cache) the warp-specialised
 ``mla_decode_hopper_ws``, ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache; the
-default) ``mla_decode_hopper_few``: 1.2-2.1x this kernel on the H200 (docs/kernels/NOTES.md).
+default) ``mla_decode_hopper_few``, ``16 x 64, 8 warps, 1-3 stages`` (16-48 heads, fp8 cache;
+1 stage, the paired kernel, the default) ``mla_decode_hopper_few_fp8``: 1.2-2.1x this kernel
+on the H200 (docs/kernels/NOTES.md).
 Everything else runs the Triton kernel below. On sm_90 the Triton kernel reads KV tiles of
 64-row blocks through TMA descriptors
 (``kv_tma_eligible``).
@@ -670,7 +672,7 @@ def _launch(
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper_seesaw`` for 64+ heads with
     the config ``64x64 w8 s1``, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
     ``mla_decode_hopper_ws`` for 64+ with ``64x32 w8 s4``, ``mla_decode_hopper_few`` for 16-48
-    (``mla_decode_hopper_few_fp8`` with an fp8 cache and ``16x64 w8 s2/s3``);
+    (``mla_decode_hopper_few_fp8`` with an fp8 cache and ``16x64 w8 s1/s2/s3``);
     ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA
     descriptors in the Triton kernel (``None``: for row blocks of at least ``TMA_MIN_ROWS`` when
     ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
@@ -703,7 +705,7 @@ def _launch(
     many_heads = seesaw or warp_specialized or hopper_decode_eligible(args, cfg)
     # the few-heads kernel with an fp8 cache runs only when asked: its in-line upcast made it
     # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json);
-    # fp8 at few heads defaults to the warp-specialised kernel (config 16x64 w8 s2)
+    # fp8 at few heads defaults to the paired warp-specialised kernel (config 16x64 w8 s1)
     few_heads = (
         not many_heads
         and few_heads_eligible(args, cfg)
@@ -716,7 +718,7 @@ def _launch(
         raise ValueError(
             "use_gluon: no Gluon kernel takes this call (sm_90, 512 + 64 dims, one KV head, "
             "pages of whole 64-token tiles, config 64x64 w8 s1 or s2, 64x32 w8 s4, 16x64 w4 "
-            "s2 or, with an fp8 cache, 16x64 w8 s2/s3); leave it None"
+            "s2 or, with an fp8 cache, 16x64 w8 s1/s2/s3); leave it None"
         )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
     LAST_COMPILED["decode_kernel"] = "triton"

@@ -25,9 +25,20 @@ cache on the few-heads kernel, 1.4-1.5x the Triton fp8 path (docs/kernels/NOTES.
 21); what bounds it is the consumer's chain per tile (68 wgmma of 64 x 16, two cross-warp
 reductions), not the bytes.
 
+The *paired* kernel (config ``num_stages`` 1, the default; variant 35) splits that chain over
+two consumers (4 warps each, 12 warps in all with the converter): each takes one latent half
+of every tile (the first also the rope), computes its part of ``s^T``, hands it to the other
+through shared memory (fp32, double-buffered by tile parity) and adds the other's; both run
+the same softmax and each its own ``o^T`` half. The converter upcasts into two working tiles
+in turn, so it writes tile ``j + 1`` while both consumers compute on tile ``j``; the fp8 ring
+then has room for one tile (218 KB in all). H200: 76.6 / 76.8 / 40.1 us on the three 16-head
+rows against 79.6 / 79.9 / 42.1 (s8-5; one consumer without the second working tile was
+slower: 85 us).
+
 Scope (``few_fp8_eligible``): sm_90, one KV head, 512 + 64 dims, ``h_q`` a multiple of 16 and
 below 64, pages of whole 64-token tiles, contiguous q, an fp8 cache with its scale, config
-``16 x 64, 8 warps`` (4 + 4) with 2 (the default) or 3 stages (the fp8 ring).
+``16 x 64, 8 warps`` with 1 stage (the paired kernel, the default) or 2 or 3 (the
+single-consumer kernel's fp8 ring).
 """
 
 from __future__ import annotations
@@ -50,12 +61,15 @@ PART_WARPS = 4
 """Warps of each partition (consumer, converter): the config's ``num_warps`` is their sum."""
 KNOBS = (ROWS, BLOCK_N, 2 * PART_WARPS)
 """block_size_q, block_size_k, num_warps of this kernel's configs; num_stages is the ring."""
-STAGE_CHOICES = (2, 3)
+STAGE_CHOICES = (1, 2, 3)
+"""The config's ``num_stages``: 1 runs the paired kernel (two computing warpgroups, a one-tile
+fp8 ring: the default), 2 and 3 the single-consumer kernel with a ring of that many tiles."""
 CONVERTER_REGS = 128  # a whole fp8 tile (72 registers a thread) and its addresses, no spills
 
 ROWS_C = gl.constexpr(ROWS)
 PART_WARPS_C = gl.constexpr(PART_WARPS)
 CONVERTER_REGS_C = gl.constexpr(CONVERTER_REGS)
+PAIR_REGS_C = gl.constexpr(168)  # a consumer of the pair: 12 warps share the register file
 HALF_C = gl.constexpr(256)  # latent columns of a working-tile half (and of an o^T half)
 PE = gl.constexpr(2)  # the rope block's index among the working tile's column blocks (0, 1: halves)
 # the converter's fp8 tiles: 16 bytes a thread along a row, a 128-byte swizzle row per 8 threads
@@ -109,6 +123,71 @@ def _announce(ready):
 
 
 @gluon.jit
+def _take_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, j, num_tiles,
+               PAGE_SIZE: gl.constexpr):  # fmt: skip
+    """Wait for tile ``j`` in its ring slot, take it into registers (rope [64, 64], latent in
+    four [64, 128] column blocks) and refill the slot with tile ``j + STAGES`` at once."""
+    STAGES: gl.constexpr = kv_lat.shape[0]
+    BN: gl.constexpr = kv_lat.shape[1]
+    slot = j % STAGES
+    refill = j + STAGES < num_tiles
+    next_n = start_n + (j + STAGES) * BN
+    page = gl.load(bt_row + next_n // PAGE_SIZE, mask=refill, other=0)  # before the wait
+    mbarrier.wait(kv_bar.index(slot), (j // STAGES) & 1)
+    fp8_lat = kv_lat.index(slot)
+    raw_pe = kv_pe.index(slot).load(PE_LAYOUT)
+    raw_0 = fp8_lat.slice(0, 128, dim=1).load(TILE_LAYOUT)
+    raw_1 = fp8_lat.slice(128, 128, dim=1).load(TILE_LAYOUT)
+    raw_2 = fp8_lat.slice(256, 128, dim=1).load(TILE_LAYOUT)
+    raw_3 = fp8_lat.slice(384, 128, dim=1).load(TILE_LAYOUT)
+    fence_async_shared()
+    gl.thread_barrier()  # every thread holds its bytes: the slot may take the next tile
+    _copy_tile_at(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, page, next_n, slot, refill,
+                  PAGE_SIZE)  # fmt: skip
+    return raw_pe, raw_0, raw_1, raw_2, raw_3
+
+
+@gluon.jit
+def _softmax_step(st, m_i, l_acc, tile_n, end_n, qk_scale_log2):
+    """One tile's online softmax along the tokens: ``st`` (s^T [64, 16] fp32, unscaled) ->
+    ``(p^T, alpha, m, l_acc)``; rows past ``end_n`` get p 0; the row sums stay per token
+    (``l_acc``, summed once at the end: no cross-warp reduction a tile)."""
+    BN: gl.constexpr = st.shape[0]
+    st = st * qk_scale_log2
+    if tile_n + BN > end_n:
+        offs_tok = gl.arange(0, BN, layout=gl.SliceLayout(1, S_LAYOUT))
+        st = gl.where((tile_n + offs_tok < end_n)[:, None], st, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(st, axis=0))
+    alpha = gl.exp2(m_i - m_new)
+    pt = gl.exp2(st - m_new[None, :])
+    return pt, alpha, m_new, l_acc * alpha[None, :] + pt
+
+
+@gluon.jit
+def _store_half(acc, COL0: gl.constexpr, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, H, WITH_LSE: gl.constexpr):  # fmt: skip
+    """Columns ``COL0 ..`` of this program's output from ``acc`` (o^T [256, 16] fp32), and,
+    ``WITH_LSE``, its lse (-inf for an empty split)."""
+    BQ: gl.constexpr = acc.shape[1]
+    s0, h0 = _block_rows(H)
+    pid_b = gl.program_id(2)
+    pid_split = gl.program_id(1)
+    l_i = gl.sum(l_acc, axis=0)
+    empty = l_i == 0.0
+    l_safe = gl.where(empty, 1.0, l_i)
+    offs_d = gl.arange(0, HALF_C, layout=gl.SliceLayout(1, S_LAYOUT))
+    offs_h = gl.arange(0, BQ, layout=HEAD_LAYOUT)
+    o_base = o_ptr + pid_b * stride_o_b + s0 * stride_o_s + pid_split * stride_o_split + COL0
+    o_ptrs = o_base + (h0 + offs_h)[None, :] * stride_o_h + offs_d[:, None]
+    gl.store(o_ptrs, (acc * (kv_scale / l_safe)[None, :]).to(o_ptr.dtype.element_ty))
+    if WITH_LSE:
+        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+        lse_base = lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s + pid_split * stride_lse_split
+        gl.store(lse_base + (h0 + offs_h) * stride_lse_h, lse)
+
+
+@gluon.jit
 def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS,
                PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
@@ -125,22 +204,10 @@ def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar
         _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, first,
                     first, first < num_tiles, PAGE_SIZE)  # fmt: skip
     for j in range(num_tiles):
-        slot = j % STAGES
-        refill = j + STAGES < num_tiles
-        next_n = start_n + (j + STAGES) * BN
-        page = gl.load(bt_row + next_n // PAGE_SIZE, mask=refill, other=0)  # before the wait
-        mbarrier.wait(kv_bar.index(slot), (j // STAGES) & 1)
-        fp8_lat = kv_lat.index(slot)
-        raw_pe = kv_pe.index(slot).load(PE_LAYOUT)
-        raw_0 = fp8_lat.slice(0, 128, dim=1).load(TILE_LAYOUT)
-        raw_1 = fp8_lat.slice(128, 128, dim=1).load(TILE_LAYOUT)
-        raw_2 = fp8_lat.slice(256, 128, dim=1).load(TILE_LAYOUT)
-        raw_3 = fp8_lat.slice(384, 128, dim=1).load(TILE_LAYOUT)
-        fence_async_shared()
-        gl.thread_barrier()  # every thread holds its bytes: the slot may take the next tile
-        _copy_tile_at(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, page, next_n, slot, refill,
-                      PAGE_SIZE)  # fmt: skip
-
+        raw_pe, raw_0, raw_1, raw_2, raw_3 = _take_tile(
+            kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, j, num_tiles,
+            PAGE_SIZE,
+        )  # fmt: skip
         valid = end_n - (start_n + j * BN)
         _await_free(free.index(PE), j)
         _store_upcast(raw_pe, work_pe, valid, PE_LAYOUT)
@@ -183,7 +250,6 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
     m_i = gl.full([BQ], float("-inf"), gl.float32, layout=HEAD_LAYOUT)
     acc_l = gl.zeros([HALF_C, BQ], gl.float32, layout=S_LAYOUT)  # o^T rows 0-255
     acc_r = gl.zeros([HALF_C, BQ], gl.float32, layout=S_LAYOUT)  # o^T rows 256-511
-    offs_tok = gl.arange(0, BN, layout=gl.SliceLayout(1, S_LAYOUT))
     l_acc = gl.zeros([BN, BQ], gl.float32, layout=S_LAYOUT)  # p's running sums, per token
     lat_l = work_lat.slice(0, HALF_C, dim=1)
     lat_r = work_lat.slice(HALF_C, HALF_C, dim=1)
@@ -200,14 +266,7 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
         mbarrier.wait(ready.index(PE), phase)
         st = hopper.warpgroup_mma(work_pe, q_pe.permute((1, 0)), st, is_async=True)
         st = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[st])
-        st = st * qk_scale_log2
-        if tile_n + BN > end_n:
-            st = gl.where((tile_n + offs_tok < end_n)[:, None], st, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(st, axis=0))
-        alpha = gl.exp2(m_i - m_new)
-        pt = gl.exp2(st - m_new[None, :])
-        l_acc = l_acc * alpha[None, :] + pt  # summed over the tokens once, at the end
-        m_i = m_new
+        pt, alpha, m_i, l_acc = _softmax_step(st, m_i, l_acc, tile_n, end_n, qk_scale_log2)
         pt_smem.store(pt.to(dtype))
         fence_async_shared()
         gl.thread_barrier()  # p^T written; every warp's score MMAs (the rope's reads) are done
@@ -223,19 +282,180 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
         gl.thread_barrier()  # ... with the right half and with p^T
         mbarrier.arrive(free.index(1))
 
-    l_i = gl.sum(l_acc, axis=0)
-    empty = l_i == 0.0
-    l_safe = gl.where(empty, 1.0, l_i)
-    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-    inv_l = (kv_scale / l_safe)[None, :]
-    offs_d = gl.arange(0, HALF_C, layout=gl.SliceLayout(1, S_LAYOUT))
-    offs_h = gl.arange(0, BQ, layout=HEAD_LAYOUT)
-    o_base = o_ptr + pid_b * stride_o_b + s0 * stride_o_s + pid_split * stride_o_split
-    o_ptrs = o_base + (h0 + offs_h)[None, :] * stride_o_h + offs_d[:, None]
-    gl.store(o_ptrs, (acc_l * inv_l).to(o_ptr.dtype.element_ty))
-    gl.store(o_ptrs + HALF_C, (acc_r * inv_l).to(o_ptr.dtype.element_ty))
-    lse_base = lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s + pid_split * stride_lse_split
-    gl.store(lse_base + (h0 + offs_h) * stride_lse_h, lse)
+    _store_half(acc_l, 0, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, H, True)  # fmt: skip
+    _store_half(acc_r, HALF_C, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, H, False)  # fmt: skip
+
+
+@gluon.jit
+def _pair_converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready,
+                    free, block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS,
+                    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+    """Worker of the paired kernel: a one-tile fp8 ring (the tile goes to registers and the
+    slot is refilled at once), upcast into working tile ``j % 2``: the rope and the left half,
+    then the right half, each once its consumer is done with the tile before (``free``)."""
+    BN: gl.constexpr = kv_lat.shape[1]
+    s0, _h0 = _block_rows(H)
+    pid_b = gl.program_id(2)
+    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
+                                             NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    bt_row = block_table_ptr + pid_b * stride_bt_b
+    _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, 0, 0,
+                num_tiles > 0, PAGE_SIZE)  # fmt: skip
+    for j in range(num_tiles):
+        raw_pe, raw_0, raw_1, raw_2, raw_3 = _take_tile(
+            kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, j, num_tiles,
+            PAGE_SIZE,
+        )  # fmt: skip
+        valid = end_n - (start_n + j * BN)
+        buf = j % 2
+        lat = work_lat.index(buf)
+        if j >= 2:
+            mbarrier.wait(free.index(2 * buf), (j // 2 - 1) & 1)
+        _store_upcast(raw_pe, work_pe.index(buf), valid, PE_LAYOUT)
+        _store_upcast(raw_0, lat.slice(0, 128, dim=1), valid, TILE_LAYOUT)
+        _store_upcast(raw_1, lat.slice(128, 128, dim=1), valid, TILE_LAYOUT)
+        _announce(ready.index(2 * buf))
+        if j >= 2:
+            mbarrier.wait(free.index(2 * buf + 1), (j // 2 - 1) & 1)
+        _store_upcast(raw_2, lat.slice(256, 128, dim=1), valid, TILE_LAYOUT)
+        _store_upcast(raw_3, lat.slice(384, 128, dim=1), valid, TILE_LAYOUT)
+        _announce(ready.index(2 * buf + 1))
+
+
+@gluon.jit
+def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, x_smem, x_bar,
+                   seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
+                   stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                   stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, CAUSAL: gl.constexpr,
+                   ROLE: gl.constexpr):  # fmt: skip
+    """One of two consumers that share each tile by latent half (``ROLE`` 0: the left half and
+    the rope, the lse; 1: the right half): each computes its part of s^T, hands it to the other
+    through shared memory (``x_smem`` [2 tiles, 2 roles, 64, 16] fp32, ``x_bar`` per tile
+    parity and role) and adds the other's; both then run the same softmax and each its own
+    o^T half, so each warpgroup issues half of a tile's wgmma. Tile ``j`` is in working tile
+    ``j % 2``."""
+    BQ: gl.constexpr = q_lat.shape[0]
+    DV: gl.constexpr = q_lat.shape[1]
+    BN: gl.constexpr = work_lat.shape[1]
+    dtype: gl.constexpr = q_lat.dtype
+    s0, h0 = _block_rows(H)
+    pid_b = gl.program_id(2)
+    pid_split = gl.program_id(1)
+    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS,
+                                             BN, CAUSAL)  # fmt: skip
+
+    q_row = (pid_b * S_Q + s0) * H + h0
+    q_half = q_lat.slice(ROLE * HALF_C, HALF_C, dim=1)
+    _copy_q_rows(q_ptr, q_row, q_half, ROLE * HALF_C, Q_LAYOUT)
+    if ROLE == 0:
+        _copy_q_rows(q_ptr, q_row, q_pe, DV, Q_LAYOUT)
+    fence_async_shared()
+    gl.thread_barrier()
+
+    kv_scale = gl.load(kv_scale_ptr)  # keys/values are stored / scale
+    qk_scale_log2 = qk_scale_log2 * kv_scale
+    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=HEAD_LAYOUT)
+    acc = gl.zeros([HALF_C, BQ], gl.float32, layout=S_LAYOUT)  # o^T rows of this half
+    l_acc = gl.zeros([BN, BQ], gl.float32, layout=S_LAYOUT)  # p's running sums, per token
+    for j in range(num_tiles):
+        tile_n = start_n + j * BN
+        buf = j % 2
+        lat = work_lat.index(buf).slice(ROLE * HALF_C, HALF_C, dim=1)
+        st = gl.zeros([BN, BQ], gl.float32, layout=S_LAYOUT)
+        mbarrier.wait(ready.index(2 * buf + ROLE), (j // 2) & 1)
+        st = hopper.warpgroup_mma(lat, q_half.permute((1, 0)), st, is_async=True)
+        if ROLE == 0:
+            st = hopper.warpgroup_mma(work_pe.index(buf), q_pe.permute((1, 0)), st, is_async=True)
+        st = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[st])
+        x_smem.index(2 * buf + ROLE).store(st)
+        gl.thread_barrier()  # every warp's part is written
+        mbarrier.arrive(x_bar.index(2 * buf + ROLE))
+        mbarrier.wait(x_bar.index(2 * buf + 1 - ROLE), (j // 2) & 1)
+        st = st + x_smem.index(2 * buf + 1 - ROLE).load(S_LAYOUT)
+        pt, alpha, m_i, l_acc = _softmax_step(st, m_i, l_acc, tile_n, end_n, qk_scale_log2)
+        pt_smem.store(pt.to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()  # p^T written
+        acc = acc * alpha[None, :]
+        acc = hopper.warpgroup_mma(lat.permute((1, 0)), pt_smem, acc, is_async=True)
+        acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc])
+        gl.thread_barrier()  # every warp is done with this half (and the rope) and with p^T
+        mbarrier.arrive(free.index(2 * buf + ROLE))
+
+    _store_half(acc, ROLE * HALF_C, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, H, ROLE == 0)  # fmt: skip
+
+
+@gluon.jit
+def _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr,
+               seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
+               stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+               stride_lse_split, S_Q, H, NUM_SPLITS, PAGE_SIZE: gl.constexpr,
+               CAUSAL: gl.constexpr):  # fmt: skip
+    """The paired kernel's buffers (two working tiles, a one-tile fp8 ring, 218 KB) and its
+    three partitions."""
+    dtype: gl.constexpr = gl.float16
+    kv_dtype: gl.constexpr = kv_lat_desc.dtype
+    BQ: gl.constexpr = q_lat_desc.block_type.shape[0]
+    DV: gl.constexpr = q_lat_desc.block_type.shape[1]
+    DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
+    BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
+    q_lat = gl.allocate_shared_memory(
+        dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
+    )
+    q_pe = gl.allocate_shared_memory(
+        dtype, [BQ, DPE], gl.NVMMASharedLayout.get_default_for([BQ, DPE], dtype)
+    )
+    work_lat = gl.allocate_shared_memory(
+        dtype, [2, BN, DV], gl.NVMMASharedLayout.get_default_for([BN, DV], dtype)
+    )
+    work_pe = gl.allocate_shared_memory(
+        dtype, [2, BN, DPE], gl.NVMMASharedLayout.get_default_for([BN, DPE], dtype)
+    )
+    pt_pair = gl.allocate_shared_memory(
+        dtype, [2, BN, BQ], gl.NVMMASharedLayout.get_default_for([BN, BQ], dtype)
+    )
+    x_smem = gl.allocate_shared_memory(
+        gl.float32, [4, BN, BQ], gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
+    )
+    # per working tile and role: upcast / done with; per tile parity and role: s^T part written
+    ready = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    free = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    x_bar = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    kv_lat = gl.allocate_shared_memory(kv_dtype, [1, BN, DV], kv_lat_desc.layout)
+    kv_pe = gl.allocate_shared_memory(kv_dtype, [1, BN, DPE], kv_pe_desc.layout)
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(4):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(free.index(i), count=1)
+        mbarrier.init(x_bar.index(i), count=1)
+    mbarrier.init(kv_bar.index(0), count=1)
+    fence_async_shared()
+    gl.warp_specialize(
+        [
+            (_pair_consumer, (
+                q_ptr, q_lat, q_pe, work_lat, work_pe, pt_pair.index(0), ready, free, x_smem,
+                x_bar, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, CAUSAL, 0)),
+            (_pair_consumer, (
+                q_ptr, q_lat, q_pe, work_lat, work_pe, pt_pair.index(1), ready, free, x_smem,
+                x_bar, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, CAUSAL, 1)),
+            (_pair_converter, (
+                kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
+                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, PAGE_SIZE,
+                CAUSAL)),
+        ],
+        [PART_WARPS_C, PART_WARPS_C],
+        [PAIR_REGS_C, CONVERTER_REGS_C],
+    )  # fmt: skip
 
 
 @gluon.jit
@@ -244,6 +464,7 @@ def _mla_decode_few_fp8_kernel(
     lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h,
     stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
     NUM_SPLITS, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    PAIR: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = gl.float16
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
@@ -251,6 +472,13 @@ def _mla_decode_few_fp8_kernel(
     DV: gl.constexpr = q_lat_desc.block_type.shape[1]
     DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
     BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
+    if PAIR:
+        _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr,
+                   seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b,
+                   stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
+                   stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, PAGE_SIZE,
+                   CAUSAL)  # fmt: skip
+        return
     q_lat = gl.allocate_shared_memory(
         dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
     )
@@ -318,7 +546,7 @@ def launch_few_fp8_decode(
     """Launch this kernel into ``out``."""
     return launch_decode_kernel(
         _mla_decode_few_fp8_kernel, args, num_splits, out, rows=ROWS, block_n=BLOCK_N,
-        num_warps=PART_WARPS, STAGES=cfg.num_stages,
+        num_warps=PART_WARPS, STAGES=cfg.num_stages, PAIR=cfg.num_stages == 1,
     )  # fmt: skip
 
 

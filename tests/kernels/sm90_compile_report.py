@@ -165,6 +165,7 @@ KINDS = (
     ("few_heads", False),
     ("few_heads", True),
     ("few_heads_plan", False),
+    ("few_heads_fp8_s1", True),
     ("few_heads_fp8_s2", True),
     ("few_heads_fp8_s3", True),
 )

@@ -92,8 +92,8 @@ def test_h200_defaults_follow_the_measurements():
     assert (few_heads.block_size_q, few_heads.num_warps, few_heads.block_size_k) == (16, 4, 64)
     assert (many_heads.block_size_q, many_heads.num_warps, many_heads.block_size_k) == (64, 8, 64)
     fp8 = default_decode_config(DEEPSEEK[4], H200)  # 16 heads, fp8 cache
-    # the warp-specialised fp8 kernel's config on sm_90 (4 + 4 warps, a 2-tile fp8 ring) ...
-    assert (fp8.block_size_q, fp8.block_size_k, fp8.num_warps, fp8.num_stages) == (16, 64, 8, 2)
+    # the paired warp-specialised fp8 kernel's config on sm_90 (a one-tile fp8 ring) ...
+    assert (fp8.block_size_q, fp8.block_size_k, fp8.num_warps, fp8.num_stages) == (16, 64, 8, 1)
     # ... and the Triton kernel's elsewhere (4 warps for 16 rows)
     fp8_a100 = default_decode_config(DEEPSEEK[4], A100)
     assert (fp8_a100.block_size_q, fp8_a100.num_warps) == (16, 4)
@@ -156,7 +156,8 @@ def test_auto_splits_count_programs_per_sm():
     assert programs_per_sm(DecodeConfig(16, 64, 4, 2), few, replace(H200, arch="sm_80")) == 2
     assert programs_per_sm(DecodeConfig(16, 32, 4, 2), few, H200) == 2
     assert programs_per_sm(DecodeConfig(16, 64, 4, 2), DEEPSEEK[4], H200) == 2  # fp8 cache
-    # with an fp8 cache the warp-specialised few-heads kernel (168-205 KB) on sm_90
+    # with an fp8 cache the warp-specialised few-heads kernels (168-219 KB) on sm_90
+    assert programs_per_sm(DecodeConfig(16, 64, 8, 1), DEEPSEEK[4], H200) == 1
     assert programs_per_sm(DecodeConfig(16, 64, 8, 2), DEEPSEEK[4], H200) == 1
     assert programs_per_sm(DecodeConfig(16, 64, 8, 3), DEEPSEEK[4], H200) == 1
     assert programs_per_sm(DecodeConfig(16, 64, 8, 2), few, H200) == 2  # 16-bit: Triton

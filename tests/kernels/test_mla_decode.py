@@ -496,6 +496,9 @@ def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int):
         (16, "bf16", "fp8_e4m3", 8, 2, 4, 1, 128),
         (32, "fp16", "fp8_e4m3", 8, 3, 3, 1, 64),
         (48, "bf16", "fp8_e4m3", 8, 3, 64, 2, 256),
+        (16, "bf16", "fp8_e4m3", 8, 1, 1, 1, 64),  # 1 stage: the paired fp8 kernel
+        (32, "fp16", "fp8_e4m3", 8, 1, 3, 1, 128),
+        (48, "bf16", "fp8_e4m3", 8, 1, 64, 2, 256),
     ],
 )
 def test_gluon_few_heads_kernels_on_gpu(
@@ -512,7 +515,8 @@ def test_gluon_few_heads_kernels_on_gpu(
 ):
     # The few-heads Gluon sm_90 kernels (tokens on the wgmma rows): 4 warps, the one-warpgroup
     # kernel (16-bit caches by default, fp8 with its in-line upcast when asked); 8 warps, the
-    # fp8 kernel whose converter warpgroup upcasts while the other computes. Tails in a tile,
+    # fp8 kernels whose converter warpgroup upcasts while one (2-3 stages) or two (1 stage, the
+    # paired kernel: score halves exchanged through shared memory) compute. Tails in a tile,
     # empty and one-token sequences, empty splits (64 splits), causal s_q 2, ring depths 2 and
     # 3, pages of 64-256 tokens, bf16 and fp16 queries.
     if torch.cuda.get_device_capability() != (9, 0):
