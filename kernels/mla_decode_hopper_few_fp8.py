@@ -70,6 +70,7 @@ ROWS_C = gl.constexpr(ROWS)
 PART_WARPS_C = gl.constexpr(PART_WARPS)
 CONVERTER_REGS_C = gl.constexpr(CONVERTER_REGS)
 PAIR_REGS_C = gl.constexpr(168)  # a consumer of the pair: 12 warps share the register file
+PAIR_CONVERTER_REGS_C = gl.constexpr(152)  # its converter: 2 x 168 + 152 a thread fit 64K
 HALF_C = gl.constexpr(256)  # latent columns of a working-tile half (and of an o^T half)
 PE = gl.constexpr(2)  # the rope block's index among the working tile's column blocks (0, 1: halves)
 # the converter's fp8 tiles: 16 bytes a thread along a row, a 128-byte swizzle row per 8 threads
@@ -454,7 +455,7 @@ def _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_tabl
                 CAUSAL)),
         ],
         [PART_WARPS_C, PART_WARPS_C],
-        [PAIR_REGS_C, CONVERTER_REGS_C],
+        [PAIR_REGS_C, PAIR_CONVERTER_REGS_C],
     )  # fmt: skip
 
 
