@@ -23,7 +23,7 @@ its split with one load, as it would read the sequence's length without a plan.
 A plan belongs to the lengths it was made from: make a new one whenever ``cache_seqlens``
 changes (every decode step). A call whose lengths differ from the plan's gets NaN in the
 affected rows (the combine checks), never a silently wrong output. Calls the planned kernel
-does not take (other GPUs, fp8 caches, configs with explicit splits, ...) ignore the plan.
+does not take (other GPUs, configs with explicit splits, ...) ignore the plan.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import limits_for
 from .mla_decode_hopper_few import BLOCK_N, ROWS, WORK_RECORD, few_heads_eligible
+from .mla_decode_hopper_few_fp8 import few_fp8_eligible
 
 MAX_SPLITS = 64
 
@@ -161,9 +162,17 @@ def make_work_list(
     return work, splits, lengths
 
 
+def plan_runs(args: DecodeArgs, cfg: DecodeConfig) -> bool:
+    """True when ``cfg`` runs this call on a kernel that takes a decode plan: the sm_90
+    few-heads kernel with a 16-bit cache, or the paired fp8 one (``num_stages`` 1)."""
+    if args.kv_scale is None:
+        return few_heads_eligible(args, cfg)
+    return cfg.num_stages == 1 and few_fp8_eligible(args, cfg)
+
+
 def plan_programs(args: DecodeArgs) -> int:
-    """Programs of one row block that run at once: one per SM (the planned kernel's ring
-    takes 164 KB of shared memory), the SMs shared among the row blocks."""
+    """Programs of one row block that run at once: one per SM (the planned kernels take 164 KB
+    (16-bit) and 219 KB (fp8) of shared memory), the SMs shared among the row blocks."""
     _, s_q, h_q, _ = args.q.shape
     return max(1, limits_for(args.q.device).sm_count // (s_q * h_q // ROWS))
 
@@ -184,9 +193,10 @@ def plan_decode(
     of any one layer; ``softmax_scale`` is only checked). Pass it to every ``mla_decode`` call
     of the step (``plan=``).
 
-    It applies (``work`` set) where the calls run the sm_90 few-heads kernel (16-48 heads per
-    KV head, DeepSeek's dims, a 16-bit cache) with ``num_kv_splits="auto"`` and more than one
-    split, and there are fewer sequences than SMs; elsewhere the calls ignore it. No device
+    It applies (``work`` set) where the calls run an sm_90 few-heads kernel that takes plans
+    (``plan_runs``: 16-48 heads per KV head, DeepSeek's dims; a 16-bit cache, or an fp8 one on
+    the paired kernel) with ``num_kv_splits="auto"`` and more than one split, and there are
+    fewer sequences than SMs; elsewhere the calls ignore it. No device
     sync: the plan is made by a kernel on the GPU (CUDA-graph safe).
 
     Raises:
@@ -215,8 +225,7 @@ def plan_for(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> DecodePlan
         cfg.num_kv_splits == "auto"
         and num_splits > 1
         and 1 < batch < programs
-        and args.kv_scale is None
-        and few_heads_eligible(args, cfg)
+        and plan_runs(args, cfg)
     )
     if not applies:
         return DecodePlan(call_shape(args), cfg, num_splits, None, None, None)
@@ -226,4 +235,4 @@ def plan_for(args: DecodeArgs, cfg: DecodeConfig, num_splits: int) -> DecodePlan
     return DecodePlan(call_shape(args), cfg, slots, work, splits, lengths)
 
 
-__all__ = ["DecodePlan", "call_shape", "make_work_list", "plan_decode", "plan_for"]
+__all__ = ["DecodePlan", "call_shape", "make_work_list", "plan_decode", "plan_for", "plan_runs"]

@@ -55,7 +55,7 @@ import triton.language as tl
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
-from .decode_plan import DecodePlan, call_shape
+from .decode_plan import DecodePlan, call_shape, plan_runs
 from .device_limits import interpreting
 from .gluon_launch import SplitOutputs
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
@@ -685,9 +685,7 @@ def _launch(
     lse = torch.empty(batch, h_q, s_q, dtype=torch.float32, device=q.device)
     if batch == 0:
         return out, lse
-    if plan is not None and (
-        use_gluon is False or args.kv_scale is not None or not few_heads_eligible(args, cfg)
-    ):
+    if plan is not None and (use_gluon is False or not plan_runs(args, cfg)):
         plan = None  # (a kernel choice the plan was not made for)
     if plan is not None:
         num_splits = plan.num_splits
@@ -721,6 +719,7 @@ def _launch(
             "s2 or, with an fp8 cache, 16x64 w8 s1/s2/s3); leave it None"
         )
     LAST_COMPILED["decode_engine"] = "gluon" if use_gluon else "triton"
+    work = plan.work if plan is not None else None
     LAST_COMPILED["decode_kernel"] = "triton"
     if use_gluon:
         if seesaw:
@@ -730,9 +729,8 @@ def _launch(
         elif many_heads:
             name, launch = "many_heads_lockstep", launch_hopper_decode
         elif few_fp8:
-            name, launch = "few_heads_fp8", partial(launch_few_fp8_decode, cfg=cfg)
+            name, launch = "few_heads_fp8", partial(launch_few_fp8_decode, cfg=cfg, work=work)
         else:
-            work = plan.work if plan is not None else None
             name, launch = "few_heads", partial(launch_few_heads_decode, cfg=cfg, work=work)
         LAST_COMPILED["decode_kernel"] = name
         outputs = SplitOutputs(o_buf, lse_buf, o_strides, lse_strides)

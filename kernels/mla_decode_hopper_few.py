@@ -52,6 +52,36 @@ _RECORD = gl.constexpr(WORK_RECORD)
 
 
 @gluon.jit
+def _program_split(work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN: gl.constexpr,
+                   CAUSAL: gl.constexpr, PLAN: gl.constexpr):  # fmt: skip
+    """This program's split: ``(sequence, slot, start token, end token, tiles, valid)``.
+
+    Without ``PLAN`` the grid is (row blocks, splits, batch) and the split is one of
+    ``NUM_SPLITS`` equal ones; with it the grid is (row blocks, programs, 1) and program j's
+    split is work item j of a decode plan (one load of 32 bytes: sequence (-1: none, then
+    ``valid`` is False), tokens [start, end), slot, length).
+    """
+    if PLAN:
+        item = work_ptr + gl.program_id(1) * _RECORD
+        pid_b = gl.load(item)
+        start_n = gl.load(item + 1)
+        end_n = gl.load(item + 2)
+        pid_split = gl.load(item + 3)
+        if CAUSAL:
+            end_n = gl.minimum(end_n, gl.load(item + 4) - S_Q + s0 + 1)
+        valid = pid_b >= 0
+        pid_b = gl.maximum(pid_b, 0)
+        num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
+    else:
+        pid_split = gl.program_id(1)
+        pid_b = gl.program_id(2)
+        valid = True
+        start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q,
+                                                 NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    return pid_b, pid_split, start_n, end_n, num_tiles, valid
+
+
+@gluon.jit
 def _mla_decode_few_heads_kernel(
     q_ptr,
     q_lat_desc,
@@ -103,25 +133,9 @@ def _mla_decode_few_heads_kernel(
     row0 = pid_q * BQ  # rows are (token s, head h), H % BQ == 0: one token per block
     s0 = row0 // H
     h0 = row0 % H
-    if PLAN:
-        # the grid is (row blocks, programs, 1); program j's split is work item j (one load
-        # of 32 bytes): sequence (-1: none), tokens [start, end), slot, length
-        item = work_ptr + gl.program_id(1) * _RECORD
-        pid_b = gl.load(item)
-        start_n = gl.load(item + 1)
-        end_n = gl.load(item + 2)
-        pid_split = gl.load(item + 3)
-        if CAUSAL:
-            end_n = gl.minimum(end_n, gl.load(item + 4) - S_Q + s0 + 1)
-        valid = pid_b >= 0
-        pid_b = gl.maximum(pid_b, 0)
-        num_tiles = gl.maximum(gl.cdiv(end_n - start_n, BN), 0)
-    else:
-        pid_split = gl.program_id(1)
-        pid_b = gl.program_id(2)
-        valid = True
-        start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q,
-                                                 NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    pid_b, pid_split, start_n, end_n, num_tiles, valid = _program_split(
+        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
+    )
     has_work = num_tiles > 0  # (an empty split: no q, no output, only its lse)
 
     q_lat = gl.allocate_shared_memory(

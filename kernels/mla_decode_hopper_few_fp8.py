@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
@@ -54,6 +55,7 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
 from .mla_decode_hopper import _copy_q_rows, _copy_tile_at, _issue_tile, _split_range
+from .mla_decode_hopper_few import _program_split
 
 ROWS = 16
 BLOCK_N = 64
@@ -167,13 +169,12 @@ def _softmax_step(st, m_i, l_acc, tile_n, end_n, qk_scale_log2):
 @gluon.jit
 def _store_half(acc, COL0: gl.constexpr, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b,
                 stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, H, WITH_LSE: gl.constexpr):  # fmt: skip
-    """Columns ``COL0 ..`` of this program's output from ``acc`` (o^T [256, 16] fp32), and,
-    ``WITH_LSE``, its lse (-inf for an empty split)."""
+                stride_lse_split, pid_b, pid_split, s0, h0, store_o, store_lse,
+                WITH_LSE: gl.constexpr):  # fmt: skip
+    """Columns ``COL0 ..`` of split ``pid_split``'s output of (``pid_b``, ``s0``, heads ``h0
+    ..``) from ``acc`` (o^T [256, 16] fp32) where ``store_o``, and, ``WITH_LSE``, its lse (-inf
+    for an empty split) where ``store_lse``."""
     BQ: gl.constexpr = acc.shape[1]
-    s0, h0 = _block_rows(H)
-    pid_b = gl.program_id(2)
-    pid_split = gl.program_id(1)
     l_i = gl.sum(l_acc, axis=0)
     empty = l_i == 0.0
     l_safe = gl.where(empty, 1.0, l_i)
@@ -181,11 +182,13 @@ def _store_half(acc, COL0: gl.constexpr, m_i, l_acc, kv_scale, o_ptr, lse_ptr, s
     offs_h = gl.arange(0, BQ, layout=HEAD_LAYOUT)
     o_base = o_ptr + pid_b * stride_o_b + s0 * stride_o_s + pid_split * stride_o_split + COL0
     o_ptrs = o_base + (h0 + offs_h)[None, :] * stride_o_h + offs_d[:, None]
-    gl.store(o_ptrs, (acc * (kv_scale / l_safe)[None, :]).to(o_ptr.dtype.element_ty))
+    if store_o:
+        gl.store(o_ptrs, (acc * (kv_scale / l_safe)[None, :]).to(o_ptr.dtype.element_ty))
     if WITH_LSE:
         lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
         lse_base = lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s + pid_split * stride_lse_split
-        gl.store(lse_base + (h0 + offs_h) * stride_lse_h, lse)
+        if store_lse:
+            gl.store(lse_base + (h0 + offs_h) * stride_lse_h, lse)
 
 
 @gluon.jit
@@ -285,24 +288,25 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
 
     _store_half(acc_l, 0, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b, stride_o_s,
                 stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, H, True)  # fmt: skip
+                stride_lse_split, pid_b, pid_split, s0, h0, True, True, True)  # fmt: skip
     _store_half(acc_r, HALF_C, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b, stride_o_s,
                 stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, H, False)  # fmt: skip
+                stride_lse_split, pid_b, pid_split, s0, h0, True, True, False)  # fmt: skip
 
 
 @gluon.jit
 def _pair_converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready,
-                    free, block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS,
-                    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+                    free, block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
+                    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
+                    PLAN: gl.constexpr):  # fmt: skip
     """Worker of the paired kernel: a one-tile fp8 ring (the tile goes to registers and the
     slot is refilled at once), upcast into working tile ``j % 2``: the rope and the left half,
     then the right half, each once its consumer is done with the tile before (``free``)."""
     BN: gl.constexpr = kv_lat.shape[1]
     s0, _h0 = _block_rows(H)
-    pid_b = gl.program_id(2)
-    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
-                                             NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    pid_b, _split, start_n, end_n, num_tiles, _valid = _program_split(
+        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
+    )
     bt_row = block_table_ptr + pid_b * stride_bt_b
     _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, 0, 0,
                 num_tiles > 0, PAGE_SIZE)  # fmt: skip
@@ -331,8 +335,8 @@ def _pair_converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, k
 def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, x_smem, x_bar,
                    seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
                    stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
-                   stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, CAUSAL: gl.constexpr,
-                   ROLE: gl.constexpr):  # fmt: skip
+                   stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr,
+                   CAUSAL: gl.constexpr, PLAN: gl.constexpr, ROLE: gl.constexpr):  # fmt: skip
     """One of two consumers that share each tile by latent half (``ROLE`` 0: the left half and
     the rope, the lse; 1: the right half): each computes its part of s^T, hands it to the other
     through shared memory (``x_smem`` [2 tiles, 2 roles, 64, 16] fp32, ``x_bar`` per tile
@@ -344,10 +348,9 @@ def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, 
     BN: gl.constexpr = work_lat.shape[1]
     dtype: gl.constexpr = q_lat.dtype
     s0, h0 = _block_rows(H)
-    pid_b = gl.program_id(2)
-    pid_split = gl.program_id(1)
-    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, pid_split, s0, S_Q, NUM_SPLITS,
-                                             BN, CAUSAL)  # fmt: skip
+    pid_b, pid_split, start_n, end_n, num_tiles, valid = _program_split(
+        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
+    )
 
     q_row = (pid_b * S_Q + s0) * H + h0
     q_half = q_lat.slice(ROLE * HALF_C, HALF_C, dim=1)
@@ -387,17 +390,19 @@ def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, 
         gl.thread_barrier()  # every warp is done with this half (and the rope) and with p^T
         mbarrier.arrive(free.index(2 * buf + ROLE))
 
+    # (an empty split writes only its lse; a planned program without a work item nothing)
     _store_half(acc, ROLE * HALF_C, m_i, l_acc, kv_scale, o_ptr, lse_ptr, stride_o_b,
                 stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, H, ROLE == 0)  # fmt: skip
+                stride_lse_split, pid_b, pid_split, s0, h0, (num_tiles > 0) | (NUM_SPLITS == 1),
+                valid, ROLE == 0)  # fmt: skip
 
 
 @gluon.jit
 def _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr,
                seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-               stride_lse_split, S_Q, H, NUM_SPLITS, PAGE_SIZE: gl.constexpr,
-               CAUSAL: gl.constexpr):  # fmt: skip
+               stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE: gl.constexpr,
+               CAUSAL: gl.constexpr, PLAN: gl.constexpr):  # fmt: skip
     """The paired kernel's buffers (two working tiles, a one-tile fp8 ring, 218 KB) and its
     three partitions."""
     dtype: gl.constexpr = gl.float16
@@ -443,16 +448,16 @@ def _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_tabl
                 q_ptr, q_lat, q_pe, work_lat, work_pe, pt_pair.index(0), ready, free, x_smem,
                 x_bar, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
                 stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
-                stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, CAUSAL, 0)),
+                stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, CAUSAL, PLAN, 0)),
             (_pair_consumer, (
                 q_ptr, q_lat, q_pe, work_lat, work_pe, pt_pair.index(1), ready, free, x_smem,
                 x_bar, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
                 stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
-                stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, CAUSAL, 1)),
+                stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, CAUSAL, PLAN, 1)),
             (_pair_converter, (
                 kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
-                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, PAGE_SIZE,
-                CAUSAL)),
+                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
+                PAGE_SIZE, CAUSAL, PLAN)),
         ],
         [PART_WARPS_C, PART_WARPS_C],
         [PAIR_REGS_C, PAIR_CONVERTER_REGS_C],
@@ -464,8 +469,8 @@ def _mla_decode_few_fp8_kernel(
     q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
     lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h,
     stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
-    NUM_SPLITS, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-    PAIR: gl.constexpr,
+    NUM_SPLITS, work_ptr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    PAIR: gl.constexpr, PLAN: gl.constexpr,
 ):  # fmt: skip
     dtype: gl.constexpr = gl.float16
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
@@ -477,8 +482,8 @@ def _mla_decode_few_fp8_kernel(
         _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr,
                    seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b,
                    stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
-                   stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, PAGE_SIZE,
-                   CAUSAL)  # fmt: skip
+                   stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr,
+                   PAGE_SIZE, CAUSAL, PLAN)  # fmt: skip
         return
     q_lat = gl.allocate_shared_memory(
         dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
@@ -543,11 +548,19 @@ def launch_few_fp8_decode(
     cfg: DecodeConfig,
     num_splits: int,
     out: SplitOutputs,
+    work: torch.Tensor | None = None,
 ) -> Any:
-    """Launch this kernel into ``out``."""
+    """Launch this kernel into ``out``: ``num_splits`` equal splits a sequence, or with
+    ``work`` ([programs, 8] int32, ``decode_plan``; the paired kernel only) one program a work
+    item, ``num_splits`` slots a sequence."""
+    plan = work is not None
+    if plan and cfg.num_stages != 1:
+        raise ValueError("work: only the paired kernel (num_stages 1) takes a decode plan")
     return launch_decode_kernel(
         _mla_decode_few_fp8_kernel, args, num_splits, out, rows=ROWS, block_n=BLOCK_N,
-        num_warps=PART_WARPS, STAGES=cfg.num_stages, PAIR=cfg.num_stages == 1,
+        num_warps=PART_WARPS, extra=(work if plan else args.cache_seqlens,),
+        programs=work.shape[0] if plan else None, STAGES=cfg.num_stages,
+        PAIR=cfg.num_stages == 1, PLAN=plan,
     )  # fmt: skip
 
 

@@ -144,6 +144,11 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
         config = DecodeConfig(16, 64, 4, 2, "auto")
         work = torch.zeros(132, 8, dtype=torch.int32)
         launch = partial(module.launch_few_heads_decode, args, config, splits, outputs, work)
+    elif kernel == "few_heads_fp8_plan":  # the paired fp8 kernel reading a decode plan
+        module, name = mla_decode_hopper_few_fp8, "_mla_decode_few_fp8_kernel"
+        config = DecodeConfig(*mla_decode_hopper_few_fp8.KNOBS, 1, "auto")
+        work = torch.zeros(132, 8, dtype=torch.int32)
+        launch = partial(module.launch_few_fp8_decode, args, config, splits, outputs, work)
     elif kernel.startswith("few_heads_fp8"):  # "few_heads_fp8_s<stages>"
         module, name = mla_decode_hopper_few_fp8, "_mla_decode_few_fp8_kernel"
         stages = int(kernel.rsplit("_s", 1)[1])
@@ -166,6 +171,7 @@ KINDS = (
     ("few_heads", True),
     ("few_heads_plan", False),
     ("few_heads_fp8_s1", True),
+    ("few_heads_fp8_plan", True),
     ("few_heads_fp8_s2", True),
     ("few_heads_fp8_s3", True),
 )

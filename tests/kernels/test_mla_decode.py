@@ -552,7 +552,14 @@ PLANNED_CASES = [
 ]
 
 
-def _planned_problem(h_q: int, dtype: str, s_q: int, page_size: int, seqlens: tuple[int, ...]):
+def _planned_problem(
+    h_q: int,
+    dtype: str,
+    s_q: int,
+    page_size: int,
+    seqlens: tuple[int, ...],
+    kv_dtype: str | None = None,
+):
     return DecodeProblem(
         batch=len(seqlens),
         s_q=s_q,
@@ -561,11 +568,19 @@ def _planned_problem(h_q: int, dtype: str, s_q: int, page_size: int, seqlens: tu
         seqlens=seqlens,
         page_size=page_size,
         dtype=dtype,
+        kv_dtype=kv_dtype,
         causal=s_q > 1,
     )
 
 
+PLANNED_KERNELS = {  # cache dtype: (config, kernel)
+    None: (DecodeConfig(16, 64, 4, 2, "auto"), "few_heads"),
+    "fp8_e4m3": (DecodeConfig(16, 64, 8, 1, "auto"), "few_heads_fp8"),  # the paired kernel
+}
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("kv_dtype", list(PLANNED_KERNELS))
 @pytest.mark.parametrize(("h_q", "dtype", "s_q", "page_size", "seqlens"), PLANNED_CASES)
 def test_gluon_few_heads_with_a_plan_on_gpu(
     h_q: int,
@@ -573,25 +588,27 @@ def test_gluon_few_heads_with_a_plan_on_gpu(
     s_q: int,
     page_size: int,
     seqlens: tuple[int, ...],
+    kv_dtype: str | None,
     seed: int,
     kit: Kit,
 ):
     # One plan for a decode step, two "layers" (fresh q and cache, the same lengths): the
-    # few-heads kernel takes its splits from the plan's work list (programs without a work
-    # item, empty sequences, more splits for the long sequences), into poisoned outputs.
+    # few-heads kernels (16-bit cache; fp8 on the paired kernel) take their splits from the
+    # plan's work list (programs without a work item, empty sequences, more splits for the
+    # long sequences), into poisoned outputs.
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernels are for sm_90")
     from mlafleet.kernels.decode_plan import plan_decode
 
     module = importlib.import_module("mlafleet.kernels.mla_decode")
-    problem = _planned_problem(h_q, dtype, s_q, page_size, seqlens)
-    config = DecodeConfig(16, 64, 4, 2, "auto")  # (32-48 heads default to 64-row blocks)
+    problem = _planned_problem(h_q, dtype, s_q, page_size, seqlens, kv_dtype)
+    config, kernel = PLANNED_KERNELS[kv_dtype]  # (32-48 heads default to 64-row blocks)
     plan = plan_decode(**make_decode_inputs(problem, device="cuda", seed=seed), config=config)
     assert plan.work is not None
     for layer in range(2):
         inputs = make_decode_inputs(problem, device="cuda", seed=seed + 1 + layer)
         got = mla_decode(**inputs, plan=plan, config=config, out=kit.poisoned_out(inputs))
-        assert module.LAST_COMPILED["decode_kernel"] == "few_heads"
+        assert module.LAST_COMPILED["decode_kernel"] == kernel
         kit.assert_matches_reference(inputs, got, seed=seed + 1 + layer)
 
 
@@ -620,20 +637,23 @@ def test_stale_plan_gives_nan_rows_on_gpu(seed: int, kit: Kit):
 
 
 @pytest.mark.gpu
-def test_flash_mla_compat_plans_once_per_step_on_gpu(seed: int, kit: Kit):
+@pytest.mark.parametrize("kv_dtype", list(PLANNED_KERNELS))
+def test_flash_mla_compat_plans_once_per_step_on_gpu(kv_dtype: str | None, seed: int, kit: Kit):
     # FlashMLA's calling pattern: one get_mla_metadata per decode step, then every layer's
-    # call with it; the first call makes the plan, the later ones reuse it.
+    # call with it; the first call makes the plan, the later ones reuse it (16-bit and fp8
+    # caches: descale_k).
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernels are for sm_90")
     from mlafleet.kernels.flash_mla_compat import flash_mla_with_kvcache, get_mla_metadata
 
-    problem = _planned_problem(16, "bf16", 1, 64, (64 * 300 + 5, *(100,) * 30))
+    problem = _planned_problem(16, "bf16", 1, 64, (64 * 300 + 5, *(100,) * 30), kv_dtype)
     sched_meta, _ = get_mla_metadata()
     for layer in range(3):
         inputs = make_decode_inputs(problem, device="cuda", seed=seed + layer)
         got = flash_mla_with_kvcache(
             inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
             512, sched_meta, None, softmax_scale=inputs["softmax_scale"],
+            descale_k=inputs["kv_scale"],
         )  # fmt: skip
         assert sched_meta.plan is not None
         kit.assert_matches_reference(inputs, got, seed=seed + layer)

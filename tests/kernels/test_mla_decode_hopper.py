@@ -33,6 +33,7 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
             ("many_heads_seesaw", False),
             ("few_heads_plan", False),  # the few-heads kernel reading a decode plan
             ("few_heads_fp8_s1", True),  # the paired fp8 few-heads kernel
+            ("few_heads_fp8_plan", True),  # ... reading a decode plan
             ("few_heads_fp8_s2", True),  # the single-consumer one's ring depths
             ("few_heads_fp8_s3", True),
         )
