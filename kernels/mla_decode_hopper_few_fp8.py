@@ -151,6 +151,16 @@ def _take_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, 
 
 
 @gluon.jit
+def _softmax_start(kv_scale_ptr, qk_scale_log2, BQ: gl.constexpr, BN: gl.constexpr):
+    """``(kv_scale, the scores' base-2 scale with it, running max [BQ], per-token sums [BN,
+    BQ])``: keys and values are stored divided by the fp8 scale."""
+    kv_scale = gl.load(kv_scale_ptr)
+    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=HEAD_LAYOUT)
+    l_acc = gl.zeros([BN, BQ], gl.float32, layout=S_LAYOUT)
+    return kv_scale, qk_scale_log2 * kv_scale, m_i, l_acc
+
+
+@gluon.jit
 def _softmax_step(st, m_i, l_acc, tile_n, end_n, qk_scale_log2):
     """One tile's online softmax along the tokens: ``st`` (s^T [64, 16] fp32, unscaled) ->
     ``(p^T, alpha, m, l_acc)``; rows past ``end_n`` get p 0; the row sums stay per token
@@ -193,16 +203,24 @@ def _store_half(acc, COL0: gl.constexpr, m_i, l_acc, kv_scale, o_ptr, lse_ptr, s
 
 @gluon.jit
 def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
-               block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS,
-               PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
-    """Worker: keep the fp8 TMA ring full and upcast each tile into the working tile, by
-    column block (the rope first: the consumer is done with it after the scores)."""
+               block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
+               PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, PLAN: gl.constexpr,
+               PAIRED: gl.constexpr):  # fmt: skip
+    """Worker: keep the fp8 TMA ring full (a landed tile goes to registers and its slot is
+    refilled at once) and upcast each tile into a working tile by column block, each block once
+    its consumer is done with it.
+
+    One consumer (``work_lat`` [64, 512]): the rope, the latent left half, the right half, each
+    with its own ``ready`` / ``free`` pair. ``PAIRED`` (``work_lat`` [2, 64, 512]: tile ``j``
+    into working tile ``j % 2``): the rope and the left half for consumer 0, then the right
+    half for consumer 1 (``ready`` / ``free`` index ``2 * (j % 2) + consumer``).
+    """
     STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
     s0, _h0 = _block_rows(H)
-    pid_b = gl.program_id(2)
-    start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
-                                             NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    pid_b, _split, start_n, end_n, num_tiles, _valid = _program_split(
+        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
+    )
     bt_row = block_table_ptr + pid_b * stride_bt_b
     for first in gl.static_range(STAGES):
         _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, first,
@@ -213,17 +231,32 @@ def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar
             PAGE_SIZE,
         )  # fmt: skip
         valid = end_n - (start_n + j * BN)
-        _await_free(free.index(PE), j)
-        _store_upcast(raw_pe, work_pe, valid, PE_LAYOUT)
-        _announce(ready.index(PE))
-        _await_free(free.index(0), j)
-        _store_upcast(raw_0, work_lat.slice(0, 128, dim=1), valid, TILE_LAYOUT)
-        _store_upcast(raw_1, work_lat.slice(128, 128, dim=1), valid, TILE_LAYOUT)
-        _announce(ready.index(0))
-        _await_free(free.index(1), j)
-        _store_upcast(raw_2, work_lat.slice(256, 128, dim=1), valid, TILE_LAYOUT)
-        _store_upcast(raw_3, work_lat.slice(384, 128, dim=1), valid, TILE_LAYOUT)
-        _announce(ready.index(1))
+        if PAIRED:
+            buf = j % 2
+            lat = work_lat.index(buf)
+            if j >= 2:
+                mbarrier.wait(free.index(2 * buf), (j // 2 - 1) & 1)
+            _store_upcast(raw_pe, work_pe.index(buf), valid, PE_LAYOUT)
+            _store_upcast(raw_0, lat.slice(0, 128, dim=1), valid, TILE_LAYOUT)
+            _store_upcast(raw_1, lat.slice(128, 128, dim=1), valid, TILE_LAYOUT)
+            _announce(ready.index(2 * buf))
+            if j >= 2:
+                mbarrier.wait(free.index(2 * buf + 1), (j // 2 - 1) & 1)
+            _store_upcast(raw_2, lat.slice(256, 128, dim=1), valid, TILE_LAYOUT)
+            _store_upcast(raw_3, lat.slice(384, 128, dim=1), valid, TILE_LAYOUT)
+            _announce(ready.index(2 * buf + 1))
+        else:
+            _await_free(free.index(PE), j)
+            _store_upcast(raw_pe, work_pe, valid, PE_LAYOUT)
+            _announce(ready.index(PE))
+            _await_free(free.index(0), j)
+            _store_upcast(raw_0, work_lat.slice(0, 128, dim=1), valid, TILE_LAYOUT)
+            _store_upcast(raw_1, work_lat.slice(128, 128, dim=1), valid, TILE_LAYOUT)
+            _announce(ready.index(0))
+            _await_free(free.index(1), j)
+            _store_upcast(raw_2, work_lat.slice(256, 128, dim=1), valid, TILE_LAYOUT)
+            _store_upcast(raw_3, work_lat.slice(384, 128, dim=1), valid, TILE_LAYOUT)
+            _announce(ready.index(1))
 
 
 @gluon.jit
@@ -249,12 +282,9 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
     fence_async_shared()
     gl.thread_barrier()
 
-    kv_scale = gl.load(kv_scale_ptr)  # keys/values are stored / scale
-    qk_scale_log2 = qk_scale_log2 * kv_scale
-    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=HEAD_LAYOUT)
+    kv_scale, qk_scale_log2, m_i, l_acc = _softmax_start(kv_scale_ptr, qk_scale_log2, BQ, BN)
     acc_l = gl.zeros([HALF_C, BQ], gl.float32, layout=S_LAYOUT)  # o^T rows 0-255
     acc_r = gl.zeros([HALF_C, BQ], gl.float32, layout=S_LAYOUT)  # o^T rows 256-511
-    l_acc = gl.zeros([BN, BQ], gl.float32, layout=S_LAYOUT)  # p's running sums, per token
     lat_l = work_lat.slice(0, HALF_C, dim=1)
     lat_r = work_lat.slice(HALF_C, HALF_C, dim=1)
     for j in range(num_tiles):
@@ -295,43 +325,6 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
 
 
 @gluon.jit
-def _pair_converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready,
-                    free, block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
-                    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
-                    PLAN: gl.constexpr):  # fmt: skip
-    """Worker of the paired kernel: a one-tile fp8 ring (the tile goes to registers and the
-    slot is refilled at once), upcast into working tile ``j % 2``: the rope and the left half,
-    then the right half, each once its consumer is done with the tile before (``free``)."""
-    BN: gl.constexpr = kv_lat.shape[1]
-    s0, _h0 = _block_rows(H)
-    pid_b, _split, start_n, end_n, num_tiles, _valid = _program_split(
-        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
-    )
-    bt_row = block_table_ptr + pid_b * stride_bt_b
-    _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, 0, 0,
-                num_tiles > 0, PAGE_SIZE)  # fmt: skip
-    for j in range(num_tiles):
-        raw_pe, raw_0, raw_1, raw_2, raw_3 = _take_tile(
-            kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, j, num_tiles,
-            PAGE_SIZE,
-        )  # fmt: skip
-        valid = end_n - (start_n + j * BN)
-        buf = j % 2
-        lat = work_lat.index(buf)
-        if j >= 2:
-            mbarrier.wait(free.index(2 * buf), (j // 2 - 1) & 1)
-        _store_upcast(raw_pe, work_pe.index(buf), valid, PE_LAYOUT)
-        _store_upcast(raw_0, lat.slice(0, 128, dim=1), valid, TILE_LAYOUT)
-        _store_upcast(raw_1, lat.slice(128, 128, dim=1), valid, TILE_LAYOUT)
-        _announce(ready.index(2 * buf))
-        if j >= 2:
-            mbarrier.wait(free.index(2 * buf + 1), (j // 2 - 1) & 1)
-        _store_upcast(raw_2, lat.slice(256, 128, dim=1), valid, TILE_LAYOUT)
-        _store_upcast(raw_3, lat.slice(384, 128, dim=1), valid, TILE_LAYOUT)
-        _announce(ready.index(2 * buf + 1))
-
-
-@gluon.jit
 def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, x_smem, x_bar,
                    seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
                    stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
@@ -360,11 +353,8 @@ def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, 
     fence_async_shared()
     gl.thread_barrier()
 
-    kv_scale = gl.load(kv_scale_ptr)  # keys/values are stored / scale
-    qk_scale_log2 = qk_scale_log2 * kv_scale
-    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=HEAD_LAYOUT)
+    kv_scale, qk_scale_log2, m_i, l_acc = _softmax_start(kv_scale_ptr, qk_scale_log2, BQ, BN)
     acc = gl.zeros([HALF_C, BQ], gl.float32, layout=S_LAYOUT)  # o^T rows of this half
-    l_acc = gl.zeros([BN, BQ], gl.float32, layout=S_LAYOUT)  # p's running sums, per token
     for j in range(num_tiles):
         tile_n = start_n + j * BN
         buf = j % 2
@@ -454,10 +444,10 @@ def _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_tabl
                 x_bar, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_o_b,
                 stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
                 stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, CAUSAL, PLAN, 1)),
-            (_pair_converter, (
+            (_converter, (
                 kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
                 block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
-                PAGE_SIZE, CAUSAL, PLAN)),
+                PAGE_SIZE, CAUSAL, PLAN, True)),
         ],
         [PART_WARPS_C, PART_WARPS_C],
         [PAIR_REGS_C, PAIR_CONVERTER_REGS_C],
@@ -524,8 +514,8 @@ def _mla_decode_few_fp8_kernel(
                 NUM_SPLITS, CAUSAL)),
             (_converter, (
                 kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
-                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, PAGE_SIZE,
-                CAUSAL)),
+                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
+                PAGE_SIZE, CAUSAL, False, False)),
         ],
         [PART_WARPS_C],
         [CONVERTER_REGS_C],
