@@ -196,8 +196,8 @@ def plan_decode(
     It applies (``work`` set) where the calls run an sm_90 few-heads kernel that takes plans
     (``plan_runs``: 16-48 heads per KV head, DeepSeek's dims; a 16-bit cache, or an fp8 one on
     the paired kernel) with ``num_kv_splits="auto"`` and more than one split, and there are
-    fewer sequences than SMs; elsewhere the calls ignore it. No device
-    sync: the plan is made by a kernel on the GPU (CUDA-graph safe).
+    fewer sequences than SMs; elsewhere the calls ignore it. No device sync: the plan is made
+    by a kernel on the GPU (CUDA-graph safe).
 
     Raises:
         TypeError, ValueError: as ``mla_decode``.

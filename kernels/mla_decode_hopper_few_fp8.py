@@ -32,8 +32,9 @@ through shared memory (fp32, double-buffered by tile parity) and adds the other'
 the same softmax and each its own ``o^T`` half. The converter upcasts into two working tiles
 in turn, so it writes tile ``j + 1`` while both consumers compute on tile ``j``; the fp8 ring
 then has room for one tile (218 KB in all). H200: 76.6 / 76.8 / 40.1 us on the three 16-head
-rows against 79.6 / 79.9 / 42.1 (s8-5; one consumer without the second working tile was
-slower: 85 us).
+rows against 79.6 / 79.9 / 42.1 (s8-5; two consumers on one working tile were slower: 85 us).
+It also takes its splits from a decode plan's work list (``decode_plan``; ``PLAN``), as the
+16-bit few-heads kernel does.
 
 Scope (``few_fp8_eligible``): sm_90, one KV head, 512 + 64 dims, ``h_q`` a multiple of 16 and
 below 64, pages of whole 64-token tiles, contiguous q, an fp8 cache with its scale, config

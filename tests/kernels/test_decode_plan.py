@@ -72,36 +72,43 @@ def test_more_sequences_than_programs_is_refused():
         make_work_list(torch.zeros(4, dtype=torch.int32), 4, 2)
 
 
-def test_planned_combine_reads_only_used_slots_and_flags_stale_lengths():
+@pytest.mark.parametrize(
+    ("slots", "used"),
+    [
+        (4, (1, 4, 2, 3)),  # one block of slots
+        (32, (3, 20, 16, 32)),  # two blocks of 16: the second read in part, skipped, whole
+    ],
+)
+def test_planned_combine_reads_only_used_slots_and_flags_stale_lengths(
+    slots: int, used: tuple[int, ...]
+):
     # A planned launch writes only the first splits[b] slots of a sequence (the rest hold
     # garbage, here NaN); a call whose lengths differ from the plan's gets NaN rows.
     module = importlib.import_module("mlafleet.kernels.mla_decode")
     gen = torch.Generator().manual_seed(7)
-    batch, s_q, heads, slots, d_v = 3, 1, 2, 4, 64
-    used = torch.tensor([1, 4, 2], dtype=torch.int32)
+    batch, s_q, heads, d_v = len(used), 1, 2, 64
     o_mid = torch.full((batch, s_q, heads, slots, d_v), float("nan"))
     lse_mid = torch.full((batch, s_q, heads, slots), float("nan"))
-    for b, n in enumerate(used.tolist()):
+    for b, n in enumerate(used):
         o_mid[b, :, :, :n] = torch.randn(s_q, heads, n, d_v, generator=gen)
         lse_mid[b, :, :, :n] = torch.randn(s_q, heads, n, generator=gen)
-    plan_lengths = torch.tensor([10, 300, 100], dtype=torch.int32)
-    seqlens = torch.tensor([10, 300, 101], dtype=torch.int32)  # sequence 2 grew
+    plan_lengths = torch.tensor([10, 300, 100, 4000], dtype=torch.int32)
+    seqlens = torch.tensor([10, 300, 100, 4001], dtype=torch.int32)  # the last one grew
     out = torch.full((batch, s_q, heads, d_v), float("nan"), dtype=torch.float16)
     lse = torch.full((batch, heads, s_q), float("nan"))
     module._mla_decode_combine_kernel[(batch * s_q, heads)](
         o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
-        *out.stride()[:3], *lse.stride(), s_q, used, plan_lengths, seqlens, D_V=d_v,
-        BLOCK_DV=d_v, NUM_SPLITS=slots, SPLIT_BLOCK=module.combine_split_block(slots),
-        PLANNED=True,
+        *out.stride()[:3], *lse.stride(), s_q, torch.tensor(used, dtype=torch.int32),
+        plan_lengths, seqlens, D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=slots,
+        SPLIT_BLOCK=module.combine_split_block(slots), PLANNED=True,
     )  # fmt: skip
-    for b in range(2):
-        n = int(used[b])
+    for b, n in enumerate(used[:-1]):
         weights = torch.softmax(lse_mid[b, :, :, :n], dim=-1)
         want = (weights[..., None] * o_mid[b, :, :, :n]).sum(dim=-2)
         torch.testing.assert_close(out[b].float(), want, atol=2e-3, rtol=2e-3)
         torch.testing.assert_close(lse[b], torch.logsumexp(lse_mid[b, :, :, :n], -1).T)
-    assert out[2].isnan().all()
-    assert lse[2].isnan().all()
+    assert out[-1].isnan().all()
+    assert lse[-1].isnan().all()
 
 
 def test_plan_holds_no_work_where_its_kernel_does_not_run(kit: Kit):
