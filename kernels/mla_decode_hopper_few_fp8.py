@@ -61,7 +61,9 @@ from .mla_decode_hopper_few import _program_split
 ROWS = 16
 BLOCK_N = 64
 PART_WARPS = 4
-"""Warps of each partition (consumer, converter): the config's ``num_warps`` is their sum."""
+"""Warps of each partition. The config's ``num_warps`` (8) is consumer + converter; the paired
+kernel (``num_stages`` 1) runs a second consumer on top, 12 warps in all (a config's warp
+count is a power of two, so the knob names the kernel, not its 12)."""
 KNOBS = (ROWS, BLOCK_N, 2 * PART_WARPS)
 """block_size_q, block_size_k, num_warps of this kernel's configs; num_stages is the ring."""
 STAGE_CHOICES = (1, 2, 3)
