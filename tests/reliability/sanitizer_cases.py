@@ -103,6 +103,10 @@ WS_CASES = (
     "decode-gluon-ws-64heads-mtp2-causal-split3",
     "decode-gluon-seesaw-64heads-mtp2-causal-split3",
     "decode-gluon-seesaw-128heads-pairs",
+    # the paired fp8 few-heads kernel (the sm_90 default for 16-48 heads with an fp8 cache):
+    # racecheck reports its score-half exchange between the two computing warpgroups, the
+    # same class of report (docs/kernels/NOTES.md, variant 35)
+    "decode-gluon-fp8-pair-32heads-split3",
 )
 CASES: dict[str, Callable[[], str]] = {
     "decode-deepseek-ragged-p64": _decode(
@@ -114,9 +118,10 @@ CASES: dict[str, Callable[[], str]] = {
     "decode-mtp2-causal-p1": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=16, seqlen=40, page_size=1, dtype="fp16",
                       causal=True, seqlens=(1, 40), **DS), None),
+    # fp8 KV, 16 heads: on sm_90 the single-consumer Gluon kernel (2-tile ring; racecheck-clean)
     "decode-fp8-p256": _decode(
         DecodeProblem(batch=2, s_q=1, h_q=16, seqlen=300, page_size=256, dtype="bf16",
-                      kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), None),
+                      kv_dtype="fp8_e4m3", seqlens=(300, 5), **DS), DecodeConfig(16, 64, 8, 2)),
     "decode-gluon-64heads-mtp2-causal-split3": _decode(
         DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
                       causal=True, seqlens=(0, 1, 100, 257), **DS), DecodeConfig(64, 64, 8, 2, 3)),
@@ -137,6 +142,12 @@ CASES: dict[str, Callable[[], str]] = {
         DecodeProblem(batch=3, s_q=1, h_q=32, seqlen=300, page_size=64, dtype="bf16",
                       kv_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS),
         DecodeConfig(16, 64, 8, 3, 3)),
+    # the paired fp8 few-heads kernel (two computing warpgroups exchanging score halves
+    # through shared memory, two working tiles): tails, an empty sequence, splits
+    "decode-gluon-fp8-pair-32heads-split3": _decode(
+        DecodeProblem(batch=3, s_q=1, h_q=32, seqlen=300, page_size=64, dtype="bf16",
+                      kv_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS),
+        DecodeConfig(16, 64, 8, 1, 3)),
     "decode-gluon-32heads-mtp2-split2": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
                       causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
