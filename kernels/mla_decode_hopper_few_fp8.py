@@ -391,25 +391,19 @@ def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, 
 
 
 @gluon.jit
-def _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr,
-               seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
-               stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+def _pair_body(q_ptr, q_lat, q_pe, kv_lat_desc, kv_pe_desc, block_table_ptr, seqlens_ptr,
+               o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s,
+               stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
                stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE: gl.constexpr,
                CAUSAL: gl.constexpr, PLAN: gl.constexpr):  # fmt: skip
-    """The paired kernel's buffers (two working tiles, a one-tile fp8 ring, 218 KB) and its
-    three partitions."""
-    dtype: gl.constexpr = gl.float16
+    """The paired kernel's other buffers (two working tiles, a one-tile fp8 ring; 218 KB with
+    the kernel's q) and its three partitions."""
+    dtype: gl.constexpr = q_lat.dtype
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
-    BQ: gl.constexpr = q_lat_desc.block_type.shape[0]
-    DV: gl.constexpr = q_lat_desc.block_type.shape[1]
-    DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
+    BQ: gl.constexpr = q_lat.shape[0]
+    DV: gl.constexpr = q_lat.shape[1]
+    DPE: gl.constexpr = q_pe.shape[1]
     BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
-    q_lat = gl.allocate_shared_memory(
-        dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
-    )
-    q_pe = gl.allocate_shared_memory(
-        dtype, [BQ, DPE], gl.NVMMASharedLayout.get_default_for([BQ, DPE], dtype)
-    )
     work_lat = gl.allocate_shared_memory(
         dtype, [2, BN, DV], gl.NVMMASharedLayout.get_default_for([BN, DV], dtype)
     )
@@ -471,19 +465,19 @@ def _mla_decode_few_fp8_kernel(
     DV: gl.constexpr = q_lat_desc.block_type.shape[1]
     DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
     BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
-    if PAIR:
-        _pair_body(q_ptr, q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, block_table_ptr,
-                   seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b,
-                   stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
-                   stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr,
-                   PAGE_SIZE, CAUSAL, PLAN)  # fmt: skip
-        return
     q_lat = gl.allocate_shared_memory(
         dtype, [BQ, DV], gl.NVMMASharedLayout.get_default_for([BQ, DV], dtype)
     )
     q_pe = gl.allocate_shared_memory(
         dtype, [BQ, DPE], gl.NVMMASharedLayout.get_default_for([BQ, DPE], dtype)
     )
+    if PAIR:
+        _pair_body(q_ptr, q_lat, q_pe, kv_lat_desc, kv_pe_desc, block_table_ptr, seqlens_ptr,
+                   o_ptr, lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
+                   stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                   stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE,
+                   CAUSAL, PLAN)  # fmt: skip
+        return
     work_lat = gl.allocate_shared_memory(
         dtype, [BN, DV], gl.NVMMASharedLayout.get_default_for([BN, DV], dtype)
     )
