@@ -15,6 +15,7 @@ from triton.experimental.gluon import language as gl
 
 from .decode_checks import DecodeArgs
 from .device_limits import interpreting
+from .pdl import pdl_launch_options
 
 D_V = 512
 D_PE = 64
@@ -137,7 +138,8 @@ def launch_decode_kernel(
 ) -> Any:
     """Launch the Gluon decode ``kernel``: the shared leading arguments (``launch_args``), then
     ``extra`` positional ones, the page size, the causal flag (s_q > 1 only) and the kernel's
-    own ``constexprs``; returns the compiled kernel."""
+    own ``constexprs``; with programmatic dependent launch (``pdl``: every Gluon decode kernel
+    starts with ``gdc_enter``); returns the compiled kernel."""
     grid, leading = launch_args(
         args, num_splits, out, rows=rows, block_n=block_n, lat_cols=lat_cols, programs=programs
     )
@@ -147,6 +149,7 @@ def launch_decode_kernel(
         PAGE_SIZE=args.kv_cache.shape[1],
         CAUSAL=args.causal and args.q.shape[1] > 1,
         num_warps=num_warps,
+        **pdl_launch_options(args.q.device),
         **constexprs,
     )
 

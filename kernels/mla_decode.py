@@ -63,6 +63,7 @@ from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
 from .mla_decode_hopper_few_fp8 import few_fp8_eligible, launch_few_fp8_decode
 from .mla_decode_hopper_seesaw import launch_seesaw_decode, seesaw_decode_eligible
 from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
+from .pdl import pdl_enabled, pdl_launch_options, tl_gdc_enter
 from .tma import MAX_BOX, descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
@@ -326,7 +327,9 @@ def _mla_decode_kernel(
     TILE_IN_PAGE: tl.constexpr,
     USE_TMA: tl.constexpr,
     INTERPRET: tl.constexpr,
+    PDL: tl.constexpr,  # programmatic dependent launch (``pdl``)
 ):
+    tl_gdc_enter(PDL, NUM_SPLITS)
     pid_q = tl.program_id(0)  # row block: the fastest axis, so blocks sharing a KV tile co-run
     pid_split = tl.program_id(1)
     pid_bg = tl.program_id(2)  # b * HK + g
@@ -475,6 +478,7 @@ def _mla_decode_combine_kernel(
     NUM_SPLITS: tl.constexpr,  # constexpr: the interpreter cannot loop to a runtime bound
     SPLIT_BLOCK: tl.constexpr,  # splits read at once (a power of 2)
     PLANNED: tl.constexpr,  # a decode plan's launch: only the first splits[b] slots are written
+    PDL: tl.constexpr,  # programmatic dependent launch (``pdl``): FlashMLA's combine has it too
 ):
     """One (batch, query token, head) row: the splits' partial outputs [NUM_SPLITS, D_V] fp32
     weighted by their lse -> out [D_V] (out's dtype) and the row's lse.
@@ -485,6 +489,7 @@ def _mla_decode_combine_kernel(
     (the seesaw kernel's) leaves about half of them empty. The skip is a per-split load mask,
     constant along the row, so the loads stay 16 bytes wide.
     """
+    tl_gdc_enter(PDL, 1)  # (its successor: the next call's split kernel, or the caller's)
     pid_bs = tl.program_id(0)  # b * S + s
     pid_h = tl.program_id(1)
     pid_b = pid_bs // S_Q
@@ -758,7 +763,9 @@ def _launch(
             NUM_SPLITS=num_splits,
             SPLIT_BLOCK=combine_split_block(num_splits),
             PLANNED=plan is not None,
+            PDL=pdl_enabled(q.device),
             num_warps=4,
+            **pdl_launch_options(q.device),
         )
     return out, lse
 
@@ -837,8 +844,10 @@ def _launch_triton(
         TILE_IN_PAGE=page_size >= cfg.block_size_k,
         USE_TMA=use_tma,
         INTERPRET=interpreting(),
+        PDL=pdl_enabled(q.device),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
+        **pdl_launch_options(q.device),
     )
 
 

@@ -39,6 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
+from .pdl import gdc_enter
 
 BLOCK_Q = 64
 BLOCK_N = 64
@@ -183,6 +184,7 @@ def _mla_decode_hopper_kernel(
     DEFER_PV: gl.constexpr,
     KV_FP8: gl.constexpr,
 ):
+    gdc_enter(NUM_SPLITS)
     # the dots' dtype: q's; with an fp8 cache fp16 (the exact fp8 upcast is to fp16)
     dtype: gl.constexpr = gl.float16 if KV_FP8 else q_lat_desc.dtype
     kv_dtype: gl.constexpr = kv_lat_desc.dtype

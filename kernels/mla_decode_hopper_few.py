@@ -40,6 +40,7 @@ from .mla_decode_hopper import (
     _upcast_rows,
     _zero_tail_rows,
 )
+from .pdl import gdc_enter
 
 ROWS = 16
 BLOCK_N = 64
@@ -113,6 +114,10 @@ def _mla_decode_few_heads_kernel(
     STAGES: gl.constexpr,
     PLAN: gl.constexpr,
 ):
+    # the next kernel may be scheduled at once, even this launch's combine: its blocks fit
+    # beside this kernel's (165-170 registers x 128 threads, 168 KB) on every SM (64 x 16 x 4K,
+    # 2 splits: 78.8 -> 77.7 us, H200), where the 64-head kernels' fill the SMs (gdc_enter)
+    gdc_enter(1)
     dtype: gl.constexpr = gl.float16 if KV_FP8 else q_lat_desc.dtype
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
     BQ: gl.constexpr = q_lat_desc.block_type.shape[0]

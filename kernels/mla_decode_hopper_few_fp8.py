@@ -57,6 +57,7 @@ from .decode_checks import DecodeArgs
 from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
 from .mla_decode_hopper import _copy_q_rows, _copy_tile_at, _issue_tile, _split_range
 from .mla_decode_hopper_few import _program_split
+from .pdl import gdc_enter, gdc_wait
 
 ROWS = 16
 BLOCK_N = 64
@@ -218,6 +219,7 @@ def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar
     into working tile ``j % 2``): the rope and the left half for consumer 0, then the right
     half for consumer 1 (``ready`` / ``free`` index ``2 * (j % 2) + consumer``).
     """
+    gdc_wait()  # (a partition: before its first global access)
     STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
     s0, _h0 = _block_rows(H)
@@ -269,6 +271,7 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
               NUM_SPLITS, CAUSAL: gl.constexpr):  # fmt: skip
     """Default partition: q, then per tile s^T, the softmax and o^T (two 256-row halves, each
     releasing its latent half of the working tile when done); the output and lse."""
+    gdc_wait()  # (a partition: before its first global access)
     BQ: gl.constexpr = q_lat.shape[0]
     DV: gl.constexpr = q_lat.shape[1]
     BN: gl.constexpr = work_lat.shape[0]
@@ -339,6 +342,7 @@ def _pair_consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, 
     parity and role) and adds the other's; both then run the same softmax and each its own
     o^T half, so each warpgroup issues half of a tile's wgmma. Tile ``j`` is in working tile
     ``j % 2``."""
+    gdc_wait()  # (a partition: before its first global access)
     BQ: gl.constexpr = q_lat.shape[0]
     DV: gl.constexpr = q_lat.shape[1]
     BN: gl.constexpr = work_lat.shape[1]
@@ -459,6 +463,7 @@ def _mla_decode_few_fp8_kernel(
     NUM_SPLITS, work_ptr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
     PAIR: gl.constexpr, PLAN: gl.constexpr,
 ):  # fmt: skip
+    gdc_enter(NUM_SPLITS)
     dtype: gl.constexpr = gl.float16
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
     BQ: gl.constexpr = q_lat_desc.block_type.shape[0]

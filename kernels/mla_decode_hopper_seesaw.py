@@ -57,6 +57,7 @@ from .mla_decode_hopper import (
     _zero_tail_rows,
     sm90_many_heads_call,
 )
+from .pdl import gdc_enter, gdc_wait
 
 BLOCK_Q = 64
 BLOCK_N = 64
@@ -365,6 +366,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
          BATCH, WAVE, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
          BALANCE: gl.constexpr):  # fmt: skip
     """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies."""
+    gdc_wait()  # (a partition: before its first global access)
     dtype: gl.constexpr = q_lat.dtype
     _pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
         seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
@@ -455,6 +457,7 @@ def _mla_decode_seesaw_kernel(
     BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
     PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
 ):  # fmt: skip
+    gdc_enter(NUM_SPLITS)
     dtype: gl.constexpr = q_half_desc.dtype
     BQ: gl.constexpr = q_half_desc.block_type.shape[0]
     DH: gl.constexpr = q_half_desc.block_type.shape[1]

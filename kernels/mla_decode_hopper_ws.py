@@ -36,6 +36,7 @@ from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import SplitOutputs, launch_decode_kernel
 from .mla_decode_hopper import _split_range, _zero_tail_rows, sm90_many_heads_call
+from .pdl import gdc_enter, gdc_wait
 
 BLOCK_Q = 64
 BLOCK_N = 32
@@ -47,6 +48,7 @@ def _copy_warp(q_lat_desc, q_pe_desc, kv_lat_desc, kv_pe_desc, q_lat, q_pe, kv_l
                q_bar, kv_full, kv_empty, block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H,
                NUM_SPLITS, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
     """Producer: q once, then KV tiles into the ring as slots come free."""
+    gdc_wait()  # (a partition: before its first global access)
     BQ: gl.constexpr = q_lat_desc.block_type.shape[0]
     DV: gl.constexpr = q_lat_desc.block_type.shape[1]
     BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
@@ -102,6 +104,7 @@ def _compute_warpgroup(q_lat, q_pe, kv_lat, kv_pe, p_smem, m_smem, alpha_smem, l
                        stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
                        NUM_SPLITS, W: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
     """Warpgroup ``W``: its tiles' scores + softmax, every tile's p @ v on its output half."""
+    gdc_wait()  # (a partition: before its first global access)
     BQ: gl.constexpr = q_lat.shape[0]
     DV: gl.constexpr = q_lat.shape[1]
     NSLOT: gl.constexpr = kv_lat.shape[0]
@@ -209,6 +212,7 @@ def _mla_decode_ws_kernel(
     stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
     PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, NSLOT: gl.constexpr,
 ):  # fmt: skip
+    gdc_enter(NUM_SPLITS)
     dtype: gl.constexpr = q_lat_desc.dtype
     BQ: gl.constexpr = q_lat_desc.block_type.shape[0]
     DV: gl.constexpr = q_lat_desc.block_type.shape[1]

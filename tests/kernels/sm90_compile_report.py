@@ -121,6 +121,9 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
         "stack_bytes": stack,
         "shared_bytes": compiled.metadata.shared,
         "wgmma": dict(mma),
+        # programmatic dependent launch: the waits before the first global access (kernel
+        # entry and each worker partition)
+        "pdl_waits": compiled.asm["ptx"].count("griddepcontrol.wait"),
     }
 
 

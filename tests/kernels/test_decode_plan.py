@@ -100,7 +100,7 @@ def test_planned_combine_reads_only_used_slots_and_flags_stale_lengths(
         o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
         *out.stride()[:3], *lse.stride(), s_q, torch.tensor(used, dtype=torch.int32),
         plan_lengths, seqlens, D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=slots,
-        SPLIT_BLOCK=module.combine_split_block(slots), PLANNED=True,
+        SPLIT_BLOCK=module.combine_split_block(slots), PLANNED=True, PDL=False,
     )  # fmt: skip
     for b, n in enumerate(used[:-1]):
         weights = torch.softmax(lse_mid[b, :, :, :n], dim=-1)

@@ -290,6 +290,7 @@ def test_split_combine_skips_empty_splits(num_splits: int):
         o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
         *out.stride()[:3], *lse.stride(), s_q, lse_mid, lse_mid, lse_mid, D_V=d_v, BLOCK_DV=d_v,
         NUM_SPLITS=num_splits, SPLIT_BLOCK=module.combine_split_block(num_splits), PLANNED=False,
+        PDL=False,
     )  # fmt: skip
     weights = torch.softmax(lse_mid, dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
     want = (weights[..., None] * o_mid.nan_to_num(0.0)).sum(dim=-2)

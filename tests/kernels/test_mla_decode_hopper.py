@@ -72,3 +72,13 @@ def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
             # few heads (both kernels): tokens on the rows: s^T 36 k-steps of 64 x 16, o^T 8 row
             # tiles x 4 k-steps
             assert row["wgmma"] == {"64x16x16": 36 + 32}, row
+
+
+def test_every_kernel_waits_for_its_predecessor(report: list[dict[str, Any]]):
+    # programmatic dependent launch (kernels/pdl.py): the wait comes first in the kernel and in
+    # each worker partition (which start without the kernel's preamble)
+    partitions = {"many_heads_ws": 3, "many_heads_seesaw": 2, "few_heads_fp8_s2": 2}
+    for row in report:
+        kind = row["kernel"]
+        expected = partitions.get(kind, 3 if kind.startswith("few_heads_fp8") else 1)
+        assert row["pdl_waits"] >= expected, row
