@@ -115,8 +115,9 @@ def _mla_decode_few_heads_kernel(
     PLAN: gl.constexpr,
 ):
     # the next kernel may be scheduled at once, even this launch's combine: its blocks fit
-    # beside this kernel's (165-170 registers x 128 threads, 168 KB) on every SM (64 x 16 x 4K,
-    # 2 splits: 78.8 -> 77.7 us, H200), where the 64-head kernels' fill the SMs (gdc_enter)
+    # beside this kernel's (165-170 registers x 128 threads, 168 KB) on every SM, where the
+    # 64-head kernels' fill the SMs (gdc_enter). H200, with PDL against without: 8 x 16 x 32K
+    # (16 splits) 75.9-76.5 against 77.3-78.0 us (docs/kernels/NOTES.md, variant 37)
     gdc_enter(1)
     dtype: gl.constexpr = gl.float16 if KV_FP8 else q_lat_desc.dtype
     kv_dtype: gl.constexpr = kv_lat_desc.dtype
