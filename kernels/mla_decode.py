@@ -63,7 +63,7 @@ from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
 from .mla_decode_hopper_few_fp8 import few_fp8_eligible, launch_few_fp8_decode
 from .mla_decode_hopper_seesaw import launch_seesaw_decode, seesaw_decode_eligible
 from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
-from .pdl import pdl_enabled, pdl_launch_options, tl_gdc_enter
+from .pdl import pdl_launch_options, tl_gdc_enter
 from .tma import MAX_BOX, descriptor, tma_eligible
 
 _LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * log2(e))
@@ -746,6 +746,7 @@ def _launch(
                        use_tma=use_tma, two_parts=two_parts)  # fmt: skip
     if num_splits > 1:
         block_dv = triton.next_power_of_2(d_v)
+        pdl = pdl_launch_options(q.device)
         _mla_decode_combine_kernel[(batch * s_q, h_q)](
             o_buf,
             lse_buf,
@@ -763,9 +764,9 @@ def _launch(
             NUM_SPLITS=num_splits,
             SPLIT_BLOCK=combine_split_block(num_splits),
             PLANNED=plan is not None,
-            PDL=pdl_enabled(q.device),
+            PDL=bool(pdl),
             num_warps=4,
-            **pdl_launch_options(q.device),
+            **pdl,
         )
     return out, lse
 
@@ -805,6 +806,7 @@ def _launch_triton(
         desc_lo = desc_pe = kv_cache  # unused placeholders
     kv_scale = args.kv_scale if args.kv_scale is not None else lse_buf  # unused when absent
     grid = (triton.cdiv(s_q * group, cfg.block_size_q), num_splits, batch * h_kv)
+    pdl = pdl_launch_options(q.device)  # (and the kernel's waits, where it has them)
     LAST_COMPILED["decode"] = _mla_decode_kernel[grid](
         q,
         kv_cache,
@@ -844,10 +846,10 @@ def _launch_triton(
         TILE_IN_PAGE=page_size >= cfg.block_size_k,
         USE_TMA=use_tma,
         INTERPRET=interpreting(),
-        PDL=pdl_enabled(q.device),
+        PDL=bool(pdl),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
-        **pdl_launch_options(q.device),
+        **pdl,
     )
 
 

@@ -270,8 +270,8 @@ def _consumer(q_ptr, q_lat, q_pe, work_lat, work_pe, pt_smem, ready, free, seqle
               stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
               NUM_SPLITS, CAUSAL: gl.constexpr):  # fmt: skip
     """Default partition: q, then per tile s^T, the softmax and o^T (two 256-row halves, each
-    releasing its latent half of the working tile when done); the output and lse."""
-    gdc_wait()  # (a partition: before its first global access)
+    releasing its latent half of the working tile when done); the output and lse. (It runs
+    after the kernel's ``gdc_enter``: no wait of its own.)"""
     BQ: gl.constexpr = q_lat.shape[0]
     DV: gl.constexpr = q_lat.shape[1]
     BN: gl.constexpr = work_lat.shape[0]
