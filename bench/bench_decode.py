@@ -28,7 +28,7 @@ from common import copies_for, gpu_info, rel_l2, time_rotated_us
 
 from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
 from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
-from mlafleet.kernels.decode_inputs import make_decode_inputs
+from mlafleet.kernels.decode_inputs import make_decode_inputs, with_fp8_q
 from mlafleet.kernels.decode_plan import plan_decode
 from mlafleet.kernels.decode_tuning import (
     default_decode_config,
@@ -43,6 +43,7 @@ decode_mod = importlib.import_module("mlafleet.kernels.mla_decode")
 hopper_mod = importlib.import_module("mlafleet.kernels.mla_decode_hopper")
 DEFER_PV_DEFAULT = hopper_mod.DEFER_PV
 BF16_REL_L2_MAX = 1e-2  # bf16 operands land at 1e-3 .. 1e-2 (ANCHORS: 1.7e-3 .. 2.0e-3)
+FP8_MMA_REL_L2_MAX = 4e-2  # fp8 q and p on fp8 tensor cores (p's 3-bit mantissa: ~1.3e-2)
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,9 @@ def _check(
     inputs: dict[str, Any], cfg: DecodeConfig, nb: int, variant: Variant
 ) -> dict[str, float]:
     q = inputs["q"]
+    out_dtype = torch.bfloat16 if inputs.get("q_scale") is not None else q.dtype
     out = torch.full(
-        (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype, device=q.device
+        (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=out_dtype, device=q.device
     )
     got, lse = _call(inputs, cfg, variant, out=out)
     torch.cuda.synchronize()
@@ -245,15 +247,20 @@ def bench_shape(
     check_seqs: int,
     time_it: bool,
     all_bq: bool,
+    q_fp8: bool = False,
 ) -> list[dict[str, Any]]:
     problem = replace(anchor.problem, kv_dtype="fp8_e4m3") if kv_fp8 else anchor.problem
     limits = limits_for("cuda")
-    first = make_decode_inputs(problem, device="cuda", seed=1)
-    bytes_call = problem.kv_bytes() + first["q"].numel() * 2 * (1 + 512 / 576)
+
+    def make(seed: int) -> dict[str, Any]:
+        made = make_decode_inputs(problem, device="cuda", seed=seed)
+        return with_fp8_q(made) if q_fp8 else made
+
+    first = make(1)
+    q_bytes = first["q"].numel() * first["q"].element_size() + first["q"].numel() * 2 * 512 / 576
+    bytes_call = problem.kv_bytes() + q_bytes
     copies = copies_for(int(bytes_call)) if time_it else 1
-    inputs = [first] + [
-        make_decode_inputs(problem, device="cuda", seed=2 + i) for i in range(copies - 1)
-    ]
+    inputs = [first] + [make(2 + i) for i in range(copies - 1)]
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
     default = default_decode_config(problem, limits)
@@ -265,7 +272,7 @@ def bench_shape(
         seen.add(key)
         row: dict[str, Any] = {
             "shape": anchor.name,
-            "kv": "fp8" if kv_fp8 else "bf16",
+            "kv": ("fp8q" if q_fp8 else "fp8") if kv_fp8 else "bf16",
             "variant": variant.name,
             "config": asdict(cfg),
             "problem": problem.as_dict(),
@@ -379,6 +386,11 @@ def _write(out: str, summary: str, rows: list[dict[str, Any]], pool: list[Anchor
             json.dump({**head, "shapes": summarize(rows, pool)}, fh, indent=1)
 
 
+def _max_error(row: dict[str, Any]) -> float:
+    """The relative L2 error a row may have: bf16's, or fp8 tensor cores' for an fp8 q."""
+    return FP8_MMA_REL_L2_MAX if row["kv"] == "fp8q" else BF16_REL_L2_MAX
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -396,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("all", "bf16", "fp8"),
         default="all",
         help="which cache dtypes to run: fp8 skips the 16-bit rows of the --fp8 shapes",
+    )
+    parser.add_argument(
+        "--q-fp8",
+        choices=("no", "also", "only"),
+        default="no",
+        help="fp8 rows with q quantised to fp8 too (q_scale: fp8 tensor cores on sm_90, kv "
+        "'fp8q'): also = besides the 16-bit-q fp8 rows, only = instead of them",
     )
     parser.add_argument("--page-size", type=int, default=64)
     parser.add_argument("--check-seqs", type=int, default=2)
@@ -429,16 +448,19 @@ def main(argv: list[str] | None = None) -> int:
         for kv_fp8 in (False, True) if anchor.name in fp8 else (False,):
             if args.kv != "all" and args.kv != ("fp8" if kv_fp8 else "bf16"):
                 continue
-            rows += bench_shape(
-                anchor,
-                variants,
-                kv_fp8=kv_fp8,
-                check_seqs=args.check_seqs,
-                time_it=not args.no_time,
-                all_bq=args.all_bq,
-            )
-            _write(args.out, args.summary, rows, pool)  # after each shape: a cut run keeps its rows
-    bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > BF16_REL_L2_MAX]
+            q_kinds = {"no": (False,), "also": (False, True), "only": (True,)}[args.q_fp8]
+            for q_fp8 in q_kinds if kv_fp8 else (False,):
+                rows += bench_shape(
+                    anchor,
+                    variants,
+                    kv_fp8=kv_fp8,
+                    check_seqs=args.check_seqs,
+                    time_it=not args.no_time,
+                    all_bq=args.all_bq,
+                    q_fp8=q_fp8,
+                )
+                _write(args.out, args.summary, rows, pool)  # a cut run keeps its rows
+    bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > _max_error(r)]
     print(f"{len(rows)} rows, {len(bad)} failing correctness or erroring")
     return 1 if bad else 0
 

@@ -10,7 +10,7 @@ synchronise the stream and break CUDA-graph capture.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -38,6 +38,13 @@ class DecodeArgs:
     h_kv: int
     softmax_scale: float
     causal: bool
+    q_scale: torch.Tensor | None = None
+    """fp32 scalar with an fp8 (e4m3) q: real q = stored x q_scale."""
+
+    @property
+    def out_dtype(self) -> torch.dtype:
+        """The output's dtype: q's, or bf16 for an fp8 q (FlashMLA's fp8 interface)."""
+        return torch.bfloat16 if self.q_scale is not None else self.q.dtype
 
     def problem(self) -> DecodeProblem:
         """The call's shape; ``seqlen`` is the block table's capacity (an upper bound, no sync)."""
@@ -52,7 +59,7 @@ class DecodeArgs:
             d_qk=d_qk,
             d_v=self.head_dim_v,
             page_size=page_size,
-            dtype=_DTYPE_NAMES[self.q.dtype],  # type: ignore[arg-type]
+            dtype=_DTYPE_NAMES[self.out_dtype],  # type: ignore[arg-type]
             kv_dtype="fp8_e4m3" if self.kv_scale is not None else None,
             causal=self.causal,
         )
@@ -69,6 +76,7 @@ def check_decode_args(
     causal: object,
     kv_scale: object,
     out: object,
+    q_scale: object = None,
 ) -> DecodeArgs:
     """Check every argument of ``mla_decode``; see its docstring for what each must be.
 
@@ -76,11 +84,17 @@ def check_decode_args(
         TypeError: a non-tensor, a wrong dtype, or a non-int/non-bool scalar.
         ValueError: a wrong shape, device, layout, page size, head split or length.
     """
+    q_fp8 = _FP8 is not None and isinstance(q, torch.Tensor) and q.dtype == _FP8
+    if q_fp8 and q_scale is None:
+        raise ValueError(
+            "q_scale: expected an fp32 scalar tensor for a float8_e4m3fn q, got None; pass "
+            "q's dequantisation scale (real q = stored q x q_scale)"
+        )
     q = check_tensor(
         q,
         "q",
         ndim=4,
-        dtypes=(torch.float16, torch.bfloat16),
+        dtypes=(torch.float16, torch.bfloat16) + ((_FP8,) if q_fp8 else ()),
         last_dim_contiguous=True,
         hint="q is [batch, s_q, h_q, d_qk]",
     )
@@ -91,7 +105,7 @@ def check_decode_args(
             "TRITON_INTERPRET=1 before importing triton to run on the CPU interpreter"
         )
     batch, s_q, h_q, d_qk = q.shape
-    kv_dtypes = (q.dtype,) + ((_FP8,) if _FP8 is not None else ())
+    kv_dtypes = (_FP8,) if q_fp8 else (q.dtype,) + ((_FP8,) if _FP8 is not None else ())
     kv_cache = check_tensor(
         kv_cache,
         "kv_cache",
@@ -99,7 +113,9 @@ def check_decode_args(
         dtypes=kv_dtypes,
         device=device,
         last_dim_contiguous=True,
-        hint="kv_cache is [num_pages, page_size, h_kv, d_qk] in q's dtype "
+        hint="an fp8 q needs a float8_e4m3fn cache (with kv_scale)"
+        if q_fp8
+        else "kv_cache is [num_pages, page_size, h_kv, d_qk] in q's dtype "
         "or float8_e4m3fn with kv_scale",
     )
     num_pages, page_size, h_kv, kv_d = kv_cache.shape
@@ -151,7 +167,7 @@ def check_decode_args(
         scale = float(softmax_scale)
     if not isinstance(causal, bool):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
-    is_fp8 = kv_cache.dtype != q.dtype
+    is_fp8 = kv_cache.dtype == _FP8
     if is_fp8 and kv_scale is None:
         raise ValueError(
             "kv_scale: expected an fp32 scalar tensor for a float8_e4m3fn "
@@ -166,12 +182,21 @@ def check_decode_args(
         kv_scale = check_tensor(kv_scale, "kv_scale", dtypes=(torch.float32,), device=device)
         if kv_scale.numel() != 1:
             raise ValueError(f"kv_scale: expected one element, got shape {list(kv_scale.shape)}")
+    if q_scale is not None:
+        if not q_fp8:
+            raise ValueError(
+                f"q_scale: only meaningful with a float8_e4m3fn q, got a {q.dtype} q; pass "
+                "q_scale=None"
+            )
+        q_scale = check_tensor(q_scale, "q_scale", dtypes=(torch.float32,), device=device)
+        if q_scale.numel() != 1:
+            raise ValueError(f"q_scale: expected one element, got shape {list(q_scale.shape)}")
     if out is not None:
         out = check_tensor(
             out,
             "out",
             shape=(batch, s_q, h_q, head_dim_v),
-            dtypes=(q.dtype,),
+            dtypes=(torch.bfloat16 if q_fp8 else q.dtype,),
             device=device,
             last_dim_contiguous=True,
         )
@@ -189,7 +214,17 @@ def check_decode_args(
         h_kv=h_kv,
         softmax_scale=scale,
         causal=causal,
+        q_scale=q_scale,  # type: ignore[arg-type]
     )
+
+
+def dequantised_q(args: DecodeArgs) -> DecodeArgs:
+    """``args`` with an fp8 q turned into bf16 (q x q_scale): for the kernels that compute in
+    16 bits (every one but ``mla_decode_hopper_fp8_mma``)."""
+    if args.q_scale is None:
+        return args
+    q = (args.q.to(torch.float32) * args.q_scale.to(torch.float32).reshape(())).to(torch.bfloat16)
+    return replace(args, q=q, q_scale=None)
 
 
 def _check_lengths(
@@ -250,4 +285,4 @@ def resolve_decode_config(args: DecodeArgs, config: object) -> tuple[DecodeConfi
     return config, resolve_num_splits(config, problem, limits)
 
 
-__all__ = ["DecodeArgs", "check_decode_args", "resolve_decode_config"]
+__all__ = ["DecodeArgs", "check_decode_args", "dequantised_q", "resolve_decode_config"]

@@ -93,6 +93,16 @@ def make_decode_inputs(
     }
 
 
+def with_fp8_q(inputs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs`` (``make_decode_inputs``) with q quantised to float8_e4m3fn under one fp32
+    scale (``q_scale`` [1]: real q = stored q x q_scale; amax maps to e4m3's 448), as FlashMLA's
+    fp8 interface takes it."""
+    q = inputs["q"].float()
+    amax = float(q.abs().max()) if q.numel() else 1.0
+    q_scale = torch.tensor([max(amax, 1e-12) / _FP8_MAX], dtype=torch.float32, device=q.device)
+    return {**inputs, "q": (q / q_scale).to(torch.float8_e4m3fn), "q_scale": q_scale}
+
+
 def run_decode(inputs: dict[str, Any], config: DecodeConfig | None) -> tuple[torch.Tensor, ...]:
     """``mla_decode(**inputs, config=config)`` -> (out [B, S, H, D_V], lse [B, H, S])."""
     from .mla_decode import mla_decode
@@ -107,4 +117,4 @@ def run_decode_ref(inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     return mla_decode_ref(**inputs)
 
 
-__all__ = ["make_decode_inputs", "run_decode", "run_decode_ref"]
+__all__ = ["make_decode_inputs", "run_decode", "run_decode_ref", "with_fp8_q"]

@@ -39,6 +39,7 @@ from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .device_limits import limits_for
 from .mla_decode_hopper_few import BLOCK_N, ROWS, WORK_RECORD, few_heads_eligible
 from .mla_decode_hopper_few_fp8 import few_fp8_eligible
+from .mla_decode_hopper_fp8_mma import fp8_mma_eligible
 
 MAX_SPLITS = 64
 
@@ -164,7 +165,10 @@ def make_work_list(
 
 def plan_runs(args: DecodeArgs, cfg: DecodeConfig) -> bool:
     """True when ``cfg`` runs this call on a kernel that takes a decode plan: the sm_90
-    few-heads kernel with a 16-bit cache, or the paired fp8 one (``num_stages`` 1)."""
+    few-heads kernel with a 16-bit cache, the paired fp8 one (``num_stages`` 1), or, with an
+    fp8 q, the fp8 tensor-core one."""
+    if args.q_scale is not None and fp8_mma_eligible(args, cfg):
+        return True
     if args.kv_scale is None:
         return few_heads_eligible(args, cfg)
     return cfg.num_stages == 1 and few_fp8_eligible(args, cfg)
@@ -188,6 +192,7 @@ def plan_decode(
     causal: bool = False,
     kv_scale: torch.Tensor | None = None,
     config: DecodeConfig | None = None,
+    q_scale: torch.Tensor | None = None,
 ) -> DecodePlan:
     """The split plan of this decode step's calls (arguments as ``mla_decode``'s; the tensors
     of any one layer; ``softmax_scale`` is only checked). Pass it to every ``mla_decode`` call
@@ -212,6 +217,7 @@ def plan_decode(
         causal=causal,
         kv_scale=kv_scale,
         out=None,
+        q_scale=q_scale,
     )
     cfg, num_splits = resolve_decode_config(args, config)
     return plan_for(args, cfg, num_splits)

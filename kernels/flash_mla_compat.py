@@ -107,7 +107,8 @@ def flash_mla_with_kvcache(
         is_fp8_kvcache: FlashMLA's packed fp8 layout; not supported (raises).
         indices, attn_sink, extra_k_cache, extra_indices_in_kvcache, topk_length,
             extra_topk_length: FlashMLA's sparse attention; not supported (raise).
-        descale_q: [1] fp32: q = stored q x descale_q (older fp8 interface).
+        descale_q: [1] fp32: q = stored q x descale_q (older fp8 interface; with an fp8 cache,
+            ``mla_decode``'s ``q_scale``: fp8 tensor cores on sm_90).
         descale_k: [1] fp32: cache = stored x descale_k (older fp8 interface).
         kv_scale: same as ``descale_k`` (``mla_decode``'s name).
         config: mlafleet launch knobs (default: the recommended config).
@@ -150,10 +151,8 @@ def flash_mla_with_kvcache(
         raise ValueError("descale_k, kv_scale: expected at most one of them, got both")
     scale_k = descale_k if descale_k is not None else kv_scale
     fp8 = getattr(torch, "float8_e4m3fn", None)
-    if descale_q is not None:
-        if q.dtype != fp8:
-            raise ValueError(f"descale_q: only meaningful with a float8_e4m3fn q, got {q.dtype}")
-        q = (q.to(torch.float32) * descale_q.to(torch.float32).reshape(())).to(torch.bfloat16)
+    if descale_q is not None and q.dtype != fp8:
+        raise ValueError(f"descale_q: only meaningful with a float8_e4m3fn q, got {q.dtype}")
     args = check_decode_args(
         q,
         k_cache,
@@ -164,6 +163,7 @@ def flash_mla_with_kvcache(
         causal=causal,
         kv_scale=scale_k,
         out=None,
+        q_scale=descale_q,
     )
     meta = (
         tile_scheduler_metadata if isinstance(tile_scheduler_metadata, FlashMLASchedMeta) else None

@@ -54,13 +54,14 @@ import triton
 import triton.language as tl
 
 from .configs import DecodeConfig
-from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
+from .decode_checks import DecodeArgs, check_decode_args, dequantised_q, resolve_decode_config
 from .decode_plan import DecodePlan, call_shape, plan_runs
 from .device_limits import interpreting
 from .gluon_launch import SplitOutputs
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
 from .mla_decode_hopper_few_fp8 import few_fp8_eligible, launch_few_fp8_decode
+from .mla_decode_hopper_fp8_mma import fp8_mma_eligible, launch_fp8_mma_decode
 from .mla_decode_hopper_seesaw import launch_seesaw_decode, seesaw_decode_eligible
 from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
 from .pdl import pdl_launch_options, tl_gdc_enter
@@ -556,12 +557,14 @@ def mla_decode(
     config: DecodeConfig | None = None,
     out: torch.Tensor | None = None,
     plan: DecodePlan | None = None,
+    q_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``s_q`` new tokens per sequence over a paged latent KV cache.
 
     Args:
-        q: [B, S, H, D_QK], fp16 or bf16, last dim contiguous, on a CUDA device (or CPU under
-            ``TRITON_INTERPRET=1``). ``D_QK = head_dim_v + D_PE`` (DeepSeek 576 = 512 + 64).
+        q: [B, S, H, D_QK], fp16 or bf16 (or float8_e4m3fn with ``q_scale`` and an fp8 cache),
+            last dim contiguous, on a CUDA device (or CPU under ``TRITON_INTERPRET=1``).
+            ``D_QK = head_dim_v + D_PE`` (DeepSeek 576 = 512 + 64).
         kv_cache: [num_pages, P, HK, D_QK], dtype of q, or float8_e4m3fn with ``kv_scale``;
             last dim contiguous; P a power of two from 1 to 256; HK divides H.
         block_table: [B, max_pages] int32: the page ids of each sequence, in order.
@@ -572,13 +575,19 @@ def mla_decode(
         kv_scale: fp32 scalar tensor (numel 1) on the cache's device; real = stored x scale.
             Required for an fp8 cache, refused otherwise.
         config: launch knobs; ``None`` looks up the recommended config for this device/shape.
-        out: optional [B, S, H, D_V] output buffer in q's dtype (written in full).
+        out: optional [B, S, H, D_V] output buffer in q's dtype (bf16 for an fp8 q; written in
+            full).
         plan: this decode step's split plan (``decode_plan.plan_decode``, made once per step
             for all layers): uneven lengths then get splits sized from the batch's work. A
             plan made from other lengths gives NaN in the rows whose length changed.
+        q_scale: fp32 scalar tensor (numel 1) with a float8_e4m3fn q: real q = stored x scale
+            (FlashMLA's ``descale_q``). On sm_90 with 16-48 heads per KV head both products
+            then run on fp8 tensor cores (``mla_decode_hopper_fp8_mma``: p rounded to e4m3
+            too, relative error ~1e-2); elsewhere q is dequantised to bf16 first.
 
     Returns:
-        out [B, S, H, D_V] in q's dtype; lse [B, H, S] fp32, natural log (-inf: no keys).
+        out [B, S, H, D_V] in q's dtype (bf16 for an fp8 q); lse [B, H, S] fp32, natural log
+        (-inf: no keys).
 
     Raises:
         TypeError: a tensor of the wrong dtype, or a non-tensor argument.
@@ -594,6 +603,7 @@ def mla_decode(
         causal=causal,
         kv_scale=kv_scale,
         out=out,
+        q_scale=q_scale,
     )
     cfg, num_splits = resolve_decode_config(args, config)
     return _launch(args, cfg, num_splits, plan=_usable_plan(plan, args, cfg))
@@ -683,10 +693,15 @@ def _launch(
     ``kv_tma_eligible``). ``two_parts``: split a latent dim over 256 into two column halves
     (``None``: when reading through TMA; tests force it on the interpreter).
     """
+    fp8_mma = fp8_mma_eligible(args, cfg) and use_gluon is not False
+    if not fp8_mma:
+        args = dequantised_q(args)  # (no fp8 tensor-core kernel for this call)
     q = args.q
     batch, s_q, h_q, _ = q.shape
     d_v = args.head_dim_v
-    out = args.out if args.out is not None else q.new_empty(batch, s_q, h_q, d_v)
+    out = args.out
+    if out is None:
+        out = torch.empty(batch, s_q, h_q, d_v, dtype=args.out_dtype, device=q.device)
     lse = torch.empty(batch, h_q, s_q, dtype=torch.float32, device=q.device)
     if batch == 0:
         return out, lse
@@ -714,10 +729,10 @@ def _launch(
         and few_heads_eligible(args, cfg)
         and (use_gluon is True or args.kv_scale is None)
     )
-    few_fp8 = few_fp8_eligible(args, cfg)
+    few_fp8 = few_fp8_eligible(args, cfg) and not fp8_mma
     if use_gluon is None:
-        use_gluon = many_heads or few_heads or few_fp8
-    if use_gluon and not (many_heads or few_heads or few_fp8):
+        use_gluon = many_heads or few_heads or few_fp8 or fp8_mma
+    if use_gluon and not (many_heads or few_heads or few_fp8 or fp8_mma):
         raise ValueError(
             "use_gluon: no Gluon kernel takes this call (sm_90, 512 + 64 dims, one KV head, "
             "pages of whole 64-token tiles, config 64x64 w8 s1 or s2, 64x32 w8 s4, 16x64 w4 "
@@ -733,6 +748,8 @@ def _launch(
             name, launch = "many_heads_ws", launch_ws_decode
         elif many_heads:
             name, launch = "many_heads_lockstep", launch_hopper_decode
+        elif fp8_mma:
+            name, launch = "fp8_mma", partial(launch_fp8_mma_decode, cfg=cfg, work=work)
         elif few_fp8:
             name, launch = "few_heads_fp8", partial(launch_few_fp8_decode, cfg=cfg, work=work)
         else:

@@ -31,11 +31,12 @@ def mla_decode_ref(
     causal: bool = False,
     kv_scale: torch.Tensor | None = None,
     config: object | None = None,
+    q_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``s_q`` new tokens over a paged KV cache, in fp32.
 
     Args:
-        q: [B, S, H, D_QK], fp16/bf16/fp32.
+        q: [B, S, H, D_QK], fp16/bf16/fp32, or float8_e4m3fn with ``q_scale``.
         kv_cache: [num_pages, P, HK, D_QK], dtype of q or float8_e4m3fn (with ``kv_scale``).
         block_table: [B, max_pages] int32: page ids of each sequence, in order.
         cache_seqlens: [B] int32: KV tokens of each sequence (the new tokens included).
@@ -44,9 +45,11 @@ def mla_decode_ref(
         causal: query i of S sees KV positions 0 .. seqlen - S + i.
         kv_scale: fp32 scalar tensor; stored value x scale = real value.
         config: ignored (accepted so the reference is call-compatible with the kernel).
+        q_scale: fp32 scalar tensor with an fp8 q; stored value x scale = real value.
 
     Returns:
-        out [B, S, H, D_V] in q's dtype; lse [B, H, S] fp32 (natural log, -inf for no keys).
+        out [B, S, H, D_V] in q's dtype (bf16 for an fp8 q); lse [B, H, S] fp32 (natural log,
+        -inf for no keys).
     """
     del config
     batch, s_q, h_q, d_qk = q.shape
@@ -54,6 +57,8 @@ def mla_decode_ref(
     scale = softmax_scale if softmax_scale is not None else d_qk**-0.5
     group = h_q // h_kv
     cache = _dequant_cache(kv_cache, kv_scale)
+    q_mult = q_scale.float().reshape(()) if q_scale is not None else 1.0
+    out_dtype = torch.bfloat16 if q_scale is not None else q.dtype
     out = torch.zeros(batch, s_q, h_q, head_dim_v, dtype=torch.float32, device=q.device)
     lse = torch.full((batch, h_q, s_q), -math.inf, dtype=torch.float32, device=q.device)
     for b in range(batch):
@@ -64,7 +69,7 @@ def mla_decode_ref(
         pages = block_table[b, :num_pages].long()
         kv = cache[pages].reshape(num_pages * page_size, h_kv, d_qk)[:seqlen]  # [N, HK, D]
         kv = kv.repeat_interleave(group, dim=1)  # [N, H, D]
-        qb = q[b].float()  # [S, H, D]
+        qb = q[b].float() * q_mult  # [S, H, D]
         scores = torch.einsum("shd,nhd->hsn", qb, kv) * scale  # [H, S, N]
         if causal:
             pos = torch.arange(seqlen, device=q.device)
@@ -76,7 +81,7 @@ def mla_decode_ref(
         probs = torch.nan_to_num(probs, nan=0.0)  # rows with every key masked
         out[b] = torch.einsum("hsn,nhd->shd", probs, kv[..., :head_dim_v])
         lse[b] = row_lse
-    return out.to(q.dtype), lse
+    return out.to(out_dtype), lse
 
 
 def mla_prefill_ref(

@@ -35,6 +35,7 @@ from mlafleet.kernels import (
     mla_decode_hopper,
     mla_decode_hopper_few,
     mla_decode_hopper_few_fp8,
+    mla_decode_hopper_fp8_mma,
     mla_decode_hopper_seesaw,
     mla_decode_hopper_ws,
     mla_prefill_hopper,
@@ -62,10 +63,10 @@ class _Capture:
         return launch
 
 
-def _args(h_q: int, s_q: int, fp8: bool) -> DecodeArgs:
+def _args(h_q: int, s_q: int, fp8: bool, q_fp8: bool = False) -> DecodeArgs:
     kv_dtype = torch.float8_e4m3fn if fp8 else torch.bfloat16
     return DecodeArgs(
-        q=torch.empty(2, s_q, h_q, 576, dtype=torch.bfloat16),
+        q=torch.empty(2, s_q, h_q, 576, dtype=torch.float8_e4m3fn if q_fp8 else torch.bfloat16),
         kv_cache=torch.empty(8, 64, 1, 576, dtype=kv_dtype),
         block_table=torch.zeros(2, 4, dtype=torch.int32),
         cache_seqlens=torch.zeros(2, dtype=torch.int32),
@@ -76,6 +77,7 @@ def _args(h_q: int, s_q: int, fp8: bool) -> DecodeArgs:
         h_kv=1,
         softmax_scale=576**-0.5,
         causal=s_q > 1,
+        q_scale=torch.ones(1) if q_fp8 else None,
     )
 
 
@@ -115,7 +117,7 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
         os.unlink(fh.name)
     registers = int(re.search(r"REG:(\d+)", usage).group(1))  # type: ignore[union-attr]
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))  # type: ignore[union-attr]
-    mma = Counter(re.findall(r"HGMMA\.(\d+x\d+x\d+)", sass))
+    mma = Counter(re.findall(r"[HQ]GMMA\.(\d+x\d+x\d+)", sass))
     return {
         "registers": registers,
         "stack_bytes": stack,
@@ -128,8 +130,8 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
 
 
 def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
-    h_q = 16 if kernel.startswith("few_heads") else 128
-    args = _args(h_q, s_q, fp8)
+    h_q = 16 if kernel.startswith(("few_heads", "fp8_mma")) else 128
+    args = _args(h_q, s_q, fp8, q_fp8=kernel.startswith("fp8_mma"))
     out = torch.empty(2, s_q, h_q, splits, 512)
     lse = torch.empty(2, s_q, h_q, splits)
     outputs = SplitOutputs(out, lse, out.stride()[:4], lse.stride())
@@ -152,6 +154,13 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
         config = DecodeConfig(*mla_decode_hopper_few_fp8.KNOBS, 1, "auto")
         work = torch.zeros(132, 8, dtype=torch.int32)
         launch = partial(module.launch_few_fp8_decode, args, config, splits, outputs, work)
+    elif kernel.startswith("fp8_mma"):  # "fp8_mma_s<stages>" or "fp8_mma_plan"
+        module, name = mla_decode_hopper_fp8_mma, "_mla_decode_fp8_mma_kernel"
+        plan = kernel.endswith("_plan")
+        stages = 1 if plan else int(kernel.rsplit("_s", 1)[1])
+        config = DecodeConfig(*mla_decode_hopper_fp8_mma.KNOBS, stages, splits)
+        work = torch.zeros(132, 8, dtype=torch.int32) if plan else None
+        launch = partial(module.launch_fp8_mma_decode, args, config, splits, outputs, work)
     elif kernel.startswith("few_heads_fp8"):  # "few_heads_fp8_s<stages>"
         module, name = mla_decode_hopper_few_fp8, "_mla_decode_few_fp8_kernel"
         stages = int(kernel.rsplit("_s", 1)[1])
@@ -177,8 +186,13 @@ KINDS = (
     ("few_heads_fp8_plan", True),
     ("few_heads_fp8_s2", True),
     ("few_heads_fp8_s3", True),
+    ("fp8_mma_s1", True),
+    ("fp8_mma_s2", True),
+    ("fp8_mma_s3", True),
+    ("fp8_mma_plan", True),
 )
-"""(kernel, fp8 cache) pairs the launcher can pick (fp8 with 64+ heads: the lockstep kernel)."""
+"""(kernel, fp8 cache) pairs the launcher can pick (fp8 with 64+ heads: the lockstep kernel;
+``fp8_mma``: an fp8 q too)."""
 
 
 def report(kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:

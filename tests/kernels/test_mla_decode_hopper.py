@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from mlafleet.kernels.mla_decode_hopper_fp8_mma import RING_DEPTHS
+
 SM90_SHARED_BYTES = 232448  # 227 KB: the most one block may use on an H100/H200
 
 
@@ -36,6 +38,9 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
             ("few_heads_fp8_plan", True),  # ... reading a decode plan
             ("few_heads_fp8_s2", True),  # the single-consumer one's ring depths
             ("few_heads_fp8_s3", True),
+            # fp8 q too: the fp8 tensor-core kernel, its ring depths and with a decode plan
+            *((f"fp8_mma_s{stages}", True) for stages in RING_DEPTHS),
+            ("fp8_mma_plan", True),
         )
         for s_q in (1, 2)
     }
@@ -68,6 +73,10 @@ def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
             # (2 k-steps of 64 x 256 each): 2 x 36 and 2 x (2 + 2 + 1 ...) in the SASS
             assert row["wgmma"]["64x32x16"] == 72, row
             assert row["wgmma"]["64x256x16"] >= 8, row
+        elif row["kernel"].startswith("fp8_mma"):
+            # fp8 wgmma (k 32): s^T 18 k-steps of 64 x 16, o^T 8 row tiles x 2 k-steps
+            assert row["wgmma"] == {"64x16x32": 18 + 16}, row
+            assert row["stack_bytes"] == 0, row
         else:
             # few heads (both kernels): tokens on the rows: s^T 36 k-steps of 64 x 16, o^T 8 row
             # tiles x 4 k-steps
@@ -84,6 +93,8 @@ def test_every_kernel_waits_for_its_predecessor(report: list[dict[str, Any]]):
         "few_heads_fp8_plan": 3,
         "few_heads_fp8_s2": 2,
         "few_heads_fp8_s3": 2,
+        **{f"fp8_mma_s{stages}": 2 for stages in RING_DEPTHS},
+        "fp8_mma_plan": 2,
     }
     for row in report:
         kind = row["kernel"]

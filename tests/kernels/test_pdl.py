@@ -20,7 +20,7 @@ import torch
 
 from mlafleet.kernels import mla_decode
 from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
-from mlafleet.kernels.decode_inputs import make_decode_inputs
+from mlafleet.kernels.decode_inputs import make_decode_inputs, with_fp8_q
 from mlafleet.kernels.pdl import PDL_ENV, pdl_enabled, pdl_launch_options
 
 
@@ -38,21 +38,24 @@ def test_environment_switch_turns_pdl_off(monkeypatch: pytest.MonkeyPatch):
 
 # ---- GPU (sm_90): back-to-back calls with PDL give what synchronised calls give ---------------
 
-CHAIN_CASES = {  # name: (h_q, kv dtype, config or None, lengths)
+CHAIN_CASES = {  # name: (h_q, kv dtype ("fp8q": an fp8 q too), config or None, lengths)
     "seesaw-splits": (128, None, None, (300, 4097, 1, 2500)),
     "few-heads-splits": (16, None, None, (5000, 64, 0, 9000)),
     "few-heads-fp8-paired": (16, "fp8_e4m3", None, (5000, 64, 0, 9000)),
+    "fp8-tensor-cores": (16, "fp8q", None, (5000, 64, 0, 9000)),
     "triton-kernel": (16, None, DecodeConfig(16, 32, 4, 2, 4), (700, 1500, 3, 64)),
 }
 
 
 def _chain_inputs(case: str, seed: int, calls: int) -> tuple[list[dict[str, Any]], Any]:
     h_q, kv_dtype, config, lengths = CHAIN_CASES[case]
+    q_fp8 = kv_dtype == "fp8q"
     problem = DecodeProblem(
         batch=len(lengths), s_q=1, h_q=h_q, seqlen=0, seqlens=lengths, page_size=64,
-        dtype="bf16", kv_dtype=kv_dtype,
+        dtype="bf16", kv_dtype="fp8_e4m3" if q_fp8 else kv_dtype,
     )  # fmt: skip
-    return [make_decode_inputs(problem, device="cuda", seed=seed + k) for k in range(calls)], config
+    made = [make_decode_inputs(problem, device="cuda", seed=seed + k) for k in range(calls)]
+    return [with_fp8_q(one) for one in made] if q_fp8 else made, config
 
 
 def _serial(inputs: list[dict[str, Any]], config: Any, monkeypatch: pytest.MonkeyPatch) -> list:
@@ -87,7 +90,7 @@ def test_back_to_back_calls_with_pdl_match_serial_calls_on_gpu(
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["seesaw-splits", "few-heads-fp8-paired"])
+@pytest.mark.parametrize("case", ["seesaw-splits", "few-heads-fp8-paired", "fp8-tensor-cores"])
 def test_pdl_calls_captured_in_a_cuda_graph_on_gpu(
     case: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ):

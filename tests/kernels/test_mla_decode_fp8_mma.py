@@ -1,0 +1,173 @@
+"""fp8 q (``q_scale``) over an fp8 cache: the argument checks, the 16-bit fallback, the fp8
+tensor-core kernel (``mla_decode_hopper_fp8_mma``).
+
+CPU (interpreter): the checks, and an fp8 q run on the kernels that compute in 16 bits (q
+dequantised first) against the fp32 reference (the kernel's sm_90 compile report, fp8 wgmma
+and no spills, is checked in ``test_mla_decode_hopper.py``). GPU (sm_90): the kernel itself,
+into poisoned outputs, over every ring depth, splits, tails, empty and one-token sequences,
+causal s_q 2, pages of 64-256 tokens and a decode plan.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+import torch
+
+from mlafleet.kernels import mla_decode
+from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
+from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref, with_fp8_q
+from mlafleet.kernels.flash_mla_compat import flash_mla_with_kvcache
+
+Kit = Any  # conftest's DecodeKit (the kit fixture)
+
+FP8 = torch.float8_e4m3fn
+FP8_MMA_REL_L2 = 3e-2  # q and p in e4m3 (p's 3-bit mantissa: ~1.3e-2 on random inputs)
+
+
+def _fp8_inputs(problem: DecodeProblem, device: Any, seed: int) -> dict[str, Any]:
+    return with_fp8_q(make_decode_inputs(problem, device=device, seed=seed))
+
+
+def _bf16_out(inputs: dict[str, Any]) -> torch.Tensor:
+    q = inputs["q"]
+    shape = (*q.shape[:3], inputs["head_dim_v"])
+    return torch.full(shape, float("nan"), dtype=torch.bfloat16, device=q.device)
+
+
+def test_fp8_q_is_quantised_with_one_scale(seed: int, kit: Kit):
+    problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3")
+    plain = make_decode_inputs(problem, device="cpu", seed=seed)
+    inputs = with_fp8_q(plain)
+    assert inputs["q"].dtype == FP8
+    assert inputs["q_scale"].shape == (1,)
+    back = inputs["q"].float() * inputs["q_scale"]
+    assert float(inputs["q"].float().abs().max()) == 448.0  # amax maps to e4m3's largest
+    # e4m3: 3 mantissa bits (relative error <= 2^-4); subnormals below 2^-6 step by 2^-9
+    step = float(inputs["q_scale"]) * 2**-9
+    torch.testing.assert_close(back, plain["q"].float(), atol=step, rtol=2**-4)
+
+
+def test_fp8_q_on_the_16_bit_kernels_matches_reference(seed: int, kit: Kit):
+    # off sm_90 (here: the interpreter) q is dequantised to bf16 and the 16-bit kernels run;
+    # the output is bf16, as FlashMLA's fp8 interface gives
+    problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3", seqlens=(40, 17, 0))
+    inputs = _fp8_inputs(problem, kit.device(), seed)
+    out, lse = mla_decode(**inputs, out=_bf16_out(inputs))
+    assert out.dtype == torch.bfloat16
+    kit.assert_matches_reference({**inputs, "q": inputs["q"].to(torch.bfloat16)}, (out, lse))
+    ref_out, ref_lse = run_decode_ref(inputs)  # the reference dequantises q itself
+    assert ref_out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
+
+
+def test_flash_mla_compat_takes_fp8_q_with_descale_q(seed: int, kit: Kit):
+    problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3")
+    inputs = _fp8_inputs(problem, kit.device(), seed)
+    out, lse = flash_mla_with_kvcache(
+        inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
+        inputs["head_dim_v"], None, None, softmax_scale=inputs["softmax_scale"],
+        descale_q=inputs["q_scale"], descale_k=inputs["kv_scale"],
+    )  # fmt: skip
+    ref_out, ref_lse = run_decode_ref(inputs)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"q_scale": None}, ValueError, "q_scale: expected an fp32 scalar tensor for a float8"),
+        ({"q_scale": torch.ones(2)}, ValueError, "q_scale: expected one element"),
+        ({"q_scale": torch.ones(1, dtype=torch.float16)}, TypeError, "q_scale"),
+        ({"q_scale": 0.5}, TypeError, "q_scale"),
+        ({"plain_q": True}, ValueError, "q_scale: only meaningful with a float8_e4m3fn q"),
+        ({"bf16_cache": True}, TypeError, "an fp8 q needs a float8_e4m3fn cache"),
+        ({"out_dtype": torch.float16}, TypeError, "out"),
+    ],
+)
+def test_fp8_q_argument_errors(
+    change: dict[str, Any], error: type, message: str, seed: int, kit: Kit
+):
+    problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3")
+    inputs = _fp8_inputs(problem, kit.device(), seed)
+    if change.pop("plain_q", False):
+        inputs["q"] = inputs["q"].to(torch.bfloat16)
+    if change.pop("bf16_cache", False):
+        inputs["kv_cache"] = inputs["kv_cache"].to(torch.bfloat16)
+        inputs["kv_scale"] = None
+    out_dtype = change.pop("out_dtype", None)
+    if out_dtype is not None:
+        inputs["out"] = _bf16_out(inputs).to(out_dtype)
+    inputs.update(change)
+    with pytest.raises(error, match=message):
+        mla_decode(**inputs)
+
+
+# ---- GPU (sm_90): the fp8 tensor-core kernel --------------------------------------------------
+
+
+def _assert_close_fp8(inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Tensor], seed: int):
+    out, lse = got
+    ref_out, ref_lse = run_decode_ref(inputs)
+    assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
+    err = float((out.float() - ref_out.float()).norm() / ref_out.float().norm().clamp_min(1e-30))
+    assert err <= FP8_MMA_REL_L2, f"relative L2 {err:.3g} > {FP8_MMA_REL_L2}, seed {seed}"
+    torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=2e-3, msg=lambda m: f"lse: {m}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("h_q", "stages", "splits", "s_q", "page_size"),
+    [
+        (16, 1, 1, 1, 64),  # num_stages 1 (the default): a 3-tile ring
+        (16, 1, 4, 1, 128),
+        (48, 1, 64, 2, 256),  # empty splits, causal
+        (16, 2, 1, 1, 64),  # 2: 2 tiles
+        (32, 2, 3, 1, 64),
+        (16, 3, 4, 2, 64),  # 3: 4 tiles
+        (48, 3, 64, 1, 256),
+        (32, 1, 2, 2, 64),
+    ],
+)
+def test_fp8_mma_kernel_on_gpu(
+    h_q: int, stages: int, splits: int, s_q: int, page_size: int, seed: int
+):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 tensor-core kernel is for sm_90")
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=5, s_q=s_q, h_q=h_q, seqlen=0, seqlens=(1000, 63, 129, 0, 1),
+        page_size=page_size, dtype="bf16", kv_dtype="fp8_e4m3", causal=s_q > 1,
+    )  # fmt: skip
+    inputs = _fp8_inputs(problem, "cuda", seed)
+    config = DecodeConfig(16, 64, 8, stages, splits)
+    got = mla_decode(**inputs, config=config, out=_bf16_out(inputs))
+    assert module.LAST_COMPILED["decode_kernel"] == "fp8_mma"
+    _assert_close_fp8(inputs, got, seed)
+
+
+@pytest.mark.gpu
+def test_fp8_mma_kernel_full_size_and_with_a_plan_on_gpu(seed: int):
+    # DeepSeek's decode at tensor-parallel 8 (16 heads), uneven lengths; one plan for two layers
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 tensor-core kernel is for sm_90")
+    from mlafleet.kernels.decode_plan import plan_decode
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    lengths = (64 * 300 + 5, *(100,) * 20, 4096, 0)
+    problem = DecodeProblem(
+        batch=len(lengths), s_q=1, h_q=16, seqlen=0, seqlens=lengths, page_size=64,
+        dtype="bf16", kv_dtype="fp8_e4m3",
+    )  # fmt: skip
+    plan = plan_decode(**_fp8_inputs(problem, "cuda", seed))
+    assert plan.work is not None
+    for layer in range(2):
+        inputs = _fp8_inputs(problem, "cuda", seed + 1 + layer)
+        got = mla_decode(**inputs, plan=plan, out=_bf16_out(inputs))
+        assert module.LAST_COMPILED["decode_kernel"] == "fp8_mma"
+        _assert_close_fp8(inputs, got, seed + 1 + layer)
