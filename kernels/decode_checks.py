@@ -223,7 +223,8 @@ def dequantised_q(args: DecodeArgs) -> DecodeArgs:
     16 bits (every one but ``mla_decode_hopper_fp8_mma``)."""
     if args.q_scale is None:
         return args
-    q = (args.q.to(torch.float32) * args.q_scale.to(torch.float32).reshape(())).to(torch.bfloat16)
+    # e4m3 -> bf16 is exact; one bf16 multiply by the 0-dim scale rounds once (as fp32 would)
+    q = args.q.to(torch.bfloat16).mul_(args.q_scale.reshape(()))
     return replace(args, q=q, q_scale=None)
 
 

@@ -27,9 +27,9 @@ Partitions (``gl.warp_specialize``):
   per head along the tokens, row sums kept per token) and ``o^T``, and writes the output
   through a free ``vt`` buffer (coalesced stores in feature order).
 
-H200, 16 heads (docs/kernels/NOTES.md, variant 38): 47.1 / 47.1 / 26.1 us on the three
-16-head anchor rows, 1.56-1.62x the bf16 kernel (76.5 / 76.6 / 40.7) and 1.50-1.58x the fp8
-kernel with a 16-bit q.
+H200, 16 heads (docs/kernels/NOTES.md, variant 38): 46.8-50.7 / 46.8-50.7 / 26.1-26.2 us on
+the three 16-head anchor rows over six runs on three machines, 1.51-1.63x the bf16 kernel
+(76.3-76.8 / 76.5-76.8 / 40.7-40.9) and 1.49-1.60x the fp8 kernel with a 16-bit q.
 
 Precision: q and p are rounded to e4m3, the products accumulate in the tensor core's fp8
 accumulator (no periodic promotion, as FlashMLA). Against the fp32 reference over the
