@@ -206,6 +206,27 @@ def _store_half(acc, COL0: gl.constexpr, m_i, l_acc, kv_scale, o_ptr, lse_ptr, s
 
 
 @gluon.jit
+def _start_ring(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, block_table_ptr, seqlens_ptr,
+                stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE: gl.constexpr,
+                CAUSAL: gl.constexpr, PLAN: gl.constexpr):  # fmt: skip
+    """The start of a worker partition that keeps a program's TMA ring (``kv_lat`` [STAGES,
+    64, 512]): wait for the previous kernel (PDL), find the program's split and issue its
+    first ``STAGES`` tiles. Returns ``(block-table row, start token, end token, tiles)``."""
+    gdc_wait()  # (a partition: before its first global access)
+    STAGES: gl.constexpr = kv_lat.shape[0]
+    BN: gl.constexpr = kv_lat.shape[1]
+    s0, _h0 = _block_rows(H)
+    pid_b, _split, start_n, end_n, num_tiles, _valid = _program_split(
+        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
+    )
+    bt_row = block_table_ptr + pid_b * stride_bt_b
+    for first in gl.static_range(STAGES):
+        _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, first,
+                    first, first < num_tiles, PAGE_SIZE)  # fmt: skip
+    return bt_row, start_n, end_n, num_tiles
+
+
+@gluon.jit
 def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar, ready, free,
                block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
                PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, PLAN: gl.constexpr,
@@ -219,17 +240,11 @@ def _converter(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, work_lat, work_pe, kv_bar
     into working tile ``j % 2``): the rope and the left half for consumer 0, then the right
     half for consumer 1 (``ready`` / ``free`` index ``2 * (j % 2) + consumer``).
     """
-    gdc_wait()  # (a partition: before its first global access)
-    STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
-    s0, _h0 = _block_rows(H)
-    pid_b, _split, start_n, end_n, num_tiles, _valid = _program_split(
-        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
-    )
-    bt_row = block_table_ptr + pid_b * stride_bt_b
-    for first in gl.static_range(STAGES):
-        _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, first,
-                    first, first < num_tiles, PAGE_SIZE)  # fmt: skip
+    bt_row, start_n, end_n, num_tiles = _start_ring(
+        kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, block_table_ptr, seqlens_ptr,
+        stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE, CAUSAL, PLAN,
+    )  # fmt: skip
     for j in range(num_tiles):
         raw_pe, raw_0, raw_1, raw_2, raw_3 = _take_tile(
             kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, j, num_tiles,

@@ -55,9 +55,10 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
 from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
-from .mla_decode_hopper import _copy_tile_at, _issue_tile
+from .mla_decode_hopper import _copy_tile_at
 from .mla_decode_hopper_few import _program_split
-from .pdl import gdc_enter, gdc_wait
+from .mla_decode_hopper_few_fp8 import _block_rows, _start_ring
+from .pdl import gdc_enter
 
 ROWS = 16
 BLOCK_N = 64
@@ -70,7 +71,6 @@ H200, 64 x 16 heads x 4K: 47.1 us with 3 or 2 tiles, 48.7 with 4; two computing 
 on alternate tiles (a 12-warp variant) took 52.3."""
 P_SCALE = 256.0  # p in [0, 1] is stored as p x 256 in e4m3 (max 448)
 
-ROWS_C = gl.constexpr(ROWS)
 PART_WARPS_C = gl.constexpr(PART_WARPS)
 P_SCALE_C = gl.constexpr(P_SCALE)
 PRODUCER_REGS_C = gl.constexpr(216)  # a tile in registers twice (64 + 64 words): no spills
@@ -101,13 +101,6 @@ STAGE_SHARED = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
 # the output in feature order [32 feature groups g, 16 features f, 16 heads]: a warp writes
 # 128 consecutive features (8 groups x 16) of one head
 OUT_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 4, 1], [8, 4, 1], [1, 1, PART_WARPS], [1, 0, 2]))
-
-
-@gluon.jit
-def _block_rows(H):
-    """(s0, h0): the query token and first head of this program's 16-row block."""
-    row0 = gl.program_id(0) * ROWS_C  # rows are (token s, head h), H % ROWS == 0
-    return row0 // H, row0 % H
 
 
 @gluon.jit
@@ -151,17 +144,12 @@ def _producer(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, vt, kv_bar, k_free, v_read
               block_table_ptr, seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr,
               PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, PLAN: gl.constexpr):  # fmt: skip
     """Worker: the TMA ring and the transposed latent part of every tile (``vt[j % 2]``)."""
-    gdc_wait()  # (a partition: before its first global access)
     STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
-    s0, _h0 = _block_rows(H)
-    pid_b, _split, start_n, end_n, num_tiles, _valid = _program_split(
-        work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
-    )
-    bt_row = block_table_ptr + pid_b * stride_bt_b
-    for first in gl.static_range(STAGES):
-        _issue_tile(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, bt_row, start_n, first,
-                    first, first < num_tiles, PAGE_SIZE)  # fmt: skip
+    bt_row, start_n, end_n, num_tiles = _start_ring(
+        kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, block_table_ptr, seqlens_ptr,
+        stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE, CAUSAL, PLAN,
+    )  # fmt: skip
     rows = gl.arange(0, BN, layout=gl.SliceLayout(1, WORDS_LAYOUT))
     for j in range(num_tiles):
         slot = j % STAGES
