@@ -223,8 +223,9 @@ def dequantised_q(args: DecodeArgs) -> DecodeArgs:
     16 bits (every one but ``mla_decode_hopper_fp8_mma``)."""
     if args.q_scale is None:
         return args
-    # e4m3 -> bf16 is exact; one bf16 multiply by the 0-dim scale rounds once (as fp32 would)
-    q = args.q.to(torch.bfloat16).mul_(args.q_scale.reshape(()))
+    # in fp32, then one rounding to bf16 (a bf16 multiply by the scale would round the scale
+    # to bf16 first on the GPU: relative L2 3.4e-3 instead of 2.6e-3 at 128 heads, s10-13)
+    q = (args.q.to(torch.float32) * args.q_scale.to(torch.float32).reshape(())).to(torch.bfloat16)
     return replace(args, q=q, q_scale=None)
 
 
