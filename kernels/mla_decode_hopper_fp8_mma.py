@@ -31,8 +31,8 @@ H200, 16 heads (docs/kernels/NOTES.md, variant 38): 46.8-50.7 / 46.8-50.7 / 26.1
 the three 16-head anchor rows over six runs on three machines, 1.51-1.63x the bf16 kernel
 (76.3-76.8 / 76.5-76.8 / 40.7-40.9) and 1.49-1.60x the fp8 kernel with a 16-bit q.
 
-Precision: q and p are rounded to e4m3, the products accumulate in the tensor core's fp8
-accumulator (no periodic promotion, as FlashMLA). Against the fp32 reference over the
+Precision: q and p are rounded to e4m3; the fp8 wgmma accumulates into fp32 at the tensor
+core's reduced fp8-path precision, without periodic promotion (as FlashMLA). Against the fp32 reference over the
 dequantised inputs the relative L2 error is 0.6-1.8e-2 on random inputs (bf16 paths: ~2e-3):
 p's 3-bit mantissa.
 
