@@ -32,9 +32,9 @@ the three 16-head anchor rows over six runs on three machines, 1.51-1.63x the bf
 (76.3-76.8 / 76.5-76.8 / 40.7-40.9) and 1.49-1.60x the fp8 kernel with a 16-bit q.
 
 Precision: q and p are rounded to e4m3; the fp8 wgmma accumulates into fp32 at the tensor
-core's reduced fp8-path precision, without periodic promotion (as FlashMLA). Against the fp32 reference over the
-dequantised inputs the relative L2 error is 0.6-1.8e-2 on random inputs (bf16 paths: ~2e-3):
-p's 3-bit mantissa.
+core's reduced fp8-path precision, without periodic promotion (as FlashMLA). Against the fp32
+reference over the dequantised inputs the relative L2 error is 0.6-1.8e-2 on random inputs
+(bf16 paths: ~2e-3): p's 3-bit mantissa.
 
 Scope (``fp8_mma_eligible``): sm_90, q float8_e4m3fn with ``q_scale``, an fp8 cache with its
 scale, one KV head, 512 + 64 dims, ``h_q`` a multiple of 16 and below 64, pages of whole
