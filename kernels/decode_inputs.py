@@ -72,10 +72,7 @@ def make_decode_inputs(
 
     kv_scale: torch.Tensor | None = None
     if problem.kv_dtype == "fp8_e4m3":
-        finite = kv[torch.isfinite(kv)]
-        amax = float(finite.abs().max()) if finite.numel() else 1.0
-        kv_scale = torch.tensor([amax / _FP8_MAX], dtype=torch.float32, device=dev)
-        kv_cache = (kv / kv_scale).to(torch.float8_e4m3fn)
+        kv_cache, kv_scale = _to_e4m3(kv)
     else:
         kv_cache = kv.to(dtype)
     q = torch.randn(
@@ -93,14 +90,20 @@ def make_decode_inputs(
     }
 
 
+def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` (any float dtype) as float8_e4m3fn under one fp32 scale ([1]: real = stored x
+    scale), the largest finite magnitude mapped to e4m3's 448 (NaN stays NaN)."""
+    finite = x[torch.isfinite(x)].float()
+    amax = float(finite.abs().max()) if finite.numel() else 1.0
+    scale = torch.tensor([max(amax, 1e-12) / _FP8_MAX], dtype=torch.float32, device=x.device)
+    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+
 def with_fp8_q(inputs: dict[str, Any]) -> dict[str, Any]:
     """``inputs`` (``make_decode_inputs``) with q quantised to float8_e4m3fn under one fp32
-    scale (``q_scale`` [1]: real q = stored q x q_scale; amax maps to e4m3's 448), as FlashMLA's
-    fp8 interface takes it."""
-    q = inputs["q"].float()
-    amax = float(q.abs().max()) if q.numel() else 1.0
-    q_scale = torch.tensor([max(amax, 1e-12) / _FP8_MAX], dtype=torch.float32, device=q.device)
-    return {**inputs, "q": (q / q_scale).to(torch.float8_e4m3fn), "q_scale": q_scale}
+    scale (``q_scale`` [1]: real q = stored q x q_scale), as FlashMLA's fp8 interface takes it."""
+    q8, q_scale = _to_e4m3(inputs["q"])
+    return {**inputs, "q": q8, "q_scale": q_scale}
 
 
 def run_decode(inputs: dict[str, Any], config: DecodeConfig | None) -> tuple[torch.Tensor, ...]:

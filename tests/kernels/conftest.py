@@ -81,10 +81,12 @@ def seed(request: pytest.FixtureRequest) -> int:
 
 
 def poisoned_out(inputs: dict[str, Any]) -> torch.Tensor:
-    """An output buffer full of NaN: any element the kernel fails to write stays NaN."""
+    """An output buffer full of NaN (q's dtype; bf16 for an fp8 q with ``q_scale``): any
+    element the kernel fails to write stays NaN."""
     q = inputs["q"]
+    dtype = torch.bfloat16 if inputs.get("q_scale") is not None else q.dtype
     return torch.full(
-        (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=q.dtype, device=q.device
+        (*q.shape[:3], inputs["head_dim_v"]), float("nan"), dtype=dtype, device=q.device
     )
 
 

@@ -31,12 +31,6 @@ def _fp8_inputs(problem: DecodeProblem, device: Any, seed: int) -> dict[str, Any
     return with_fp8_q(make_decode_inputs(problem, device=device, seed=seed))
 
 
-def _bf16_out(inputs: dict[str, Any]) -> torch.Tensor:
-    q = inputs["q"]
-    shape = (*q.shape[:3], inputs["head_dim_v"])
-    return torch.full(shape, float("nan"), dtype=torch.bfloat16, device=q.device)
-
-
 def test_fp8_q_is_quantised_with_one_scale(seed: int, kit: Kit):
     problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3")
     plain = make_decode_inputs(problem, device="cpu", seed=seed)
@@ -55,7 +49,7 @@ def test_fp8_q_on_the_16_bit_kernels_matches_reference(seed: int, kit: Kit):
     # the output is bf16, as FlashMLA's fp8 interface gives
     problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3", seqlens=(40, 17, 0))
     inputs = _fp8_inputs(problem, kit.device(), seed)
-    out, lse = mla_decode(**inputs, out=_bf16_out(inputs))
+    out, lse = mla_decode(**inputs, out=kit.poisoned_out(inputs))
     assert out.dtype == torch.bfloat16
     kit.assert_matches_reference({**inputs, "q": inputs["q"].to(torch.bfloat16)}, (out, lse))
     ref_out, ref_lse = run_decode_ref(inputs)  # the reference dequantises q itself
@@ -102,7 +96,7 @@ def test_fp8_q_argument_errors(
         inputs["kv_scale"] = None
     out_dtype = change.pop("out_dtype", None)
     if out_dtype is not None:
-        inputs["out"] = _bf16_out(inputs).to(out_dtype)
+        inputs["out"] = kit.poisoned_out(inputs).to(out_dtype)
     inputs.update(change)
     with pytest.raises(error, match=message):
         mla_decode(**inputs)
@@ -135,7 +129,7 @@ def _assert_close_fp8(inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Ten
     ],
 )
 def test_fp8_mma_kernel_on_gpu(
-    h_q: int, stages: int, splits: int, s_q: int, page_size: int, seed: int
+    h_q: int, stages: int, splits: int, s_q: int, page_size: int, seed: int, kit: Kit
 ):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the fp8 tensor-core kernel is for sm_90")
@@ -146,13 +140,13 @@ def test_fp8_mma_kernel_on_gpu(
     )  # fmt: skip
     inputs = _fp8_inputs(problem, "cuda", seed)
     config = DecodeConfig(16, 64, 8, stages, splits)
-    got = mla_decode(**inputs, config=config, out=_bf16_out(inputs))
+    got = mla_decode(**inputs, config=config, out=kit.poisoned_out(inputs))
     assert module.LAST_COMPILED["decode_kernel"] == "fp8_mma"
     _assert_close_fp8(inputs, got, seed)
 
 
 @pytest.mark.gpu
-def test_fp8_mma_kernel_full_size_and_with_a_plan_on_gpu(seed: int):
+def test_fp8_mma_kernel_full_size_and_with_a_plan_on_gpu(seed: int, kit: Kit):
     # DeepSeek's decode at tensor-parallel 8 (16 heads), uneven lengths; one plan for two layers
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the fp8 tensor-core kernel is for sm_90")
@@ -168,6 +162,6 @@ def test_fp8_mma_kernel_full_size_and_with_a_plan_on_gpu(seed: int):
     assert plan.work is not None
     for layer in range(2):
         inputs = _fp8_inputs(problem, "cuda", seed + 1 + layer)
-        got = mla_decode(**inputs, plan=plan, out=_bf16_out(inputs))
+        got = mla_decode(**inputs, plan=plan, out=kit.poisoned_out(inputs))
         assert module.LAST_COMPILED["decode_kernel"] == "fp8_mma"
         _assert_close_fp8(inputs, got, seed + 1 + layer)
