@@ -26,9 +26,9 @@ import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
 import torch
 from common import copies_for, gpu_info, rel_l2, time_rotated_us
 
-from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
+from mlafleet.kernels.configs import FP8_KV, FP8_QKV, DecodeConfig, DecodeProblem
 from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
-from mlafleet.kernels.decode_inputs import make_decode_inputs, with_fp8_q
+from mlafleet.kernels.decode_inputs import make_decode_inputs
 from mlafleet.kernels.decode_plan import plan_decode
 from mlafleet.kernels.decode_tuning import (
     default_decode_config,
@@ -249,12 +249,12 @@ def bench_shape(
     all_bq: bool,
     q_fp8: bool = False,
 ) -> list[dict[str, Any]]:
-    problem = replace(anchor.problem, kv_dtype="fp8_e4m3") if kv_fp8 else anchor.problem
+    precision = (FP8_QKV if q_fp8 else FP8_KV) if kv_fp8 else anchor.problem.dtype
+    problem = replace(anchor.problem, **DecodeProblem.dtypes_of(precision))
     limits = limits_for("cuda")
 
     def make(seed: int) -> dict[str, Any]:
-        made = make_decode_inputs(problem, device="cuda", seed=seed)
-        return with_fp8_q(made) if q_fp8 else made
+        return make_decode_inputs(problem, device="cuda", seed=seed)
 
     first = make(1)
     q_bytes = first["q"].numel() * first["q"].element_size() + first["q"].numel() * 2 * 512 / 576

@@ -2,7 +2,8 @@
 
 For one shape per run (``--shape mem``: batch 64, 16 heads, 4096 tokens, memory-bound;
 ``--shape compute``: batch 128, 128 heads, 4096 tokens, arithmetic-bound; ``--shape tiny``:
-a CPU-interpreter smoke run), bf16, page size 64:
+a CPU-interpreter smoke run), bf16, page size 64 (``fp8q-mem``, ``fp8q-short``: 64 x 4096
+and 128 x 1024 at 16 heads with an fp8 q and cache):
 
 1. an exhaustive sweep of the pruned space: wall time, how much was compilation (the summed
    per-config compile time, and the wall time of the parallel compile phase), timing time;
@@ -64,6 +65,14 @@ SHAPES = {
     "mem": DecodeProblem(batch=64, s_q=1, h_q=16, seqlen=4096, page_size=64, dtype="bf16"),
     "compute": DecodeProblem(batch=128, s_q=1, h_q=128, seqlen=4096, page_size=64, dtype="bf16"),
     "tiny": DecodeProblem(batch=1, s_q=1, h_q=16, seqlen=64, page_size=16, dtype="fp16"),
+    # FlashMLA's fp8 interface (fp8 q and cache): on sm_90 the winner may be the fp8
+    # tensor-core kernel, ~1e-2 off where the configs that dequantise q are ~3e-3 off
+    "fp8q-mem": DecodeProblem(
+        batch=64, s_q=1, h_q=16, seqlen=4096, **DecodeProblem.dtypes_of("fp8_e4m3_qkv")
+    ),
+    "fp8q-short": DecodeProblem(
+        batch=128, s_q=1, h_q=16, seqlen=1024, **DecodeProblem.dtypes_of("fp8_e4m3_qkv")
+    ),
 }
 
 
@@ -100,6 +109,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file of all numbers")
     parser.add_argument("--workers", type=int, default=None, help="compile processes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-tpe", action="store_true", help="the exhaustive sweep only")
     args = parser.parse_args()
 
     problem = SHAPES[args.shape]
@@ -171,6 +181,8 @@ def main() -> None:
         save()
         log(f"repeat: {json.dumps(report['repeat'])}")
 
+    if args.no_tpe:
+        return
     budget = max(1, len(space) // 4)
     model = tune(
         "mla_decode",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .configs import KERNEL_NAMES, DecodeProblem, PrefillProblem
+from .configs import KERNEL_NAMES, DecodeProblem, PrefillProblem, WorkloadDType
 
 BUNDLE_FORMAT_VERSION = 1
 
@@ -34,7 +34,9 @@ class WorkloadBucket(BaseModel):
     """A workload class: exact in heads, query tokens, dtype and page size; batch and sequence
     length rounded up to powers of two (``bucket_of``).
 
-    For prefill, ``s_q`` is 1, ``page_size`` is 0 and ``seqlen`` is the per-sequence length.
+    ``dtype`` names the precision (``configs.WorkloadDType``: ``fp8_e4m3`` an fp8 cache,
+    ``fp8_e4m3_qkv`` an fp8 q over one). For prefill, ``s_q`` is 1, ``page_size`` is 0 and
+    ``seqlen`` is the per-sequence length.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,7 +45,7 @@ class WorkloadBucket(BaseModel):
     seqlen: int = Field(ge=1)
     heads: int = Field(ge=1)
     s_q: int = Field(default=1, ge=1)
-    dtype: Literal["fp16", "bf16", "fp32", "fp8_e4m3"] = "bf16"
+    dtype: WorkloadDType = "bf16"
     page_size: int = Field(default=0, ge=0)
 
     def key(self) -> str:
@@ -68,7 +70,7 @@ def bucket_of(problem: DecodeProblem | PrefillProblem) -> WorkloadBucket:
             seqlen=pow2_ceil(max(longest, 1)),
             heads=problem.h_q,
             s_q=problem.s_q,
-            dtype=problem.kv_dtype or problem.dtype,
+            dtype=problem.workload_dtype,
             page_size=problem.page_size,
         )
     return WorkloadBucket(

@@ -17,6 +17,14 @@ from typing import Any, Literal
 
 DType = Literal["fp16", "bf16", "fp32"]
 KvDType = Literal["fp16", "bf16", "fp8_e4m3"]
+QDType = Literal["fp8_e4m3"]
+WorkloadDType = Literal["fp16", "bf16", "fp32", "fp8_e4m3", "fp8_e4m3_qkv"]
+"""A workload's precision in one name (job specs, buckets, the API): a 16-bit or fp32 q over a
+cache of the same dtype; ``fp8_e4m3``: a bf16 q over an fp8 cache; ``fp8_e4m3_qkv``: an fp8 q
+over an fp8 cache (FlashMLA's fp8 interface). The output is bf16 for both fp8 kinds."""
+FP8_KV = "fp8_e4m3"
+FP8_QKV = "fp8_e4m3_qkv"
+WORKLOAD_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32", FP8_KV, FP8_QKV)
 
 KERNEL_DECODE = "mla_decode"
 KERNEL_PREFILL = "mla_prefill"
@@ -114,10 +122,15 @@ class DecodeProblem:
         d_qk: query/key head dim (576 = 512 latent + 64 rope).
         d_v: value head dim (512): the first ``d_v`` entries of a key row.
         page_size: tokens per page of the paged cache.
-        dtype: dtype of q and of the output.
+        dtype: dtype of the output, and of q unless ``q_dtype`` is set.
         kv_dtype: dtype of the cache (``fp8_e4m3`` comes with a scale).
         causal: causal mask over the ``s_q`` new tokens.
         seqlens: optional per-sequence lengths (len == batch); varied-length workloads.
+        q_dtype: ``fp8_e4m3`` for an fp8 q with its scale (``q_scale``), over an fp8 cache
+            and with a bf16 output; None: q is in ``dtype``.
+
+    Raises:
+        ValueError: an fp8 q without an fp8 cache, or with an output dtype other than bf16.
     """
 
     batch: int
@@ -132,6 +145,14 @@ class DecodeProblem:
     kv_dtype: KvDType | None = None
     causal: bool = False
     seqlens: tuple[int, ...] | None = None
+    q_dtype: QDType | None = None
+
+    def __post_init__(self) -> None:
+        if self.q_dtype is not None and (self.kv_dtype != FP8_KV or self.dtype != "bf16"):
+            raise ValueError(
+                f"q_dtype {self.q_dtype!r}: an fp8 q needs kv_dtype 'fp8_e4m3' and dtype 'bf16' "
+                f"(its output), got kv_dtype {self.kv_dtype!r} and dtype {self.dtype!r}"
+            )
 
     @property
     def kernel(self) -> str:
@@ -141,14 +162,42 @@ class DecodeProblem:
     def cache_dtype(self) -> str:
         return self.kv_dtype or self.dtype
 
+    @property
+    def workload_dtype(self) -> str:
+        """The precision in one name (``WorkloadDType``): ``fp8_e4m3_qkv``, ``fp8_e4m3`` or
+        ``dtype``."""
+        if self.q_dtype is not None:
+            return FP8_QKV
+        return FP8_KV if self.kv_dtype == FP8_KV else self.dtype
+
+    @classmethod
+    def dtypes_of(cls, workload_dtype: str) -> dict[str, Any]:
+        """``dtype``, ``kv_dtype`` and ``q_dtype`` of a workload dtype name (the inverse of
+        ``workload_dtype``).
+
+        Raises:
+            ValueError: a name that is not one of ``WORKLOAD_DTYPES``.
+        """
+        if workload_dtype == FP8_QKV:
+            return {"dtype": "bf16", "kv_dtype": FP8_KV, "q_dtype": FP8_KV}
+        if workload_dtype == FP8_KV:
+            return {"dtype": "bf16", "kv_dtype": FP8_KV, "q_dtype": None}
+        if workload_dtype in WORKLOAD_DTYPES:
+            return {"dtype": workload_dtype, "kv_dtype": None, "q_dtype": None}
+        raise ValueError(f"dtype: expected one of {list(WORKLOAD_DTYPES)}, got {workload_dtype!r}")
+
     def lengths(self) -> tuple[int, ...]:
         """Per-sequence KV lengths, ``seqlens`` when given, else ``seqlen`` for every sequence."""
         return self.seqlens if self.seqlens is not None else (self.seqlen,) * self.batch
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready data; ``q_dtype`` only when set, so a problem's identity
+        (results caches, stored trials) is the same as before that field existed."""
         data = dataclasses.asdict(self)
         if self.seqlens is not None:
             data["seqlens"] = list(self.seqlens)
+        if self.q_dtype is None:
+            del data["q_dtype"]
         return data
 
     @classmethod
@@ -160,7 +209,7 @@ class DecodeProblem:
 
     def kv_bytes(self) -> int:
         """Bytes of KV the kernel must read at least once (one read of each token row)."""
-        elem = 1 if self.cache_dtype == "fp8_e4m3" else 2
+        elem = 1 if self.cache_dtype == FP8_KV else 2
         return sum(self.lengths()) * self.h_kv * self.d_qk * elem
 
     def flops(self) -> int:

@@ -10,7 +10,7 @@ synchronise the stream and break CUDA-graph capture.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -62,6 +62,7 @@ class DecodeArgs:
             dtype=_DTYPE_NAMES[self.out_dtype],  # type: ignore[arg-type]
             kv_dtype="fp8_e4m3" if self.kv_scale is not None else None,
             causal=self.causal,
+            q_dtype="fp8_e4m3" if self.q_scale is not None else None,
         )
 
 
@@ -218,17 +219,6 @@ def check_decode_args(
     )
 
 
-def dequantised_q(args: DecodeArgs) -> DecodeArgs:
-    """``args`` with an fp8 q turned into bf16 (q x q_scale): for the kernels that compute in
-    16 bits (every one but ``mla_decode_hopper_fp8_mma``)."""
-    if args.q_scale is None:
-        return args
-    # in fp32, then one rounding to bf16 (a bf16 multiply by the scale would round the scale
-    # to bf16 first on the GPU: relative L2 3.4e-3 instead of 2.6e-3 at 128 heads, s10-13)
-    q = (args.q.to(torch.float32) * args.q_scale.to(torch.float32).reshape(())).to(torch.bfloat16)
-    return replace(args, q=q, q_scale=None)
-
-
 def _check_lengths(
     cache_seqlens: torch.Tensor, block_table: torch.Tensor, *, page_size: int, num_pages: int
 ) -> None:
@@ -287,4 +277,4 @@ def resolve_decode_config(args: DecodeArgs, config: object) -> tuple[DecodeConfi
     return config, resolve_num_splits(config, problem, limits)
 
 
-__all__ = ["DecodeArgs", "check_decode_args", "dequantised_q", "resolve_decode_config"]
+__all__ = ["DecodeArgs", "check_decode_args", "resolve_decode_config"]

@@ -25,14 +25,16 @@ def make_decode_inputs(
     """Random, poisoned inputs of ``problem`` on ``device``.
 
     Args:
-        problem: the shape (``kv_dtype="fp8_e4m3"`` makes an fp8 cache with a scale).
+        problem: the shape (``kv_dtype="fp8_e4m3"`` makes an fp8 cache with a scale,
+            ``q_dtype="fp8_e4m3"`` an fp8 q with one too: ``with_fp8_q``).
         device: where the tensors live.
         seed: seeds a generator on ``device``; the same seed gives the same inputs there.
 
     Returns:
         ``mla_decode``'s arguments by name: q [B, S, H, D_QK]; kv_cache [pages, P, HK, D_QK];
         block_table [B, max_pages] int32; cache_seqlens [B] int32; head_dim_v; softmax_scale;
-        causal; kv_scale (fp32 [1] tensor, or None).
+        causal; kv_scale (fp32 [1] tensor, or None); with an fp8 q, q is float8_e4m3fn and
+        q_scale its fp32 [1] scale.
 
     Raises:
         ValueError: ``seqlens`` whose length is not ``batch``, or a negative length.
@@ -78,7 +80,7 @@ def make_decode_inputs(
     q = torch.randn(
         (problem.batch, problem.s_q, problem.h_q, problem.d_qk), generator=gen, device=dev
     ).to(dtype)
-    return {
+    inputs = {
         "q": q,
         "kv_cache": kv_cache,
         "block_table": block_table,
@@ -88,6 +90,7 @@ def make_decode_inputs(
         "causal": problem.causal,
         "kv_scale": kv_scale,
     }
+    return with_fp8_q(inputs) if problem.q_dtype == "fp8_e4m3" else inputs
 
 
 def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

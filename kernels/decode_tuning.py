@@ -183,17 +183,22 @@ def auto_num_splits(
     return max_splits
 
 
+def _knobs(config: DecodeConfig) -> tuple[int, int, int, int]:
+    return (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
+
+
 def programs_per_sm(config: DecodeConfig, problem: DecodeProblem, limits: DeviceLimits) -> int:
     """Decode programs one SM holds at once (shared memory bound), as measured on an H200.
 
     64-row blocks: 1 (220-230 KB, Triton and Gluon kernels). On sm_90 the few-heads Gluon
     kernel (config 16 x 64, 4 warps, 2 stages; 16-bit cache, 512 + 64 dims, 16-48 heads per KV
     head): 1 (168 KB); with an fp8 cache its warp-specialised kernels (16 x 64, 8 warps, 1, 2 or
-    3 stages): 1 (168-219 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
+    3 stages): 1 (168-219 KB), and with an fp8 q too the fp8 tensor-core kernel under the same
+    configs: 1 (147-219 KB). Other configs of fewer rows: 2 (Triton, 47-94 KB).
     """
     if config.block_size_q >= 64:
         return 1
-    knobs = (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
+    knobs = _knobs(config)
     few_heads_kernel = _sm90_few_heads_shape(problem, limits) and (
         knobs in _SM90_FEW_FP8_KNOBS if problem.kv_dtype else knobs == _SM90_FEW_KNOBS
     )
@@ -212,8 +217,7 @@ def resolve_num_splits(config: DecodeConfig, problem: DecodeProblem, limits: Dev
         sm_count=limits.sm_count,
         programs_per_sm=programs_per_sm(config, problem, limits),
     )
-    knobs = (config.block_size_q, config.block_size_k, config.num_warps, config.num_stages)
-    seesaw = knobs == _SM90_SEESAW_KNOBS and _sm90_seesaw_shape(problem, limits)
+    seesaw = _knobs(config) == _SM90_SEESAW_KNOBS and _sm90_seesaw_shape(problem, limits)
     if seesaw and uniform > 1 and problem.batch > 1:
         # the seesaw kernel sizes its splits from the batch's total work, so a long sequence
         # among short ones may take more than the uniform count: allow twice as many
@@ -249,12 +253,17 @@ def decode_search_space(problem: DecodeProblem, limits: DeviceLimits) -> list[De
 def _split_variants(
     space: list[DecodeConfig], problem: DecodeProblem, limits: DeviceLimits
 ) -> list[DecodeConfig]:
-    """Explicit split counts around ``"auto"`` for the largest valid tiles (the split count moves
-    the memory-bound shapes by up to 4x in ANCHORS.md)."""
+    """Explicit split counts around ``"auto"`` for the largest valid tiles and, on sm_90 with
+    16-48 heads, for the few-heads Gluon kernels' configs (the split count moves the
+    memory-bound shapes by up to 4x in ANCHORS.md)."""
     out: list[DecodeConfig] = []
     valid = [c for c in space if why_invalid_decode(c, problem, limits) is None]
     valid.sort(key=lambda c: (-c.block_size_q, -c.block_size_k, c.num_warps, -c.num_stages))
-    for base in valid[:4]:
+    bases = valid[:4]
+    if _sm90_few_heads_shape(problem, limits):
+        knobs = _SM90_FEW_FP8_KNOBS if problem.kv_dtype else (_SM90_FEW_KNOBS,)
+        bases += [c for c in valid if _knobs(c) in knobs and c not in bases]
+    for base in bases:
         auto = resolve_num_splits(base, problem, limits)
         for splits in sorted({max(1, auto // 4), max(1, auto // 2), auto * 2, auto * 4} - {auto}):
             variant = DecodeConfig(

@@ -54,9 +54,10 @@ import triton
 import triton.language as tl
 
 from .configs import DecodeConfig
-from .decode_checks import DecodeArgs, check_decode_args, dequantised_q, resolve_decode_config
+from .decode_checks import DecodeArgs, check_decode_args, resolve_decode_config
 from .decode_plan import DecodePlan, call_shape, plan_runs
 from .device_limits import interpreting
+from .fp8_q import dequantised_q
 from .gluon_launch import SplitOutputs
 from .mla_decode_hopper import hopper_decode_eligible, launch_hopper_decode
 from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .configs import (
+    FP8_QKV,
     KERNEL_DECODE,
     KERNEL_PREFILL,
     DecodeConfig,
@@ -23,12 +24,29 @@ from .configs import (
 
 # Tolerances against the fp32 reference, per dtype of the output (atol, rtol), applied as
 # torch.testing.assert_close does. fp8 KV is compared against the reference on the same
-# dequantized cache, so only the q/out rounding and accumulation order remain.
+# dequantized cache, so only the q/out rounding and accumulation order remain. An fp8 q over an
+# fp8 cache (``fp8_e4m3_qkv``, bf16 out) may run on fp8 tensor cores, which round p to e4m3 (3
+# mantissa bits): a PyTorch emulation of that kernel on short sequences (5-64 tokens, where
+# single p values weigh most) needs atol = rtol = 4.4e-2; this allows 8e-2.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-4, 1e-4),
     "fp16": (2e-3, 2e-3),
     "bf16": (1.6e-2, 1.6e-2),
+    FP8_QKV: (8e-2, 8e-2),
 }
+
+# The relative L2 error a precision may have whatever the most accurate trial of a tuning run
+# reached (``worker.validate.winner``): with an fp8 q, the configs that dequantise q first are
+# ~3e-3 off, the fp8 tensor-core kernel 0.6-1.8e-2 (H200); both are the precision asked for.
+REL_L2_FLOORS: dict[str, float] = {FP8_QKV: 3e-2}
+
+
+def tolerance_key(problem: Any) -> str:
+    """The ``TOLERANCES`` entry ``problem``'s output is compared under: ``fp8_e4m3_qkv`` for an
+    fp8 q (``DecodeProblem.q_dtype``), else the output's dtype (its ``dtype`` field)."""
+    if getattr(problem, "q_dtype", None) is not None:
+        return FP8_QKV
+    return str(getattr(problem, "dtype", "fp32"))
 
 
 @dataclass(frozen=True)

@@ -31,18 +31,20 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from mlafleet.kernels.bundle import ConfigBundle
 from mlafleet.kernels.configs import (
+    FP8_KV,
+    FP8_QKV,
     KERNEL_DECODE,
     KERNEL_NAMES,
     KERNEL_PREFILL,
     DecodeProblem,
     PrefillProblem,
+    WorkloadDType,
 )
 
 from .errors import JobSpecError
 
 JobKind = Literal["tune", "validate"]
 Strategy = Literal["exhaustive", "random", "tpe"]
-WorkloadDType = Literal["fp16", "bf16", "fp32"]
 
 _DECODE_ONLY = ("s_q", "page_size")
 _POSITIVE = Annotated[int, Field(ge=1, le=1 << 24)]
@@ -64,6 +66,8 @@ class Workloads(BaseModel):
 
     Decode axes: batch, seqlen (KV length), heads (query heads), s_q (query tokens), dtype,
     page_size. Prefill axes: batch, seqlen (per-sequence length, queries = keys), heads, dtype.
+    ``dtype`` names q's and the cache's precision (``fp16``, ``bf16``, ``fp32``; decode also
+    ``fp8_e4m3``: a bf16 q over an fp8 cache, and ``fp8_e4m3_qkv``: an fp8 q over one).
     ``d_qk``/``d_v``/``kv_heads`` override the DeepSeek head dims (small test shapes).
     """
 
@@ -157,8 +161,9 @@ def expand_workloads(kernel: str, grid: Workloads) -> list[DecodeProblem | Prefi
         for b, n, h, s, dt, p in itertools.product(
             grid.batch, grid.seqlen, grid.heads, grid.s_q or [1], grid.dtype, grid.page_size or [64]
         ):
+            dtypes = DecodeProblem.dtypes_of(dt)
             out.append(
-                DecodeProblem(batch=b, s_q=s, h_q=h, seqlen=n, page_size=p, dtype=dt, **extra)
+                DecodeProblem(batch=b, s_q=s, h_q=h, seqlen=n, page_size=p, **dtypes, **extra)
             )
         return out
     extra = dict(dims)
@@ -167,6 +172,8 @@ def expand_workloads(kernel: str, grid: Workloads) -> list[DecodeProblem | Prefi
     if grid.causal is not None:
         extra["causal"] = grid.causal
     for b, n, h, dt in itertools.product(grid.batch, grid.seqlen, grid.heads, grid.dtype):
+        if dt in (FP8_KV, FP8_QKV):
+            raise ValueError(f"workloads.dtype: mla_prefill has no fp8 ({dt})")
         out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h, dtype=dt, **extra))
     return out
 
@@ -221,6 +228,12 @@ def _cross_problems(
                 problems.append(
                     f"workloads.{axis}: only mla_decode has this axis; remove it for mla_prefill"
                 )
+        fp8 = [dt for dt in grid.dtype if dt in (FP8_KV, FP8_QKV)]
+        if fp8:
+            problems.append(
+                f"workloads.dtype: mla_prefill has no fp8 ({', '.join(fp8)}); use fp16, bf16 "
+                "or fp32"
+            )
     if grid is not None and kernel in KERNEL_NAMES:
         kv_heads = grid.kv_heads or 1
         if kernel == KERNEL_DECODE and any(h % kv_heads for h in grid.heads):

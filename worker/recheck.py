@@ -62,15 +62,13 @@ class ConfigCheck(BaseModel):
 def problem_from_bucket(kernel: str, bucket: WorkloadBucket) -> DecodeProblem | PrefillProblem:
     """A representative problem of ``bucket`` (its batch and length are the bucket's bounds)."""
     if kernel == KERNEL_DECODE:
-        fp8 = bucket.dtype == "fp8_e4m3"
         return DecodeProblem(
             batch=bucket.batch,
             s_q=bucket.s_q,
             h_q=bucket.heads,
             seqlen=bucket.seqlen,
             page_size=bucket.page_size or 64,
-            dtype="bf16" if fp8 else bucket.dtype,
-            kv_dtype="fp8_e4m3" if fp8 else None,
+            **DecodeProblem.dtypes_of(bucket.dtype),
         )
     return PrefillProblem(
         batch=bucket.batch,

@@ -22,7 +22,7 @@ from .results_cache import ResultsCache
 from .schemas import DeviceFingerprint, TrialResult, TuneResult
 from .search import STRATEGIES, Strategy, make_strategy
 from .sweep import Sweeper, SweepOptions, default_compile_workers
-from .validate import winner
+from .validate import error_floor, winner
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def tune(
         device=dev,
         strategy=strategy,
         trials=all_trials,
-        best=winner(all_trials),
+        best=winner(all_trials, floor=error_floor(prob)),
         default=trials.get(default_cfg),
         wall_s=time.monotonic() - started,
         compile_wall_s=compile_wall_s,

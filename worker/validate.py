@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mlafleet.kernels.registry import TOLERANCES, KernelSpec
+from mlafleet.kernels.registry import REL_L2_FLOORS, TOLERANCES, KernelSpec, tolerance_key
 
 from .schemas import TrialResult, TrialStatus, ValidationResult
 
@@ -25,7 +25,8 @@ WINNER_ERROR_EPS = 1e-6
 
 
 def tolerance_for(dtype: str) -> tuple[float, float]:
-    """(atol, rtol) for an output dtype name (``fp16``, ``bf16``, ``fp32``).
+    """(atol, rtol) for an output dtype name (``fp16``, ``bf16``, ``fp32``), or
+    ``fp8_e4m3_qkv`` for an fp8 q (``registry.tolerance_key``).
 
     Raises:
         ValueError: a dtype with no tolerance entry.
@@ -147,11 +148,6 @@ def _failed(message: str, atol: float, rtol: float, seed: int) -> ValidationResu
     )
 
 
-def output_dtype(problem: Any) -> str:
-    """The dtype name the output of ``problem`` is compared in (its ``dtype`` field)."""
-    return str(getattr(problem, "dtype", "fp32"))
-
-
 def validate_config(
     spec: KernelSpec,
     problem: Any,
@@ -187,7 +183,7 @@ def validate_config(
                 reference_cache.pop(next(iter(reference_cache)))
             reference_cache[key] = (inputs, (ref_out, ref_lse))
     out, lse = _pair(spec.fn("run")(inputs, config))
-    return compare(out, lse, ref_out, ref_lse, dtype=output_dtype(problem), seed=seed)
+    return compare(out, lse, ref_out, ref_lse, dtype=tolerance_key(problem), seed=seed)
 
 
 def _pair(result: Any) -> tuple[Any, Any | None]:
@@ -196,17 +192,25 @@ def _pair(result: Any) -> tuple[Any, Any | None]:
     return result, None
 
 
+def error_floor(problem: Any) -> float:
+    """The ``floor`` of ``winner`` for ``problem``'s precision (``registry.REL_L2_FLOORS``)."""
+    return REL_L2_FLOORS.get(tolerance_key(problem), 0.0)
+
+
 def winner(
     trials: Iterable[TrialResult],
     *,
     factor: float = WINNER_ERROR_FACTOR,
     eps: float = WINNER_ERROR_EPS,
+    floor: float = 0.0,
 ) -> TrialResult | None:
     """The fastest ok trial whose error is within ``factor`` of the most accurate ok trial's.
 
-    A trial qualifies when ``rel_l2_err <= factor * best_rel_l2_err + eps``, so a config that is
-    fast because it is wrong (but still inside the tolerance) does not win. Trials with no
-    validation are not eligible.
+    A trial qualifies when ``rel_l2_err <= max(factor * best_rel_l2_err + eps, floor)``, so a
+    config that is fast because it is wrong (but still inside the tolerance) does not win.
+    ``floor`` is the error the precision itself allows (``error_floor``: an fp8 q's configs
+    differ by design, fp8 tensor cores against a dequantised q). Trials with no validation are
+    not eligible.
 
     Returns:
         The winner, or None when no trial is ok, validated and timed.
@@ -219,7 +223,7 @@ def winner(
     if not eligible:
         return None
     best_err = min(t.validation.rel_l2_err for t in eligible if t.validation is not None)
-    limit = factor * best_err + eps
+    limit = max(factor * best_err + eps, floor)
     accurate: Sequence[TrialResult] = [
         t for t in eligible if t.validation is not None and t.validation.rel_l2_err <= limit
     ]

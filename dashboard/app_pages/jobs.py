@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from mlafleet.dashboard import data, jobform, ui
+from mlafleet.kernels.configs import FP8_KV, FP8_QKV
 
 url = data.api_url()
 st.title("Jobs")
@@ -65,7 +66,12 @@ with form_tab, st.form("submit_job"):
     c1, c2, c3 = st.columns(3)
     s_q = c1.text_input("Query tokens (decode)", value="1")
     page_size = c2.text_input("Page sizes (decode)", value="64")
-    dtypes = c3.multiselect("Dtypes", ["bf16", "fp16", "fp32"], default=["bf16"])
+    dtypes = c3.multiselect(
+        "Dtypes",
+        ["bf16", "fp16", "fp32", FP8_KV, FP8_QKV],
+        default=["bf16"],
+        help=f"decode also {FP8_KV} (fp8 KV cache) and {FP8_QKV} (fp8 q and KV cache)",
+    )
     c1, c2, c3, c4 = st.columns(4)
     archs = c1.text_input(
         "Architectures", value="all", help="all, or e.g. sm_90, sm_80", key="archs"

@@ -20,12 +20,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mlafleet.kernels.bundle import ConfigBundle
-from mlafleet.kernels.configs import KERNEL_DECODE, KERNEL_NAMES, DecodeProblem, PrefillProblem
+from mlafleet.kernels.configs import (
+    FP8_KV,
+    FP8_QKV,
+    KERNEL_DECODE,
+    KERNEL_NAMES,
+    WORKLOAD_DTYPES,
+    DecodeProblem,
+    PrefillProblem,
+)
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False)
 
-_DTYPES = ("fp16", "bf16", "fp32")
+_DTYPES = WORKLOAD_DTYPES
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -106,8 +114,9 @@ def _problems(
     out: list[Any] = []
     for b, n, h in itertools.product(batches, seqlens, head_counts):
         if kernel == KERNEL_DECODE:
+            dtypes = DecodeProblem.dtypes_of(dtype)
             out.append(
-                DecodeProblem(batch=b, s_q=s_q, h_q=h, seqlen=n, page_size=page_size, dtype=dtype)
+                DecodeProblem(batch=b, s_q=s_q, h_q=h, seqlen=n, page_size=page_size, **dtypes)
             )
         else:
             out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h, dtype=dtype))
@@ -126,6 +135,10 @@ def _check_common(kernel: str, dtype: str | None, s_q: int, page_size: int) -> s
     if chosen not in _DTYPES:
         raise typer.BadParameter(
             f"expected one of {list(_DTYPES)}, got {chosen!r}", param_hint="--dtype"
+        )
+    if kernel != KERNEL_DECODE and chosen in (FP8_KV, FP8_QKV):
+        raise typer.BadParameter(
+            f"{kernel} has no fp8 ({chosen}); use fp16, bf16 or fp32", param_hint="--dtype"
         )
     if s_q < 1:
         raise typer.BadParameter(f"expected a positive integer, got {s_q}", param_hint="--s-q")
@@ -160,7 +173,9 @@ def tune(
     dtype: Annotated[
         str | None,
         typer.Option(
-            "--dtype", help="fp16, bf16 or fp32 (default bf16; fp16 on the CPU interpreter)."
+            "--dtype",
+            help="fp16, bf16 or fp32 (default bf16; fp16 on the CPU interpreter); decode also "
+            "fp8_e4m3 (fp8 KV cache) or fp8_e4m3_qkv (fp8 q and KV cache).",
         ),
     ] = None,
     page_size: Annotated[int, typer.Option("--page-size", help="KV page size (decode).")] = 64,
@@ -268,7 +283,8 @@ def tune(
 
 def _label(problem: Any) -> str:
     if isinstance(problem, DecodeProblem):
-        return f"b{problem.batch} s{problem.s_q} h{problem.h_q} n{problem.seqlen} {problem.dtype}"
+        dtype = problem.workload_dtype
+        return f"b{problem.batch} s{problem.s_q} h{problem.h_q} n{problem.seqlen} {dtype}"
     return f"b{problem.batch} h{problem.h} n{problem.seqlen_k} {problem.dtype}"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from mlafleet.kernels.bundle import bucket_of
 from mlafleet.kernels.configs import CPU_INTERPRETER, DecodeConfig, DecodeProblem, DeviceLimits
 from mlafleet.kernels.decode_inputs import make_decode_inputs
 from mlafleet.kernels.decode_tuning import (
@@ -42,6 +43,45 @@ def test_gpu_space_is_pruned_and_sized(problem: DecodeProblem):
     assert len(set(space)) == len(space)
     assert all(why_invalid_decode(c, problem, H200) is None for c in space)
     assert any(c.num_kv_splits != "auto" for c in space)  # split variants are tuned too
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8_e4m3", "fp8_e4m3_qkv"])
+@pytest.mark.parametrize("shape", [(64, 4096), (8, 32768), (128, 1024)], ids=str)
+def test_few_heads_space_tunes_the_gluon_kernels_split_counts(
+    shape: tuple[int, int], precision: str
+):
+    # sm_90, 16 heads: the few-heads Gluon kernels' configs (16 x 64; 4 warps 2 stages for a
+    # 16-bit cache, 8 warps 1-3 stages for an fp8 one, with or without an fp8 q) come with
+    # explicit split counts around "auto", whatever tiles the generic rule picks
+    batch, seqlen = shape
+    problem = DecodeProblem(
+        batch=batch, s_q=1, h_q=16, seqlen=seqlen, **DecodeProblem.dtypes_of(precision)
+    )
+    structural = [(4, 2)] if precision == "bf16" else [(8, 1), (8, 2), (8, 3)]
+    space = decode_search_space(problem, H200)
+    default = default_decode_config(problem, H200)
+    assert (default.num_warps, default.num_stages) == structural[0]
+    for warps, stages in structural:
+        base = DecodeConfig(16, 64, warps, stages)
+        auto = resolve_num_splits(base, problem, H200)
+        splits = {
+            c.num_kv_splits for c in space if c == replace(base, num_kv_splits=c.num_kv_splits)
+        }
+        assert "auto" in splits
+        assert {max(1, auto // 2), auto * 2} - {auto} <= splits
+        assert programs_per_sm(base, problem, H200) == 1
+
+
+def test_bucket_names_the_precision():
+    problem = DEEPSEEK[4]
+    assert bucket_of(problem).dtype == "fp8_e4m3"
+    fp8_q = bucket_of(replace(problem, q_dtype="fp8_e4m3"))
+    assert fp8_q.dtype == "fp8_e4m3_qkv"
+    assert fp8_q.key() == "b8-n32768-h16-s1-fp8_e4m3_qkv-p64"
+    assert bucket_of(DEEPSEEK[0]).dtype == "bf16"
+    # q_dtype joins a problem's stored identity only when set
+    assert "q_dtype" not in problem.as_dict()
+    assert DecodeProblem.from_dict(replace(problem, q_dtype="fp8_e4m3").as_dict()).q_dtype
 
 
 def test_interpreter_space_is_tiny():

@@ -1,16 +1,18 @@
-"""fp8 q (``q_scale``) over an fp8 cache: the argument checks, the 16-bit fallback, the fp8
-tensor-core kernel (``mla_decode_hopper_fp8_mma``).
+"""fp8 q (``q_scale``) over an fp8 cache: the argument checks, the 16-bit fallback (``fp8_q``),
+the fp8 tensor-core kernel (``mla_decode_hopper_fp8_mma``).
 
-CPU (interpreter): the checks, and an fp8 q run on the kernels that compute in 16 bits (q
-dequantised first) against the fp32 reference (the kernel's sm_90 compile report, fp8 wgmma
-and no spills, is checked in ``test_mla_decode_hopper.py``). GPU (sm_90): the kernel itself,
-into poisoned outputs, over every ring depth, splits, tails, empty and one-token sequences,
-causal s_q 2, pages of 64-256 tokens and a decode plan.
+CPU (interpreter): the checks, the problem's ``q_dtype``, the dequantisation pass, and an fp8
+q run on the kernels that compute in 16 bits (q dequantised first) against the fp32 reference
+(the kernel's sm_90 compile report, fp8 wgmma and no spills, is checked in
+``test_mla_decode_hopper.py``). GPU (sm_90): the kernel itself, into poisoned outputs, over
+every ring depth, splits, tails, empty and one-token sequences, causal s_q 2, pages of 64-256
+tokens and a decode plan.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from mlafleet.kernels import mla_decode
 from mlafleet.kernels.configs import DecodeConfig, DecodeProblem
 from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref, with_fp8_q
 from mlafleet.kernels.flash_mla_compat import flash_mla_with_kvcache
+from mlafleet.kernels.fp8_q import dequantise_q
 
 Kit = Any  # conftest's DecodeKit (the kit fixture)
 
@@ -28,7 +31,8 @@ FP8_MMA_REL_L2 = 3e-2  # q and p in e4m3 (p's 3-bit mantissa: ~1.3e-2 on random 
 
 
 def _fp8_inputs(problem: DecodeProblem, device: Any, seed: int) -> dict[str, Any]:
-    return with_fp8_q(make_decode_inputs(problem, device=device, seed=seed))
+    """Inputs of ``problem`` (an fp8 cache) with an fp8 q too."""
+    return make_decode_inputs(replace(problem, q_dtype="fp8_e4m3"), device=device, seed=seed)
 
 
 def test_fp8_q_is_quantised_with_one_scale(seed: int, kit: Kit):
@@ -42,6 +46,45 @@ def test_fp8_q_is_quantised_with_one_scale(seed: int, kit: Kit):
     # e4m3: 3 mantissa bits (relative error <= 2^-4); subnormals below 2^-6 step by 2^-9
     step = float(inputs["q_scale"]) * 2**-9
     torch.testing.assert_close(back, plain["q"].float(), atol=step, rtol=2**-4)
+
+
+def test_problem_with_fp8_q_draws_the_inputs_with_fp8_q_makes(seed: int, kit: Kit):
+    problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3")
+    assert problem.workload_dtype == "fp8_e4m3"
+    fp8_q = replace(problem, q_dtype="fp8_e4m3")
+    assert fp8_q.workload_dtype == "fp8_e4m3_qkv"
+    assert DecodeProblem.dtypes_of("fp8_e4m3_qkv") == {
+        "dtype": "bf16", "kv_dtype": "fp8_e4m3", "q_dtype": "fp8_e4m3"
+    }  # fmt: skip
+    made = make_decode_inputs(fp8_q, device="cpu", seed=seed)
+    expected = with_fp8_q(make_decode_inputs(problem, device="cpu", seed=seed))
+    assert made["q"].dtype == FP8
+    assert torch.equal(made["q"].view(torch.uint8), expected["q"].view(torch.uint8))
+    assert torch.equal(made["q_scale"], expected["q_scale"])
+
+
+@pytest.mark.parametrize(
+    "fields", [{"kv_dtype": None}, {"dtype": "fp16"}, {"kv_dtype": "bf16"}], ids=str
+)
+def test_problem_with_fp8_q_needs_an_fp8_cache_and_bf16_out(fields: dict[str, Any], kit: Kit):
+    values = {"dtype": "bf16", "kv_dtype": "fp8_e4m3", "q_dtype": "fp8_e4m3", **fields}
+    with pytest.raises(ValueError, match="an fp8 q needs kv_dtype 'fp8_e4m3' and dtype 'bf16'"):
+        kit.small_problem(**values)
+    with pytest.raises(ValueError, match="dtype: expected one of"):
+        DecodeProblem.dtypes_of("fp8")
+
+
+def test_dequantise_q_rounds_once_to_bf16(seed: int, kit: Kit):
+    # one Triton pass: stored x scale in fp32, one rounding to bf16 to nearest even, as
+    # PyTorch's cast does; any strides
+    problem = kit.small_problem(dtype="bf16", kv_dtype="fp8_e4m3", batch=3, s_q=2)
+    inputs = _fp8_inputs(problem, kit.device(), seed)
+    q8, q_scale = inputs["q"].transpose(1, 2), inputs["q_scale"]
+    got = dequantise_q(q8, q_scale)
+    assert got.dtype == torch.bfloat16
+    assert got.is_contiguous()
+    assert torch.equal(got, (q8.float() * q_scale.reshape(())).to(torch.bfloat16))
+    assert dequantise_q(q8[:0], q_scale).shape == (0, *q8.shape[1:])
 
 
 def test_fp8_q_on_the_16_bit_kernels_matches_reference(seed: int, kit: Kit):

@@ -12,6 +12,8 @@ from mlafleet.kernels.configs import DecodeProblem, PrefillProblem
 from mlafleet.orchestrator.errors import JobSpecError
 from mlafleet.orchestrator.jobspec import parse_job_spec, spec_from_json
 
+DTYPES = ["bf16", "fp8_e4m3", "fp8_e4m3_qkv"]
+
 
 def test_decode_grid_expands_to_the_cross_product() -> None:
     spec = parse_job_spec(
@@ -32,6 +34,37 @@ def test_decode_grid_expands_to_the_cross_product() -> None:
         (b, h, s, 4096, 64, "bf16") for b in (1, 64) for h in (16, 128) for s in (1, 2)
     }
     assert spec.target_archs(["gfx942"]) == ["sm_90", "sm_80"]
+
+
+def test_decode_grid_takes_fp8_precisions() -> None:
+    spec = parse_job_spec(
+        {
+            "name": "fp8",
+            "kernel": "mla_decode",
+            "workloads": {"batch": 64, "seqlen": 4096, "heads": 16, "dtype": DTYPES},
+        },
+        max_workloads=10,
+    )
+    problems = spec.problems()
+    assert [p.workload_dtype for p in problems] == DTYPES  # type: ignore[union-attr]
+    assert problems[2] == DecodeProblem(
+        batch=64, s_q=1, h_q=16, seqlen=4096, dtype="bf16", kv_dtype="fp8_e4m3",
+        q_dtype="fp8_e4m3",
+    )  # fmt: skip
+    assert spec_from_json(json.dumps(spec.to_json_dict())) == spec
+
+
+def test_prefill_grid_refuses_fp8() -> None:
+    spec = {
+        "name": "p",
+        "kernel": "mla_prefill",
+        "workloads": {"batch": 1, "seqlen": 512, "heads": 16, "dtype": ["bf16", *DTYPES[1:]]},
+    }
+    with pytest.raises(JobSpecError) as info:
+        parse_job_spec(spec, max_workloads=10)
+    assert info.value.problems == [
+        "workloads.dtype: mla_prefill has no fp8 (fp8_e4m3, fp8_e4m3_qkv); use fp16, bf16 or fp32"
+    ]
 
 
 def test_prefill_grid_and_all_archs() -> None:

@@ -57,7 +57,14 @@ def test_devices_json_is_the_cpu_interpreter() -> None:
         (["--strategy", "grid"], "expected one of ['exhaustive', 'random', 'tpe']"),
         (["--page-size", "3"], "expected a power of two from 1 to 256"),
         (["--kernel", "nope"], "expected one of ['mla_decode', 'mla_prefill']"),
-        (["--dtype", "int8"], "expected one of ['fp16', 'bf16', 'fp32']"),
+        (
+            ["--dtype", "int8"],
+            "expected one of ['fp16', 'bf16', 'fp32', 'fp8_e4m3', 'fp8_e4m3_qkv']",
+        ),
+        (
+            ["--kernel", "mla_prefill", "--dtype", "fp8_e4m3", "--page-size", "64"],
+            "mla_prefill has no fp8 (fp8_e4m3); use fp16, bf16 or fp32",
+        ),
         (["--budget", "0"], "--budget"),
     ],
 )
@@ -172,3 +179,20 @@ def test_validate_needs_a_bundle_or_a_kernel(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", "--bundle", str(junk)])
     assert result.exit_code == 2
     assert "is not a config bundle" in _flat(result.output)
+
+
+def test_tune_an_fp8_q_over_an_fp8_cache_on_the_interpreter(tmp_path: Path) -> None:
+    # FlashMLA's fp8 interface as a workload: inputs with an fp8 q and cache, checked against
+    # the fp32 reference under the fp8 tolerance, the winner among them
+    cache = tmp_path / "trials.jsonl"
+    argv = ["tune", *TINY[:-1], "fp8_e4m3_qkv", "--cache", str(cache), "--json"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    (tuned,) = json.loads(result.stdout)["results"]
+    assert tuned["problem"]["q_dtype"] == tuned["problem"]["kv_dtype"] == "fp8_e4m3"
+    assert tuned["best"]["status"] == "ok"
+    validation = tuned["best"]["validation"]
+    assert validation["passed"]
+    assert (validation["atol"], validation["rtol"]) == (8e-2, 8e-2)
+    assert 0 < validation["rel_l2_err"] < 3e-2
+    assert len(cache.read_text().splitlines()) == len(tuned["trials"]) >= 2

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from worker_factories import make_trial
 
+from mlafleet.kernels.configs import DecodeProblem
+from mlafleet.kernels.registry import tolerance_key
 from mlafleet.worker.schemas import TrialStatus
-from mlafleet.worker.validate import compare, tolerance_for, winner
+from mlafleet.worker.validate import compare, error_floor, tolerance_for, winner
 
 
 def _ref() -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +73,9 @@ def test_shape_mismatch_and_missing_lse_fail() -> None:
 
 
 def test_unknown_dtype_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"expected one of \['bf16', 'fp16', 'fp32'\]"):
+    with pytest.raises(
+        ValueError, match=r"expected one of \['bf16', 'fp16', 'fp32', 'fp8_e4m3_qkv'\]"
+    ):
         tolerance_for("int8")
 
 
@@ -86,6 +91,25 @@ def test_winner_is_fastest_within_error_factor() -> None:
     assert best is not None
     assert best.config == {"c": 2}
     assert winner([accurate, sloppy_fast], factor=10.0).config == {"c": 3}  # type: ignore[union-attr]
+
+
+def test_an_fp8_q_has_its_own_tolerance_and_error_floor() -> None:
+    fp8_q = DecodeProblem(
+        batch=1, s_q=1, h_q=16, seqlen=64, dtype="bf16", kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3"
+    )
+    fp8_kv = replace(fp8_q, q_dtype=None)
+    assert tolerance_key(fp8_q) == "fp8_e4m3_qkv"
+    assert tolerance_key(fp8_kv) == "bf16"
+    assert tolerance_for("fp8_e4m3_qkv") == (8e-2, 8e-2)
+    assert (error_floor(fp8_q), error_floor(fp8_kv)) == (3e-2, 0.0)
+    # fp8 tensor cores (1.5e-2) against a dequantised q (3e-3): both are what an fp8 q asks for
+    dequantised = make_trial(median_us=40.0, rel_l2=3e-3, config={"c": 1})
+    tensor_cores = make_trial(median_us=25.0, rel_l2=1.5e-2, config={"c": 2})
+    broken = make_trial(median_us=5.0, rel_l2=4e-2, config={"c": 3})
+    assert winner([dequantised, tensor_cores, broken]).config == {"c": 1}  # type: ignore[union-attr]
+    best = winner([dequantised, tensor_cores, broken], floor=error_floor(fp8_q))
+    assert best is not None
+    assert best.config == {"c": 2}
 
 
 def test_winner_none_without_an_ok_timed_trial() -> None:

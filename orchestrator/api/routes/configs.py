@@ -14,10 +14,13 @@ from fastapi import APIRouter, Query, Request
 from mlafleet.kernels.bundle import Software, bucket_of, pow2_ceil
 from mlafleet.kernels.configs import (
     CPU_INTERPRETER,
+    FP8_KV,
+    FP8_QKV,
     KERNEL_DECODE,
     DecodeProblem,
     DeviceLimits,
     PrefillProblem,
+    WorkloadDType,
 )
 from mlafleet.kernels.registry import get_kernel
 from mlafleet.kernels.runtime_configs import LEVEL_DEFAULT, select_entry
@@ -35,15 +38,13 @@ def _problem(
     kernel: str, *, batch: int, seqlen: int, heads: int, s_q: int, dtype: str, page_size: int
 ) -> DecodeProblem | PrefillProblem:
     if kernel == KERNEL_DECODE:
-        fp8 = dtype == "fp8_e4m3"
         return DecodeProblem(
             batch=batch,
             s_q=s_q,
             h_q=heads,
             seqlen=seqlen,
             page_size=page_size,
-            dtype="bf16" if fp8 else dtype,  # type: ignore[arg-type]
-            kv_dtype="fp8_e4m3" if fp8 else None,
+            **DecodeProblem.dtypes_of(dtype),
         )
     return PrefillProblem(
         batch=batch,
@@ -88,7 +89,8 @@ async def get_config(
     heads: Annotated[int, Query(ge=1, le=1024, description="query heads")],
     s_q: Annotated[int, Query(ge=1, le=64, description="query tokens per sequence")] = 1,
     dtype: Annotated[
-        Literal["fp16", "bf16", "fp32", "fp8_e4m3"], Query(description="q dtype or fp8 KV")
+        WorkloadDType,
+        Query(description="q and KV dtype; fp8_e4m3: fp8 KV, fp8_e4m3_qkv: fp8 q and KV"),
     ] = "bf16",
     page_size: Annotated[
         int, Query(ge=1, le=256, description="KV cache page size (decode), a power of two")
@@ -110,8 +112,8 @@ async def get_config(
     if kernel != KERNEL_DECODE:
         if s_q != 1:
             _raise_422("query.s_q", f"mla_prefill has no s_q axis; omit it (got {s_q})")
-        if dtype == "fp8_e4m3":
-            _raise_422("query.dtype", "mla_prefill has no fp8 KV; use fp16, bf16 or fp32")
+        if dtype in (FP8_KV, FP8_QKV):
+            _raise_422("query.dtype", f"mla_prefill has no fp8 ({dtype}); use fp16, bf16 or fp32")
     problem = _problem(
         kernel, batch=batch, seqlen=seqlen, heads=heads, s_q=s_q, dtype=dtype, page_size=page_size
     )

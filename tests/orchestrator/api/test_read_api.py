@@ -77,7 +77,8 @@ def test_config_fallback_levels(seeded: str, client: httpx.Client) -> None:
         ),
         (
             {"dtype": "int8"},
-            "query.dtype: Input should be 'fp16', 'bf16', 'fp32' or 'fp8_e4m3' (got 'int8')",
+            "query.dtype: Input should be 'fp16', 'bf16', 'fp32', 'fp8_e4m3' or "
+            "'fp8_e4m3_qkv' (got 'int8')",
         ),
     ],
 )
@@ -109,6 +110,36 @@ def test_prefill_lookup_refuses_decode_axes(client: httpx.Client) -> None:
     r = client.get("/v1/configs/mla_prefill", params={**LOOKUP, "s_q": 2})
     assert r.status_code == 422
     assert r.json()["problems"] == ["query.s_q: mla_prefill has no s_q axis; omit it (got 2)"]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fields"),
+    [
+        ("fp8_e4m3", {"kv_dtype": "fp8_e4m3"}),
+        ("fp8_e4m3_qkv", {"kv_dtype": "fp8_e4m3", "q_dtype": "fp8_e4m3"}),
+    ],
+)
+def test_fp8_lookups_have_their_own_bucket_and_default(
+    seeded: str, client: httpx.Client, dtype: str, fields: dict[str, str]
+) -> None:
+    # the seeded results are bf16: an fp8 lookup must not take their config as exact
+    r = client.get("/v1/configs/mla_decode", params={**LOOKUP, "dtype": dtype})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["bucket"]["dtype"] == dtype
+    assert got["level"] != "exact"
+    problem = DecodeProblem(batch=64, s_q=1, h_q=16, seqlen=4096, dtype="bf16", **fields)
+    expected = default_decode_config(problem, DeviceLimits(arch="sm_90")).as_dict()
+    assert got["default_config"] == expected
+    assert (expected["num_warps"], expected["num_stages"]) == (8, 1)  # the fp8 kernels' config
+
+
+def test_prefill_lookup_refuses_fp8(client: httpx.Client) -> None:
+    r = client.get("/v1/configs/mla_prefill", params={**LOOKUP, "dtype": "fp8_e4m3_qkv"})
+    assert r.status_code == 422
+    assert r.json()["problems"] == [
+        "query.dtype: mla_prefill has no fp8 (fp8_e4m3_qkv); use fp16, bf16 or fp32"
+    ]
 
 
 def test_bundle_and_recommendations(seeded: str, client: httpx.Client) -> None:
