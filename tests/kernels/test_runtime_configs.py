@@ -334,3 +334,38 @@ def test_prefill_call_with_config_none_uses_the_bundle(
     ref, ref_lse = mla_prefill_ref(q, k, v, cu, cu, 32, 32, causal=True)
     torch.testing.assert_close(out.float(), ref.float(), atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
+
+
+def test_fp8_q_call_looks_up_its_own_precision(
+    bundle_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an fp8 q over an fp8 cache is its own bucket (fp8_e4m3_qkv): the entry tuned for it wins
+    # over the one for a bf16 q over the same cache
+    import torch
+
+    from mlafleet.kernels.decode_inputs import make_decode_inputs
+    from mlafleet.kernels.mla_decode import mla_decode
+    from mlafleet.kernels.reference import mla_decode_ref
+
+    fp8_kv = DecodeProblem(
+        batch=2, s_q=1, h_q=16, seqlen=40, d_qk=96, d_v=64, page_size=16, dtype="bf16",
+        kv_dtype="fp8_e4m3",
+    )  # fmt: skip
+    fp8_q = DecodeProblem(**{**fp8_kv.as_dict(), "q_dtype": "fp8_e4m3"})
+    for_kv = {"block_size_q": 16, "block_size_k": 16, "num_warps": 4, "num_stages": 1}
+    for_q = {"block_size_q": 16, "block_size_k": 32, "num_warps": 4, "num_stages": 1}
+    write_bundle(
+        bundle_file,
+        [cpu_entry(for_kv, bucket=bucket_of(fp8_kv)), cpu_entry(for_q, bucket=bucket_of(fp8_q))],
+    )
+    assert bucket_of(fp8_q).dtype == "fp8_e4m3_qkv"
+    inputs = make_decode_inputs(fp8_q, device="cpu", seed=3)
+    assert inputs["q"].dtype == torch.float8_e4m3fn
+    with caplog.at_level(logging.DEBUG, logger="mlafleet.kernels.runtime_configs"):
+        out, lse = mla_decode(**inputs, config=None)
+    (logged,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mla_decode")]
+    assert "bucket b2-n64-h16-s1-fp8_e4m3_qkv-p16: level exact" in logged
+    assert str(DecodeConfig(**for_q)) in logged
+    ref, ref_lse = mla_decode_ref(**inputs)
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
