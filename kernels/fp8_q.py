@@ -5,9 +5,10 @@ FlashMLA's fp8 interface hands ``mla_decode`` a float8_e4m3fn q with an fp32 sca
 every other kernel reads a bf16 q, made here: each value times the scale in fp32, rounded once
 to bf16, to nearest even, which is bitwise what ``(q.float() * q_scale).bfloat16()`` gives.
 The rounding is done on the fp32 bits (Triton's CPU interpreter would round toward zero in a
-plain cast). One kernel reads 1 byte and writes 2 per value, where those three PyTorch ops
-move 11 bytes per value through fp32 temporaries. The scale is read on the device: no host
-sync, so the pass can be captured in a CUDA graph.
+plain cast), so the interpreter gives the GPU's result, except that it reads e4m3's NaN codes
+as +-480 where the GPU keeps them NaN. One kernel reads 1 byte and writes 2 per
+value, where those three PyTorch ops move 11 bytes per value through fp32 temporaries. The
+scale is read on the device: no host sync, so the pass can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def _dequantise_kernel(q_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     scale = tl.load(scale_ptr)
-    stored = tl.load(q_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    bits = (stored * scale).to(tl.uint32, bitcast=True)
-    bits += 0x7FFF + ((bits >> 16) & 1)  # to nearest, ties to even (inf and NaN stay)
+    value = tl.load(q_ptr + offs, mask=mask, other=0.0).to(tl.float32) * scale
+    bits = value.to(tl.uint32, bitcast=True)
+    # to nearest, ties to even (inf stays inf); a NaN keeps its quiet bit, so it stays NaN
+    bits = tl.where(value == value, bits + 0x7FFF + ((bits >> 16) & 1), bits | 0x400000)
     tl.store(out_ptr + offs, (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
 
 
