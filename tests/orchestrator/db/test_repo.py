@@ -272,3 +272,31 @@ def test_validate_job_checks_every_recommendation_on_every_node(store: Store) ->
         bundle_task = repo.list_tasks(s, job_id=other.id).items[0]
         assert bundle_task.bucket == rec.bucket
         assert bundle_task.config == rec.config
+
+
+def test_fp8_precisions_get_their_own_tasks_recommendations_and_bundle_entries(
+    store: Store,
+) -> None:
+    workloads = {**tiny_spec()["workloads"], "dtype": ["bf16", "fp8_e4m3", "fp8_e4m3_qkv"]}
+    spec = parse_job_spec(tiny_spec(archs=["sm_90"], workloads=workloads), max_workloads=10)
+    with store.session() as s:
+        job = repo.create_job(s, spec=spec)
+        life.expand_tune_job(s, job_id=job.id, spec=spec, archs=["sm_90"])
+        tasks = repo.list_tasks(s, job_id=job.id).items
+    by_dtype = {t.bucket.dtype: t for t in tasks}
+    assert sorted(by_dtype) == ["bf16", "fp8_e4m3", "fp8_e4m3_qkv"]
+    fp8_q = by_dtype["fp8_e4m3_qkv"]
+    assert (fp8_q.problem["kv_dtype"], fp8_q.problem["q_dtype"]) == ("fp8_e4m3", "fp8_e4m3")
+    assert "q_dtype" not in by_dtype["fp8_e4m3"].problem  # identity as before the field
+    with store.session() as s:
+        for dtype, us in (("fp8_e4m3", 90.0), ("fp8_e4m3_qkv", 60.0)):
+            task = by_dtype[dtype]
+            trial = make_trial(config=cfg(16, warps=8), median_us=us, problem=task.problem)
+            trial_id = repo.record_trial(s, trial=trial, task_id=task.id, job_id=job.id)
+            assert trial_id is not None
+            repo.refresh_for_trial(s, trial_id=trial_id)
+    with store.session() as s:
+        entries = {e.bucket.dtype: e for e in repo.bundle_entries(s, arch="sm_90")}
+    assert sorted(entries) == ["fp8_e4m3", "fp8_e4m3_qkv"]
+    assert entries["fp8_e4m3_qkv"].median_us == 60.0
+    assert entries["fp8_e4m3_qkv"].bucket == fp8_q.bucket
