@@ -116,6 +116,7 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
     finally:
         os.unlink(fh.name)
     registers = int(re.search(r"REG:(\d+)", usage).group(1))  # type: ignore[union-attr]
+    serialized = _wgmma_serialized(compiled.asm["ptx"])
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))  # type: ignore[union-attr]
     mma = Counter(re.findall(r"[HQ]GMMA\.(\d+x\d+x\d+)", sass))
     return {
@@ -126,7 +127,23 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
         # programmatic dependent launch: the waits before the first global access (kernel
         # entry and each worker partition)
         "pdl_waits": compiled.asm["ptx"].count("griddepcontrol.wait"),
+        "wgmma_serialized": serialized,
     }
+
+
+def _wgmma_serialized(ptx: str) -> bool:
+    """Whether ptxas serialises the kernel's wgmma (its info C7515: a register of an in-flight
+    accumulator defined by another instruction, e.g. on a path around a loop that keeps an MMA
+    in flight across iterations; it made the fp8 tensor-core kernel 1.4x slower, NOTES.md)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        done = subprocess.run(
+            [str(BIN / "ptxas"), "-arch=sm_90a", "-v", str(src), "-o", str(src.with_suffix(".o"))],
+            capture_output=True,
+            text=True,
+        )
+    return "C7515" in done.stdout + done.stderr
 
 
 def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
