@@ -24,7 +24,9 @@ cache of the same dtype; ``fp8_e4m3``: a bf16 q over an fp8 cache; ``fp8_e4m3_qk
 over an fp8 cache (FlashMLA's fp8 interface). The output is bf16 for both fp8 kinds."""
 FP8_KV = "fp8_e4m3"
 FP8_QKV = "fp8_e4m3_qkv"
-WORKLOAD_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32", FP8_KV, FP8_QKV)
+FP8_WORKLOAD_DTYPES: tuple[str, ...] = (FP8_KV, FP8_QKV)
+"""The workload dtypes with an fp8 cache: decode only."""
+WORKLOAD_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32", *FP8_WORKLOAD_DTYPES)
 
 KERNEL_DECODE = "mla_decode"
 KERNEL_PREFILL = "mla_prefill"

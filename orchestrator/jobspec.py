@@ -31,8 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from mlafleet.kernels.bundle import ConfigBundle
 from mlafleet.kernels.configs import (
-    FP8_KV,
-    FP8_QKV,
+    FP8_WORKLOAD_DTYPES,
     KERNEL_DECODE,
     KERNEL_NAMES,
     KERNEL_PREFILL,
@@ -172,7 +171,7 @@ def expand_workloads(kernel: str, grid: Workloads) -> list[DecodeProblem | Prefi
     if grid.causal is not None:
         extra["causal"] = grid.causal
     for b, n, h, dt in itertools.product(grid.batch, grid.seqlen, grid.heads, grid.dtype):
-        if dt in (FP8_KV, FP8_QKV):
+        if dt in FP8_WORKLOAD_DTYPES:
             raise ValueError(f"workloads.dtype: mla_prefill has no fp8 ({dt})")
         out.append(PrefillProblem(batch=b, seqlen_q=n, seqlen_k=n, h=h, dtype=dt, **extra))
     return out
@@ -228,7 +227,7 @@ def _cross_problems(
                 problems.append(
                     f"workloads.{axis}: only mla_decode has this axis; remove it for mla_prefill"
                 )
-        fp8 = [dt for dt in grid.dtype if dt in (FP8_KV, FP8_QKV)]
+        fp8 = [dt for dt in grid.dtype if dt in FP8_WORKLOAD_DTYPES]
         if fp8:
             problems.append(
                 f"workloads.dtype: mla_prefill has no fp8 ({', '.join(fp8)}); use fp16, bf16 "

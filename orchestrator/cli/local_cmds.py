@@ -21,8 +21,7 @@ from rich.table import Table
 
 from mlafleet.kernels.bundle import ConfigBundle
 from mlafleet.kernels.configs import (
-    FP8_KV,
-    FP8_QKV,
+    FP8_WORKLOAD_DTYPES,
     KERNEL_DECODE,
     KERNEL_NAMES,
     WORKLOAD_DTYPES,
@@ -136,7 +135,7 @@ def _check_common(kernel: str, dtype: str | None, s_q: int, page_size: int) -> s
         raise typer.BadParameter(
             f"expected one of {list(_DTYPES)}, got {chosen!r}", param_hint="--dtype"
         )
-    if kernel != KERNEL_DECODE and chosen in (FP8_KV, FP8_QKV):
+    if kernel != KERNEL_DECODE and chosen in FP8_WORKLOAD_DTYPES:
         raise typer.BadParameter(
             f"{kernel} has no fp8 ({chosen}); use fp16, bf16 or fp32", param_hint="--dtype"
         )

@@ -14,8 +14,7 @@ from fastapi import APIRouter, Query, Request
 from mlafleet.kernels.bundle import Software, bucket_of, pow2_ceil
 from mlafleet.kernels.configs import (
     CPU_INTERPRETER,
-    FP8_KV,
-    FP8_QKV,
+    FP8_WORKLOAD_DTYPES,
     KERNEL_DECODE,
     DecodeProblem,
     DeviceLimits,
@@ -112,7 +111,7 @@ async def get_config(
     if kernel != KERNEL_DECODE:
         if s_q != 1:
             _raise_422("query.s_q", f"mla_prefill has no s_q axis; omit it (got {s_q})")
-        if dtype in (FP8_KV, FP8_QKV):
+        if dtype in FP8_WORKLOAD_DTYPES:
             _raise_422("query.dtype", f"mla_prefill has no fp8 ({dtype}); use fp16, bf16 or fp32")
     problem = _problem(
         kernel, batch=batch, seqlen=seqlen, heads=heads, s_q=s_q, dtype=dtype, page_size=page_size
