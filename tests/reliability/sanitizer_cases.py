@@ -174,6 +174,15 @@ CASES: dict[str, Callable[[], str]] = {
         DecodeProblem(batch=3, s_q=2, h_q=32, seqlen=300, page_size=64, dtype="bf16",
                       kv_dtype="fp8_e4m3", causal=True, seqlens=(300, 0, 65), **DS),
         DecodeConfig(16, 64, 8, 1, 3), q_fp8=True),
+    # fp8 q where no kernel computes on it: the one-pass dequantisation (kernels/fp8_q.py),
+    # then the lockstep fp8-cache kernel; and with small dims a q of 2304 values (a masked
+    # partial block) before the Triton kernel
+    "decode-gluon-fp8q-64heads-dequantised": _decode(
+        DecodeProblem(batch=3, s_q=1, h_q=64, seqlen=300, page_size=64, dtype="bf16",
+                      kv_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS), None, q_fp8=True),
+    "decode-fp8q-dequantised-small-dims": _decode(
+        DecodeProblem(batch=3, s_q=1, h_q=8, seqlen=70, d_qk=96, d_v=64, page_size=16,
+                      dtype="bf16", kv_dtype="fp8_e4m3", seqlens=(70, 0, 33)), None, q_fp8=True),
     "decode-gluon-32heads-mtp2-split2": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
                       causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
