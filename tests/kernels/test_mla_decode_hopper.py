@@ -4,8 +4,8 @@ Their numerics run on the GPU only (``test_mla_decode.py``'s ``gpu`` tests and t
 cases); here every variant the launcher can pick is compiled for sm_90 by Triton's own ptxas
 (``sm90_compile_report.py``, in a child process without ``TRITON_INTERPRET``), and the compile
 report is checked for what the design depends on: it fits one block's shared memory, spills at
-most a few bytes, and the score tile is computed once (36 wgmma of 64 x 32 per tile for 64+
-heads, not the 72 Triton's own layout gave).
+most a few bytes, ptxas does not serialise its wgmma (C7515), and the score tile is computed
+once (36 wgmma of 64 x 32 per tile for 64+ heads, not the 72 Triton's own layout gave).
 """
 
 from __future__ import annotations
