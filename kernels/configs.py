@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 DType = Literal["fp16", "bf16", "fp32"]
 KvDType = Literal["fp16", "bf16", "fp8_e4m3"]
@@ -26,7 +26,7 @@ FP8_KV = "fp8_e4m3"
 FP8_QKV = "fp8_e4m3_qkv"
 FP8_WORKLOAD_DTYPES: tuple[str, ...] = (FP8_KV, FP8_QKV)
 """The workload dtypes with an fp8 cache: decode only."""
-WORKLOAD_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32", *FP8_WORKLOAD_DTYPES)
+WORKLOAD_DTYPES: tuple[str, ...] = get_args(WorkloadDType)
 
 KERNEL_DECODE = "mla_decode"
 KERNEL_PREFILL = "mla_prefill"

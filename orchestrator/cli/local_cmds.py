@@ -32,8 +32,6 @@ from mlafleet.kernels.configs import (
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False)
 
-_DTYPES = WORKLOAD_DTYPES
-
 
 def _int_list(text: str, flag: str) -> list[int]:
     """``"1,64"`` -> ``[1, 64]``; a clear usage error otherwise."""
@@ -131,9 +129,9 @@ def _check_common(kernel: str, dtype: str | None, s_q: int, page_size: int) -> s
             f"expected one of {sorted(KERNELS)}, got {kernel!r}", param_hint="--kernel"
         )
     chosen = dtype or ("fp16" if interpreter_mode() else "bf16")
-    if chosen not in _DTYPES:
+    if chosen not in WORKLOAD_DTYPES:
         raise typer.BadParameter(
-            f"expected one of {list(_DTYPES)}, got {chosen!r}", param_hint="--dtype"
+            f"expected one of {list(WORKLOAD_DTYPES)}, got {chosen!r}", param_hint="--dtype"
         )
     if kernel != KERNEL_DECODE and chosen in FP8_WORKLOAD_DTYPES:
         raise typer.BadParameter(

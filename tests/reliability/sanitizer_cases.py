@@ -48,11 +48,7 @@ from mlafleet.kernels.configs import (  # noqa: E402
     PrefillConfig,
     PrefillProblem,
 )
-from mlafleet.kernels.decode_inputs import (  # noqa: E402
-    make_decode_inputs,
-    run_decode_ref,
-    with_fp8_q,
-)
+from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref  # noqa: E402
 from mlafleet.kernels.decode_tuning import default_decode_config  # noqa: E402
 from mlafleet.kernels.device_limits import limits_for  # noqa: E402
 from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref  # noqa: E402
@@ -60,13 +56,12 @@ from mlafleet.kernels.prefill_tuning import default_prefill_config  # noqa: E402
 from mlafleet.kernels.registry import TOLERANCES  # noqa: E402
 
 
-def _decode(
-    problem: DecodeProblem, config: DecodeConfig | None, *, q_fp8: bool = False
-) -> Callable[[], str]:
+def _decode(problem: DecodeProblem, config: DecodeConfig | None) -> Callable[[], str]:
+    # an fp8 q (problem.q_dtype): the fp8 tensor-core kernel on sm_90 (p in e4m3: looser check)
+    q_fp8 = problem.q_dtype is not None
+
     def run() -> str:
         inputs = make_decode_inputs(problem, device="cuda", seed=1)
-        if q_fp8:  # fp8 q too: the fp8 tensor-core kernel on sm_90 (p in e4m3: looser check)
-            inputs = with_fp8_q(inputs)
         cfg = config or default_decode_config(problem, limits_for(torch.device("cuda")))
         out, lse = mla_decode(**inputs, config=cfg)
         ref_out, ref_lse = run_decode_ref(inputs)
@@ -172,17 +167,20 @@ CASES: dict[str, Callable[[], str]] = {
     # hand-offs): tails, an empty sequence, splits, causal s_q 2
     "decode-gluon-fp8-mma-32heads-mtp2-split3": _decode(
         DecodeProblem(batch=3, s_q=2, h_q=32, seqlen=300, page_size=64, dtype="bf16",
-                      kv_dtype="fp8_e4m3", causal=True, seqlens=(300, 0, 65), **DS),
-        DecodeConfig(16, 64, 8, 1, 3), q_fp8=True),
+                      kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3", causal=True,
+                      seqlens=(300, 0, 65), **DS),
+        DecodeConfig(16, 64, 8, 1, 3)),
     # fp8 q where no kernel computes on it: the one-pass dequantisation (kernels/fp8_q.py),
     # then the lockstep fp8-cache kernel; and with small dims a q of 2304 values (a masked
     # partial block) before the Triton kernel
     "decode-gluon-fp8q-64heads-dequantised": _decode(
         DecodeProblem(batch=3, s_q=1, h_q=64, seqlen=300, page_size=64, dtype="bf16",
-                      kv_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS), None, q_fp8=True),
+                      kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS),
+        None),
     "decode-fp8q-dequantised-small-dims": _decode(
         DecodeProblem(batch=3, s_q=1, h_q=8, seqlen=70, d_qk=96, d_v=64, page_size=16,
-                      dtype="bf16", kv_dtype="fp8_e4m3", seqlens=(70, 0, 33)), None, q_fp8=True),
+                      dtype="bf16", kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3",
+                      seqlens=(70, 0, 33)), None),
     "decode-gluon-32heads-mtp2-split2": _decode(
         DecodeProblem(batch=2, s_q=2, h_q=32, seqlen=200, page_size=64, dtype="fp16",
                       causal=True, seqlens=(200, 63), **DS), DecodeConfig(16, 64, 4, 2, 2)),
