@@ -97,6 +97,18 @@ S_LAYOUT = gl.constexpr(
     )
 )
 HEAD_LAYOUT = gl.constexpr(gl.SliceLayout(0, S_LAYOUT))
+# the 4 warps' maxima [4, 16 heads] as loaded from ``red``: every thread holds the 4 values of
+# each of its heads, the heads distributed as in S_LAYOUT's columns (so the max over the warps
+# lands in HEAD_LAYOUT without data movement)
+RED_LAYOUT = gl.constexpr(
+    gl.DistributedLinearLayout(
+        [[0, 1], [0, 8], [1, 0], [2, 0]],
+        [[0, 2], [0, 4], [0, 0], [0, 0], [0, 0]],
+        [[0, 0], [0, 0]],
+        [],
+        [PART_WARPS, ROWS],
+    )
+)
 STAGE_SHARED = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
 # the output in feature order [32 feature groups g, 16 features f, 16 heads]: a warp writes
 # 128 consecutive features (8 groups x 16) of one head
@@ -209,13 +221,14 @@ def _store_out(acc, l_i, m_i, out_scale, stage, o_ptr, lse_ptr, stride_o_b, stri
 
 
 @gluon.jit
-def _consumer(q_lat, q_pe, q_bar, kv_lat, kv_pe, vt, p_smem, kv_bar, k_free, v_ready, v_free,
-              seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2, stride_o_b,
-              stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-              stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, CAUSAL: gl.constexpr,
+def _consumer(q_lat, q_pe, q_bar, kv_lat, kv_pe, vt, p_smem, red, kv_bar, k_free, v_ready,
+              v_free, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2,
+              stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+              stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, CAUSAL: gl.constexpr,
               PLAN: gl.constexpr):  # fmt: skip
-    """Default partition: per tile the scores (from the ring slot), the online softmax and
-    o^T (from ``vt``); then the output and lse. (It runs after the kernel's ``gdc_enter``: no
+    """Default partition: per tile the scores (from the ring slot), the online softmax (the
+    tile's max across the 4 warps through ``red``) and o^T (from ``vt``); then the output and
+    lse. (It runs after the kernel's ``gdc_enter``: no
     wait of its own.)"""
     STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
@@ -245,7 +258,12 @@ def _consumer(q_lat, q_pe, q_bar, kv_lat, kv_pe, vt, p_smem, kv_bar, k_free, v_r
         st = st * scale_log2
         if tile_n + BN > end_n:
             st = gl.where((tile_n + offs_tok < end_n)[:, None], st, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(st, axis=0))
+        # the max over the tile's tokens: each warp's over its 16, then the 4 warps' through
+        # ``red`` with one barrier (Triton's cross-warp reduction takes two)
+        red.store(gl.max(st.reshape([PART_WARPS_C, BN // PART_WARPS_C, BQ]), axis=1))
+        gl.thread_barrier()
+        tile_max = gl.convert_layout(gl.max(red.load(RED_LAYOUT), axis=0), HEAD_LAYOUT)
+        m_new = gl.maximum(m_i, tile_max)
         alpha = gl.exp2(m_i - m_new)
         pt = gl.exp2(st - m_new[None, :])
         l_acc = l_acc * alpha[None, :] + pt
@@ -283,7 +301,8 @@ def _mla_decode_fp8_mma_kernel(
     DV: gl.constexpr = q_lat_desc.block_type.shape[1]
     DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
     BN: gl.constexpr = kv_lat_desc.block_type.shape[0]
-    # q 9 KB, the ring STAGES x 36 KB, v^T 2 x 32 KB, p^T 1 KB (3 stages: 183 KB)
+    # q 9 KB, the ring STAGES x 36 KB, v^T 2 x 32 KB, p^T 1 KB, the warp maxima 256 B (3
+    # stages: 183 KB)
     q_lat = gl.allocate_shared_memory(fp8, [BQ, DV], q_lat_desc.layout)
     q_pe = gl.allocate_shared_memory(fp8, [BQ, DPE], q_pe_desc.layout)
     kv_lat = gl.allocate_shared_memory(fp8, [STAGES, BN, DV], kv_lat_desc.layout)
@@ -294,6 +313,7 @@ def _mla_decode_fp8_mma_kernel(
     p_smem = gl.allocate_shared_memory(
         fp8, [BQ, BN], gl.NVMMASharedLayout.get_default_for([BQ, BN], fp8)
     )
+    red = gl.allocate_shared_memory(gl.float32, [PART_WARPS_C, BQ], STAGE_SHARED)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     kv_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -320,8 +340,8 @@ def _mla_decode_fp8_mma_kernel(
     gl.warp_specialize(
         [
             (_consumer, (
-                q_lat, q_pe, q_bar, kv_lat, kv_pe, vt, p_smem, kv_bar, k_free, v_ready, v_free,
-                seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2,
+                q_lat, q_pe, q_bar, kv_lat, kv_pe, vt, p_smem, red, kv_bar, k_free, v_ready,
+                v_free, seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2,
                 stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
                 stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, work_ptr, CAUSAL, PLAN)),
             (_producer, (
