@@ -205,7 +205,6 @@ KINDS = (
     ("few_heads_fp8_s3", True),
     ("fp8_mma_s1", True),
     ("fp8_mma_s2", True),
-    ("fp8_mma_s3", True),
     ("fp8_mma_plan", True),
 )
 """(kernel, fp8 cache) pairs the launcher can pick (fp8 with 64+ heads: the lockstep kernel;

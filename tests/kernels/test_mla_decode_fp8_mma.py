@@ -165,13 +165,13 @@ def _assert_close_fp8(inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Ten
 @pytest.mark.parametrize(
     ("h_q", "stages", "splits", "s_q", "page_size"),
     [
-        (16, 1, 1, 1, 64),  # num_stages 1 (the default): a 3-tile ring
+        (16, 1, 1, 1, 64),  # num_stages 1 (the default): a 2-tile ring
         (16, 1, 4, 1, 128),
         (48, 1, 64, 2, 256),  # empty splits, causal
-        (16, 2, 1, 1, 64),  # 2: 2 tiles
+        (16, 2, 1, 1, 64),  # 2: 4 tiles
         (32, 2, 3, 1, 64),
-        (16, 3, 4, 2, 64),  # 3: 4 tiles
-        (48, 3, 64, 1, 256),
+        (16, 2, 4, 2, 64),
+        (48, 2, 64, 1, 256),
         (32, 1, 2, 2, 64),
     ],
 )
@@ -189,6 +189,23 @@ def test_fp8_mma_kernel_on_gpu(
     config = DecodeConfig(16, 64, 8, stages, splits)
     got = mla_decode(**inputs, config=config, out=kit.poisoned_out(inputs))
     assert module.LAST_COMPILED["decode_kernel"] == "fp8_mma"
+    _assert_close_fp8(inputs, got, seed)
+
+
+@pytest.mark.gpu
+def test_fp8_q_with_a_ring_depth_the_kernel_lacks_runs_dequantised_on_gpu(seed: int, kit: Kit):
+    # num_stages 3 names no ring depth of the fp8 tensor-core kernel (its rings are even): the
+    # call dequantises q and runs the fp8-cache kernel instead, still correct
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 tensor-core kernel is for sm_90")
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=3, s_q=1, h_q=16, seqlen=0, seqlens=(700, 1, 64), page_size=64, dtype="bf16",
+        kv_dtype="fp8_e4m3",
+    )  # fmt: skip
+    inputs = _fp8_inputs(problem, "cuda", seed)
+    got = mla_decode(**inputs, config=DecodeConfig(16, 64, 8, 3, 2), out=kit.poisoned_out(inputs))
+    assert module.LAST_COMPILED["decode_kernel"] != "fp8_mma"
     _assert_close_fp8(inputs, got, seed)
 
 

@@ -163,8 +163,9 @@ CASES: dict[str, Callable[[], str]] = {
         DecodeProblem(batch=3, s_q=1, h_q=32, seqlen=300, page_size=64, dtype="bf16",
                       kv_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS),
         DecodeConfig(16, 64, 8, 1, 3)),
-    # fp8 q over an fp8 cache: the fp8 tensor-core kernel (producer transposing v^T, mbarrier
-    # hand-offs): tails, an empty sequence, splits, causal s_q 2
+    # fp8 q over an fp8 cache: the fp8 tensor-core kernel (two warpgroups on alternate tiles
+    # with v^T from registers, a loader warp, the merge through a ring slot): tails, an empty
+    # sequence, splits, causal s_q 2
     "decode-gluon-fp8-mma-32heads-mtp2-split3": _decode(
         DecodeProblem(batch=3, s_q=2, h_q=32, seqlen=300, page_size=64, dtype="bf16",
                       kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3", causal=True,
