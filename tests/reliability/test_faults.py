@@ -81,12 +81,22 @@ def _actor_pid(actor: Any) -> int:
     return pid
 
 
-def _running_with_trials(runner: Runner, url: str, job_id: int) -> tuple[int, Any] | None:
-    """(task id, slot) of a running task that already stored a trial: the middle of the job."""
+def _running_with_trials(
+    runner: Runner, url: str, job_id: int, pids: dict[Any, int]
+) -> tuple[int, int] | None:
+    """(task id, actor pid) of a running task that already stored a trial: the middle of the
+    job. The actors' pids are looked up (and kept in ``pids``) before the trials are counted,
+    so the caller can kill at once: a task has two trials here, and the second may end in the
+    meantime."""
+    running = runner.fleet.running()
+    for slot in running.values():
+        key = slot.actor._actor_id.hex()
+        if key not in pids:
+            pids[key] = _actor_pid(slot.actor)
     stored = trial_census(url, job_id).by_task
-    for task_id, slot in runner.fleet.running().items():
+    for task_id, slot in running.items():
         if stored.get(task_id):
-            return task_id, slot
+            return task_id, pids[slot.actor._actor_id.hex()]
     return None
 
 
@@ -97,20 +107,28 @@ def test_worker_process_sigkilled_mid_job(
     runner = _runner(store)
     job_id = _submit(store, tiny_job("sigkill-worker"))
     try:
-        task_id, slot = _step_until(
-            runner, lambda: _running_with_trials(runner, sqlite_url, job_id)
+        pids: dict[Any, int] = {}
+        task_id, pid = _step_until(
+            runner, lambda: _running_with_trials(runner, sqlite_url, job_id, pids)
         )
-        before = trial_census(sqlite_url, job_id)
-        pid = _actor_pid(slot.actor)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
+        before = trial_census(sqlite_url, job_id)
         runner.run_until([job_id], timeout_s=JOB_TIMEOUT_S)
         recovered_s = time.monotonic() - killed_at
     finally:
         runner.fleet.shutdown()
     census, expected = assert_every_trial_once(sqlite_url, job_id)
     assert before.by_task[task_id] <= census.by_task[task_id]  # nothing stored was lost
-    assert census.attempts[task_id] == 2  # the killed attempt, then the retry
+    retried = {t: a for t, a in census.attempts.items() if a > 1}
+    if census.attempts[task_id] == 2:  # the killed attempt, then the retry
+        assert retried == {task_id: 2}, census.attempts
+    else:
+        # the task's last trial ended between the check and the kill (seen once in CI): it
+        # finished on its first attempt, and the dead actor cost at most the next task sent
+        # to it one attempt
+        assert census.attempts[task_id] == 1, census.attempts
+        assert sum(a - 1 for a in retried.values()) <= 1, census.attempts
     figures(scenario="worker process SIGKILL", trials_expected=expected, trials_stored=census.total,
             duplicates=census.duplicates, stored_before_fault=before.total,
             retries=sum(a - 1 for a in census.attempts.values()),
