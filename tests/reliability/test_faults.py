@@ -82,12 +82,13 @@ def _actor_pid(actor: Any) -> int:
 
 
 def _running_with_trials(
-    runner: Runner, url: str, job_id: int, pids: dict[Any, int]
+    runner: Runner, url: str, job_id: int, pids: dict[Any, int] | None = None
 ) -> tuple[int, int] | None:
     """(task id, actor pid) of a running task that already stored a trial: the middle of the
     job. The actors' pids are looked up (and kept in ``pids``) before the trials are counted,
     so the caller can kill at once: a task has two trials here, and the second may end in the
     meantime."""
+    pids = {} if pids is None else pids
     running = runner.fleet.running()
     for slot in running.values():
         key = slot.actor._actor_id.hex()
