@@ -56,7 +56,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .gluon_launch import SplitOutputs, launch_decode_kernel, sm90_mla_call
+from .gluon_launch import D_V, SplitOutputs, launch_decode_kernel, sm90_mla_call
 from .mla_decode_hopper import _copy_tile_at
 from .mla_decode_hopper_few import _program_split
 from .mla_decode_hopper_few_fp8 import _block_rows, _start_ring
@@ -67,14 +67,13 @@ BLOCK_N = 64
 PART_WARPS = 4
 KNOBS = (ROWS, BLOCK_N, 2 * PART_WARPS)
 """block_size_q, block_size_k, num_warps of this kernel's configs (the fp8-cache family's)."""
-DV = 512
 RING_DEPTHS = {1: 2, 2: 4}
 """The config's ``num_stages`` -> the TMA ring's depth (36 KB a tile; even: the two warpgroups
 take alternate tiles, so each slot serves one of them)."""
 P_SCALE = 256.0
 
 PART_WARPS_C = gl.constexpr(PART_WARPS)
-DV_C = gl.constexpr(DV)
+DV_C = gl.constexpr(D_V)
 P_SCALE_C = gl.constexpr(P_SCALE)
 SIDE_REGS_C = gl.constexpr(240)  # the second computing warpgroup (a worker partition)
 LOADER_REGS_C = gl.constexpr(24)
@@ -106,7 +105,7 @@ OUT_LAYOUT = gl.constexpr(
         [[0, 2], [0, 4], [16, 0], [32, 0], [64, 0]],
         [[128, 0], [256, 0]],
         [],
-        [DV, ROWS],
+        [D_V, ROWS],
     )
 )
 # a tile's latent part as 32-bit words [64 tokens, 128 words]: a thread holds 16 bytes (4
@@ -119,7 +118,7 @@ XW_LAYOUT = gl.constexpr(
         [[2, 0], [4, 0], [0, 4], [0, 8], [0, 16]],
         [[0, 32], [0, 64]],
         [],
-        [BLOCK_N, DV // 4],
+        [BLOCK_N, D_V // 4],
     )
 )
 WORDS_SHARED = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32))
