@@ -23,15 +23,20 @@ Partitions (``gl.warp_specialize``):
   across its 4 warps through shared memory with one barrier) and its own o^T. At the end the
   worker hands (o^T, m, l) over through the slot of its last tile and the default partition
   merges the two and writes the output and lse;
-- a *loader* warp that refills a slot once its warpgroup is done with it (``k_free``). The ring
-  is even (``RING_DEPTHS``), so each slot serves one warpgroup (an odd ring lets a warpgroup
-  wait on a slot's phase two ahead: the parity aliases).
+- a *loader* warp per computing warpgroup, each refilling its warpgroup's slots once it is
+  done with them (``k_free``), so a warpgroup running behind holds up only its own copies. The
+  ring is even (``RING_DEPTHS``), so each slot serves one warpgroup (an odd ring lets a
+  warpgroup wait on a slot's phase two ahead: the parity aliases).
 
-H200 (docs/kernels/NOTES.md, variant 45): 46.0-50.2 / 46.0-49.6 / 24.3-24.7 us on the three
-16-head anchor rows over five runs on three machine loans, 1.54-1.66 / 1.54-1.66 / 1.67-1.70x
-the bf16 kernel; in one A/B process 46.3-47.0 / 46.0-46.9 / 24.5-24.6 against 47.7-47.9 / 47.4
-/ 26.2 for the kernel it replaced (variants 38 and 43: a producer warpgroup wrote v^T into
-shared memory for one computing warpgroup).
+H200 (docs/kernels/NOTES.md, variants 45-46): 46.0-50.2 / 46.0-49.6 / 24.3-24.7 us on the
+three 16-head anchor rows over five runs on three machine loans, 1.54-1.66 / 1.54-1.66 /
+1.67-1.70x the bf16 kernel; in one A/B process 46.3-47.0 / 46.0-46.9 / 24.5-24.6 against
+47.7-47.9 / 47.4 / 26.2 for the kernel it replaced (variants 38 and 43: a producer warpgroup
+wrote v^T into shared memory for one computing warpgroup). A loader per warpgroup (variant
+46) took 0.1-0.5 us off in 11 of 12 A/B pairs (s13-1, s13-4). What bounds it is the copy
+path: the same copies with no compute stream at 4.1 TB/s (37 us on 64 x 4K,
+``bench/probe_tma_stream.py``); this kernel doing nothing but wait for and free its slots takes
+43-45 us (the combine kernel and each program's start and end), and its compute adds 1-2.5.
 
 Precision: q and p are rounded to e4m3; the fp8 wgmma accumulates into fp32 at the tensor
 core's reduced fp8-path precision, without periodic promotion (as FlashMLA). Against the fp32
@@ -200,16 +205,26 @@ def _merge_barrier(WAIT: gl.constexpr):
 @gluon.jit
 def _loader(kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, k_free, block_table_ptr,
             seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE: gl.constexpr,
-            CAUSAL: gl.constexpr, PLAN: gl.constexpr):  # fmt: skip
-    """Worker (1 warp): the first ``STAGES`` tiles, then tile ``j + STAGES`` into tile ``j``'s
-    slot once the warpgroup that takes tile ``j`` is done with it."""
+            CAUSAL: gl.constexpr, PLAN: gl.constexpr, SIDE: gl.constexpr):  # fmt: skip
+    """Worker (1 warp), one per computing warpgroup: loader 0 issues the first ``STAGES``
+    tiles; loader ``SIDE`` then puts tile ``j + STAGES`` into tile ``j``'s slot (``j = SIDE,
+    SIDE + 2, ..``: its warpgroup's slots) once that warpgroup is done with it, so a warpgroup
+    running behind holds up only its own copies."""
     STAGES: gl.constexpr = kv_lat.shape[0]
     BN: gl.constexpr = kv_lat.shape[1]
-    bt_row, start_n, _end_n, num_tiles = _start_ring(
-        kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, block_table_ptr, seqlens_ptr,
-        stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE, CAUSAL, PLAN,
-    )  # fmt: skip
-    for j in range(num_tiles - STAGES):
+    if SIDE == 0:
+        bt_row, start_n, _end_n, num_tiles = _start_ring(
+            kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, block_table_ptr, seqlens_ptr,
+            stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE, CAUSAL, PLAN,
+        )  # fmt: skip
+    else:
+        gdc_wait()  # (a worker partition: before its first global access)
+        s0, _h0 = _block_rows(H)
+        pid_b, _split, start_n, _end_n, num_tiles, _valid = _program_split(
+            work_ptr, seqlens_ptr, s0, S_Q, NUM_SPLITS, BN, CAUSAL, PLAN
+        )
+        bt_row = block_table_ptr + pid_b * stride_bt_b
+    for j in range(SIDE, num_tiles - STAGES, 2):
         slot = j % STAGES
         next_n = start_n + (j + STAGES) * BN
         page = gl.load(bt_row + next_n // PAGE_SIZE)  # before the wait
@@ -377,10 +392,14 @@ def _mla_decode_fp8_mma_kernel(
             (_loader, (
                 kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, k_free, block_table_ptr,
                 seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE, CAUSAL,
-                PLAN)),
+                PLAN, 0)),
+            (_loader, (
+                kv_lat_desc, kv_pe_desc, kv_lat, kv_pe, kv_bar, k_free, block_table_ptr,
+                seqlens_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, work_ptr, PAGE_SIZE, CAUSAL,
+                PLAN, 1)),
         ],
-        [PART_WARPS_C, 1],
-        [SIDE_REGS_C, LOADER_REGS_C],
+        [PART_WARPS_C, 1, 1],
+        [SIDE_REGS_C, LOADER_REGS_C, LOADER_REGS_C],
     )  # fmt: skip
 
 

@@ -144,7 +144,8 @@ def test_fp8_q_argument_errors(
     out_dtype = change.pop("out_dtype", None)
     if out_dtype is not None:
         inputs["out"] = kit.poisoned_out(inputs).to(out_dtype)
-    inputs.update(change)
+    device = inputs["q"].device  # the table's tensors are made on the CPU: moved to q's device
+    inputs.update({k: v.to(device) if torch.is_tensor(v) else v for k, v in change.items()})
     with pytest.raises(error, match=message):
         mla_decode(**inputs)
 

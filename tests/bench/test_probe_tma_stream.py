@@ -1,0 +1,68 @@
+"""``bench/probe_tma_stream.py``: its command line without a GPU, and a small run on one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "probe_tma_stream.py"
+
+
+def _run(*flags: str, gpu: bool = False) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ) if gpu else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+
+
+def test_needs_a_gpu():
+    done = _run()
+    assert done.returncode == 2, done.stderr
+    assert "probe_tma_stream: needs a CUDA GPU with TMA" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--stages", "two"), "expected comma-separated integers, got 'two'"),
+        (("--hold-ns", "-5"), "expected non-negative integers"),
+        (("--layouts", "fp4"), "unknown layout(s) ['fp4']"),
+        (("--tiles", "0"), "must be at least 1"),
+        (("--pages", "0"), "must be at least 1"),
+    ],
+)
+def test_bad_flags_say_what_is_wrong(flags: tuple[str, ...], message: str):
+    done = _run(*flags)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+    reason="needs a CUDA GPU with TMA (sm_90 or newer)",
+)
+def test_streams_on_a_gpu(tmp_path: Path):
+    out = tmp_path / "probe.jsonl"
+    done = _run(
+        "--layouts", "fp8,bf16", "--stages", "1", "--pages", "1,2", "--programs", "8",
+        "--tiles", "4", "--out", str(out), gpu=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    cases = [(r["layout"], r["pages"], r["stages"]) for r in records]
+    assert cases == [("fp8", 1, 1), ("fp8", 2, 1), ("bf16", 1, 1), ("bf16", 2, 1)]
+    assert all(r["us"] > 0 and r["tbps"] > 0 and r["copies"] >= 2 for r in records)
+    assert [r["kb_a_slot"] for r in records] == [36, 72, 72, 144]
