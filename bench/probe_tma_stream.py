@@ -73,7 +73,8 @@ def _stream_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
     fence_async_shared()
     pages = pages_ptr + gl.program_id(0) * tiles * PAGES
     for i in gl.static_range(STAGES):
-        _copy(lat_desc, pe_desc, lat, pe, bars, pages, i, i)
+        if i < tiles:
+            _copy(lat_desc, pe_desc, lat, pe, bars, pages, i, i)
     for j in range(tiles):
         slot = j % STAGES
         mbarrier.wait(bars.index(slot), (j // STAGES) & 1)
@@ -86,8 +87,103 @@ def _stream_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
     gl.store(sink_ptr + gl.program_id(0), tiles)
 
 
+@gluon.jit
+def _ws_loader(lat_desc, pe_desc, lat, pe, bars, free, pages, tiles, FIRST: gl.constexpr,
+               STEP: gl.constexpr, FILL: gl.constexpr):  # fmt: skip
+    """A loader warp: (with ``FILL``) the first ``STAGES`` tiles, then tile ``j + STAGES``
+    into tile ``j``'s slot once it is freed, for ``j = FIRST, FIRST + STEP, ..``."""
+    STAGES: gl.constexpr = lat.shape[0]
+    if FILL:
+        for i in gl.static_range(STAGES):
+            if i < tiles:
+                _copy(lat_desc, pe_desc, lat, pe, bars, pages, i, i)
+    for j in range(FIRST, tiles - STAGES, STEP):
+        slot = j % STAGES
+        mbarrier.wait(free.index(slot), (j // STAGES) & 1)
+        _copy(lat_desc, pe_desc, lat, pe, bars, pages, j + STAGES, slot)
+
+
+@gluon.jit
+def _ws_consumer(bars, free, tiles, hold_ns, FIRST: gl.constexpr, STEP: gl.constexpr):
+    """A consuming warpgroup: waits for tiles ``j = FIRST, FIRST + STEP, ..``, holds each
+    ``hold_ns``, frees its slot."""
+    STAGES: gl.constexpr = bars.shape[0]
+    for j in range(FIRST, tiles, STEP):
+        slot = j % STAGES
+        mbarrier.wait(bars.index(slot), (j // STAGES) & 1)
+        if hold_ns > 0:
+            _sleep(hold_ns)
+        gl.thread_barrier()
+        mbarrier.arrive(free.index(slot))
+
+
+@gluon.jit
+def _stream_ws_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
+                      STAGES: gl.constexpr, PAGES: gl.constexpr,
+                      STRUCTURE: gl.constexpr):  # fmt: skip
+    """The decode kernels' structures (``STRUCTURES``) with nothing computed."""
+    dtype: gl.constexpr = lat_desc.dtype
+    BN: gl.constexpr = lat_desc.block_type.shape[0]
+    DL: gl.constexpr = lat_desc.block_type.shape[1]
+    DP: gl.constexpr = pe_desc.block_type.shape[1]
+    lat = gl.allocate_shared_memory(dtype, [STAGES, PAGES * BN, DL], lat_desc.layout)
+    pe = gl.allocate_shared_memory(dtype, [STAGES, PAGES * BN, DP], pe_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars.index(i), count=1)
+        mbarrier.init(free.index(i), count=1)
+    fence_async_shared()
+    pages = pages_ptr + gl.program_id(0) * tiles * PAGES
+    if STRUCTURE == 1:
+        gl.warp_specialize(
+            [
+                (_ws_consumer, (bars, free, tiles, hold_ns, 0, 1)),
+                (_ws_loader, (lat_desc, pe_desc, lat, pe, bars, free, pages, tiles, 0, 1, True)),
+            ],
+            [1],
+            [24],
+        )
+    elif STRUCTURE == 2:
+        gl.warp_specialize(
+            [
+                (_ws_consumer, (bars, free, tiles, hold_ns, 0, 2)),
+                (_ws_consumer, (bars, free, tiles, hold_ns, 1, 2)),
+                (_ws_loader, (lat_desc, pe_desc, lat, pe, bars, free, pages, tiles, 0, 1, True)),
+            ],
+            [4, 1],
+            [32, 24],
+        )
+    else:
+        gl.warp_specialize(
+            [
+                (_ws_consumer, (bars, free, tiles, hold_ns, 0, 2)),
+                (_ws_consumer, (bars, free, tiles, hold_ns, 1, 2)),
+                (_ws_loader, (lat_desc, pe_desc, lat, pe, bars, free, pages, tiles, 0, 2, True)),
+                (_ws_loader, (lat_desc, pe_desc, lat, pe, bars, free, pages, tiles, 1, 2, False)),
+            ],
+            [4, 1, 1],
+            [32, 24, 24],
+        )
+    gl.store(sink_ptr + gl.program_id(0), tiles)
+
+
+STRUCTURES = {"single": 0, "ws1": 1, "ws2": 2, "ws2x2": 3}
+"""How a program waits and refills: ``single``, one warp does both; ``ws1``, a consuming
+warpgroup frees each slot and a loader warp refills it (the few-heads kernels); ``ws2``, two
+consuming warpgroups on alternate tiles and one loader refilling in tile order (the fp8
+tensor-core kernel before variant 46); ``ws2x2``, the same with a loader per warpgroup, each
+refilling its warpgroup's slots (variant 46). The two-warpgroup ones need an even ring."""
+
+
 def run_case(
-    layout: str, stages: int, hold_ns: int, programs: int, tiles: int, pages: int = 1
+    layout: str,
+    stages: int,
+    hold_ns: int,
+    programs: int,
+    tiles: int,
+    pages: int = 1,
+    structure: str = "single",
 ) -> dict[str, Any]:
     """Time one case; returns its record (us a call, TB/s of cache bytes)."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -108,15 +204,20 @@ def run_case(
         )
 
         def call(lat_desc=lat_desc, pe_desc=pe_desc, order=order) -> None:  # (descs hold cache)
-            _stream_kernel[(programs,)](
-                lat_desc, pe_desc, order, sink, tiles, hold_ns, STAGES=stages, PAGES=pages,
-                num_warps=1,
-            )  # fmt: skip
+            args = (lat_desc, pe_desc, order, sink, tiles, hold_ns)
+            if structure == "single":
+                _stream_kernel[(programs,)](*args, STAGES=stages, PAGES=pages, num_warps=1)
+            else:
+                _stream_ws_kernel[(programs,)](
+                    *args, STAGES=stages, PAGES=pages, STRUCTURE=STRUCTURES[structure],
+                    num_warps=4,
+                )  # fmt: skip
 
         calls.append(call)
     timing = time_rotated_us(calls)
     return {
         "layout": layout,
+        "structure": structure,
         "stages": stages,
         "pages": pages,
         "hold_ns": hold_ns,
@@ -151,6 +252,16 @@ def _layout_list(text: str) -> list[str]:
     return names
 
 
+def _structure_list(text: str) -> list[str]:
+    """``"single,ws2"`` -> ["single", "ws2"]; an argparse type (names from ``STRUCTURES``)."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in STRUCTURES]
+    if unknown:
+        msg = f"unknown structure(s) {unknown}; choose from {list(STRUCTURES)}"
+        raise argparse.ArgumentTypeError(msg)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layouts", type=_layout_list, default="fp8,bf16")
@@ -159,10 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--programs", type=int, default=128, help="programs (one a SM)")
     parser.add_argument("--tiles", type=int, default=32, help="tiles (ring slots' loads) a program")
     parser.add_argument("--pages", type=_int_list, default="1", help="64-token pages a tile")
+    parser.add_argument(
+        "--structures", type=_structure_list, default="single", help=", ".join(STRUCTURES)
+    )
     parser.add_argument("--out", help="write the records as JSON lines here")
     args = parser.parse_args(argv)
     if args.programs < 1 or args.tiles < 1 or 0 in args.stages or 0 in args.pages:
         parser.error("--programs, --tiles and each of --stages and --pages must be at least 1")
+    two_groups = {"ws2", "ws2x2"} & set(args.structures)
+    if two_groups and any(stages % 2 for stages in args.stages):
+        parser.error(f"{sorted(two_groups)} need an even --stages (each slot serves one group)")
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
         print("probe_tma_stream: needs a CUDA GPU with TMA (sm_90 or newer)", file=sys.stderr)
         return 2
@@ -174,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipped {layout}, {stages} x {slot_kb:.0f} KB: over shared memory",
                       file=sys.stderr)  # fmt: skip
                 continue
-            for hold in args.hold_ns:
-                record = run_case(layout, stages, hold, args.programs, args.tiles, pages)
+            for structure, hold in ((t, h) for t in args.structures for h in args.hold_ns):
+                record = run_case(layout, stages, hold, args.programs, args.tiles, pages, structure)
                 print(json.dumps(record), flush=True)
                 records.append(record)
     if args.out:

@@ -41,6 +41,8 @@ def test_needs_a_gpu():
         (("--layouts", "fp4"), "unknown layout(s) ['fp4']"),
         (("--tiles", "0"), "must be at least 1"),
         (("--pages", "0"), "must be at least 1"),
+        (("--structures", "ws3"), "unknown structure(s) ['ws3']"),
+        (("--structures", "ws2", "--stages", "3"), "['ws2'] need an even --stages"),
     ],
 )
 def test_bad_flags_say_what_is_wrong(flags: tuple[str, ...], message: str):
@@ -66,3 +68,19 @@ def test_streams_on_a_gpu(tmp_path: Path):
     assert cases == [("fp8", 1, 1), ("fp8", 2, 1), ("bf16", 1, 1), ("bf16", 2, 1)]
     assert all(r["us"] > 0 and r["tbps"] > 0 and r["copies"] >= 2 for r in records)
     assert [r["kb_a_slot"] for r in records] == [36, 72, 72, 144]
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+    reason="needs a CUDA GPU with TMA (sm_90 or newer)",
+)
+def test_the_kernels_structures_stream_on_a_gpu(tmp_path: Path):
+    out = tmp_path / "probe.jsonl"
+    done = _run(
+        "--layouts", "fp8", "--stages", "2", "--structures", "ws1,ws2,ws2x2", "--programs", "8",
+        "--tiles", "7", "--out", str(out), gpu=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["structure"] for r in records] == ["ws1", "ws2", "ws2x2"]
+    assert all(r["us"] > 0 and r["tbps"] > 0 for r in records)

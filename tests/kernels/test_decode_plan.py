@@ -43,14 +43,14 @@ def _rule(lengths: list[int], programs: int, num_splits: int) -> list[tuple[int,
 
 
 @pytest.mark.parametrize("draw", range(12))
-def test_work_list_follows_the_rule_and_covers_every_token_once(draw: int):
+def test_work_list_follows_the_rule_and_covers_every_token_once(draw: int, kit: Kit):
     rng = random.Random(draw)
     batch = rng.choice([2, 5, 31, 130])  # 130: more than one chunk of 128 sequences
     lengths = [rng.choice([0, 1, 63, 64, 65, rng.randint(0, 40000)]) for _ in range(batch)]
     programs = batch + rng.randint(1, 140)
     num_splits = rng.choice([2, 8, 64])
-    seqlens = torch.tensor(lengths, dtype=torch.int32)
-    work, splits, plan_lengths = make_work_list(seqlens, programs, num_splits)
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device=kit.device())
+    work, splits, plan_lengths = (t.cpu() for t in make_work_list(seqlens, programs, num_splits))
     want = _rule(lengths, programs, num_splits)
     got = [tuple(int(v) for v in row[:4]) for row in work if row[0] >= 0]
     assert got == want
@@ -80,7 +80,7 @@ def test_more_sequences_than_programs_is_refused():
     ],
 )
 def test_planned_combine_reads_only_used_slots_and_flags_stale_lengths(
-    slots: int, used: tuple[int, ...]
+    slots: int, used: tuple[int, ...], kit: Kit
 ):
     # A planned launch writes only the first splits[b] slots of a sequence (the rest hold
     # garbage, here NaN); a call whose lengths differ from the plan's gets NaN rows.
@@ -96,12 +96,15 @@ def test_planned_combine_reads_only_used_slots_and_flags_stale_lengths(
     seqlens = torch.tensor([10, 300, 100, 4001], dtype=torch.int32)  # the last one grew
     out = torch.full((batch, s_q, heads, d_v), float("nan"), dtype=torch.float16)
     lse = torch.full((batch, heads, s_q), float("nan"))
+    dev = kit.device()  # the kernel's inputs where it runs (the interpreter: the CPU)
+    o_dev, lse_mid_dev, out_dev, lse_dev = (t.to(dev) for t in (o_mid, lse_mid, out, lse))
     module._mla_decode_combine_kernel[(batch * s_q, heads)](
-        o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
-        *out.stride()[:3], *lse.stride(), s_q, torch.tensor(used, dtype=torch.int32),
-        plan_lengths, seqlens, D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=slots,
+        o_dev, lse_mid_dev, out_dev, lse_dev, *o_mid.stride()[:4], *lse_mid.stride()[:3],
+        *out.stride()[:3], *lse.stride(), s_q, torch.tensor(used, dtype=torch.int32, device=dev),
+        plan_lengths.to(dev), seqlens.to(dev), D_V=d_v, BLOCK_DV=d_v, NUM_SPLITS=slots,
         SPLIT_BLOCK=module.combine_split_block(slots), PLANNED=True, PDL=False,
     )  # fmt: skip
+    out, lse = out_dev.cpu(), lse_dev.cpu()
     for b, n in enumerate(used[:-1]):
         weights = torch.softmax(lse_mid[b, :, :, :n], dim=-1)
         want = (weights[..., None] * o_mid[b, :, :, :n]).sum(dim=-2)

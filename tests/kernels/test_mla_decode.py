@@ -140,6 +140,16 @@ def _base(kit: Kit) -> dict[str, Any]:
     return make_decode_inputs(kit.small_problem(seqlens=(17, 5)), device=kit.device(), seed=3)
 
 
+def _dev(inputs: dict[str, Any]) -> torch.device:
+    """Where the test's inputs are (a replaced tensor goes there too)."""
+    return inputs["q"].device
+
+
+VALUE_CHECKS = {"bt-short", "bt-page-range", "lens-negative"}
+"""Cases that need the lengths' and block table's values: checked on CPU tensors only (reading
+them from a GPU would synchronise the stream and break graph capture; ``decode_checks``)."""
+
+
 def _set(**changes: Any) -> Callable[[dict[str, Any]], None]:
     def apply(inputs: dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -171,13 +181,13 @@ INVALID = [
     ),
     (
         "page-3",
-        _set(kv_cache=lambda i: torch.zeros(4, 3, 1, 96, dtype=torch.float16)),
+        _set(kv_cache=lambda i: torch.zeros(4, 3, 1, 96, dtype=torch.float16, device=_dev(i))),
         ValueError,
         "page size (dim 1): expected a power of two from 1 to 256, got 3",
     ),
     (
         "page-512",
-        _set(kv_cache=lambda i: torch.zeros(1, 512, 1, 96, dtype=torch.float16)),
+        _set(kv_cache=lambda i: torch.zeros(1, 512, 1, 96, dtype=torch.float16, device=_dev(i))),
         ValueError,
         "got 512",
     ),
@@ -219,7 +229,7 @@ INVALID = [
     ),
     (
         "lens-negative",
-        _set(cache_seqlens=lambda i: torch.tensor([-1, 3], dtype=torch.int32)),
+        _set(cache_seqlens=lambda i: torch.tensor([-1, 3], dtype=torch.int32, device=_dev(i))),
         ValueError,
         "cache_seqlens: expected lengths >= 0, got -1",
     ),
@@ -242,13 +252,16 @@ INVALID = [
     ),
     (
         "scale-not-fp8",
-        _set(kv_scale=torch.ones(1)),
+        _set(kv_scale=lambda i: torch.ones(1, device=_dev(i))),
         ValueError,
         "kv_scale: only meaningful with a float8_e4m3fn kv_cache",
     ),
     (
         "scale-2",
-        _set(kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn), kv_scale=torch.ones(2)),
+        _set(
+            kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn),
+            kv_scale=lambda i: torch.ones(2, device=_dev(i)),
+        ),
         ValueError,
         "kv_scale: expected one element",
     ),
@@ -256,7 +269,7 @@ INVALID = [
         "scale-fp16",
         _set(
             kv_cache=lambda i: i["kv_cache"].to(torch.float8_e4m3fn),
-            kv_scale=torch.ones(1, dtype=torch.float16),
+            kv_scale=lambda i: torch.ones(1, dtype=torch.float16, device=_dev(i)),
         ),
         TypeError,
         "kv_scale: expected dtype float32",
@@ -271,7 +284,7 @@ INVALID = [
 
 
 @pytest.mark.parametrize("num_splits", [1, 3, 16, 21])
-def test_split_combine_skips_empty_splits(num_splits: int):
+def test_split_combine_skips_empty_splits(num_splits: int, kit: Kit):
     # The combine reads its splits in blocks (16 at most: 21 leaves a part block) and must
     # never let an empty split's partial in: the seesaw kernel leaves it unwritten (garbage,
     # here NaN) and marks it only by lse = -inf. A row with every split empty gives 0 and -inf.
@@ -286,12 +299,15 @@ def test_split_combine_skips_empty_splits(num_splits: int):
     out = torch.full((batch, s_q, heads, d_v), float("nan"), dtype=torch.float16)
     lse = torch.full((batch, heads, s_q), float("nan"))
     module = importlib.import_module("mlafleet.kernels.mla_decode")
+    dev = kit.device()  # the kernel's inputs where it runs (the interpreter: the CPU)
+    o_dev, lse_mid_dev, out_dev, lse_dev = (t.to(dev) for t in (o_mid, lse_mid, out, lse))
     module._mla_decode_combine_kernel[(batch * s_q, heads)](
-        o_mid, lse_mid, out, lse, *o_mid.stride()[:4], *lse_mid.stride()[:3],
-        *out.stride()[:3], *lse.stride(), s_q, lse_mid, lse_mid, lse_mid, D_V=d_v, BLOCK_DV=d_v,
-        NUM_SPLITS=num_splits, SPLIT_BLOCK=module.combine_split_block(num_splits), PLANNED=False,
-        PDL=False,
+        o_dev, lse_mid_dev, out_dev, lse_dev, *o_mid.stride()[:4], *lse_mid.stride()[:3],
+        *out.stride()[:3], *lse.stride(), s_q, lse_mid_dev, lse_mid_dev, lse_mid_dev, D_V=d_v,
+        BLOCK_DV=d_v, NUM_SPLITS=num_splits, SPLIT_BLOCK=module.combine_split_block(num_splits),
+        PLANNED=False, PDL=False,
     )  # fmt: skip
+    out, lse = out_dev.cpu(), lse_dev.cpu()
     weights = torch.softmax(lse_mid, dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
     want = (weights[..., None] * o_mid.nan_to_num(0.0)).sum(dim=-2)
     want_lse = torch.logsumexp(lse_mid, dim=-1).transpose(1, 2)
@@ -302,11 +318,13 @@ def test_split_combine_skips_empty_splits(num_splits: int):
 
 
 @pytest.mark.parametrize(
-    ("mutate", "error", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+    ("case", "mutate", "error", "message"), INVALID, ids=[c[0] for c in INVALID]
 )
 def test_invalid_input_raises(
-    mutate: Callable[[dict[str, Any]], None], error: type, message: str, kit: Kit
+    case: str, mutate: Callable[[dict[str, Any]], None], error: type, message: str, kit: Kit
 ):
+    if case in VALUE_CHECKS and kit.device().type == "cuda":
+        pytest.skip("value checks run on CPU tensors only (VALUE_CHECKS); here on the GPU")
     inputs = _base(kit)
     mutate(inputs)
     with pytest.raises(error) as info:

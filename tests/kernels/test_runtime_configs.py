@@ -14,6 +14,13 @@ from mlafleet.kernels import runtime_configs as rc
 from mlafleet.kernels.bundle import BundleEntry, ConfigBundle, Software, WorkloadBucket, bucket_of
 from mlafleet.kernels.configs import CPU_INTERPRETER, DecodeConfig, DecodeProblem, DeviceLimits
 from mlafleet.kernels.decode_tuning import default_decode_config
+from mlafleet.kernels.device_limits import interpreting
+
+INTERPRETER_ONLY = pytest.mark.skipif(
+    not interpreting(),
+    reason="runs a kernel on CPU tensors with the interpreter's bundle entry (TRITON_INTERPRET=1)",
+)
+
 
 SW = Software(driver="550.54", cuda="12.4", torch="2.13.0", triton="3.6.0")
 OLD_SW = Software(driver="550.54", cuda="12.4", torch="2.13.0", triton="3.5.0")
@@ -302,6 +309,7 @@ def test_default_path_is_the_user_cache(monkeypatch: pytest.MonkeyPatch) -> None
     assert path.parent.name == "mlafleet"
 
 
+@INTERPRETER_ONLY
 def test_prefill_call_with_config_none_uses_the_bundle(
     bundle_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -336,6 +344,7 @@ def test_prefill_call_with_config_none_uses_the_bundle(
     torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3)
 
 
+@INTERPRETER_ONLY
 def test_fp8_q_call_looks_up_its_own_precision(
     bundle_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
