@@ -10,6 +10,10 @@ descriptors, a pair a page. Timed as the benches time: one CUDA graph over input
 ~512 MB in all (L2 holds 60 MB), so no call reads what the one before it left in L2.
 
     python3 bench/probe_tma_stream.py --layouts fp8,bf16 --stages 2,4,6 --hold-ns 0,1000
+    python3 bench/probe_tma_stream.py --layouts fp8 --stages 2,4 --structures single,ws2x2
+
+``--structures`` runs the same copies in the decode kernels' warp-specialised shapes (a loader
+warp, one or two consuming warpgroups: ``STRUCTURES``), still with nothing computed.
 
 Prints one line a case: layout, stages, hold, us a call, TB/s of cache read.
 """
@@ -242,36 +246,34 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _layout_list(text: str) -> list[str]:
-    """``"fp8,bf16"`` -> ["fp8", "bf16"]; an argparse type (names from ``LAYOUTS``)."""
-    names = text.split(",")
-    unknown = [n for n in names if n not in LAYOUTS]
-    if unknown:
-        msg = f"unknown layout(s) {unknown}; choose from {list(LAYOUTS)}"
-        raise argparse.ArgumentTypeError(msg)
-    return names
+def _names_in(choices: dict[str, Any], what: str) -> Any:
+    """An argparse type: ``"a,b"`` -> ["a", "b"], each a key of ``choices`` (else a clear
+    error naming the unknown ones and the choices)."""
 
+    def parse(text: str) -> list[str]:
+        names = text.split(",")
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            msg = f"unknown {what}(s) {unknown}; choose from {list(choices)}"
+            raise argparse.ArgumentTypeError(msg)
+        return names
 
-def _structure_list(text: str) -> list[str]:
-    """``"single,ws2"`` -> ["single", "ws2"]; an argparse type (names from ``STRUCTURES``)."""
-    names = text.split(",")
-    unknown = [n for n in names if n not in STRUCTURES]
-    if unknown:
-        msg = f"unknown structure(s) {unknown}; choose from {list(STRUCTURES)}"
-        raise argparse.ArgumentTypeError(msg)
-    return names
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layouts", type=_layout_list, default="fp8,bf16")
+    parser.add_argument("--layouts", type=_names_in(LAYOUTS, "layout"), default="fp8,bf16")
     parser.add_argument("--stages", type=_int_list, default="2,4", help="ring depths")
     parser.add_argument("--hold-ns", type=_int_list, default="0", help="hold a slot this long")
     parser.add_argument("--programs", type=int, default=128, help="programs (one a SM)")
     parser.add_argument("--tiles", type=int, default=32, help="tiles (ring slots' loads) a program")
     parser.add_argument("--pages", type=_int_list, default="1", help="64-token pages a tile")
     parser.add_argument(
-        "--structures", type=_structure_list, default="single", help=", ".join(STRUCTURES)
+        "--structures",
+        type=_names_in(STRUCTURES, "structure"),
+        default="single",
+        help=", ".join(STRUCTURES),
     )
     parser.add_argument("--out", help="write the records as JSON lines here")
     args = parser.parse_args(argv)

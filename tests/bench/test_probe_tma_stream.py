@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -52,35 +53,33 @@ def test_bad_flags_say_what_is_wrong(flags: tuple[str, ...], message: str):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.skipif(
+NEEDS_TMA = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
     reason="needs a CUDA GPU with TMA (sm_90 or newer)",
 )
-def test_streams_on_a_gpu(tmp_path: Path):
+
+
+def _records_on_gpu(tmp_path: Path, *flags: str) -> list[dict[str, Any]]:
+    """Run the probe on the GPU with ``flags``; its JSON records."""
     out = tmp_path / "probe.jsonl"
-    done = _run(
-        "--layouts", "fp8,bf16", "--stages", "1", "--pages", "1,2", "--programs", "8",
-        "--tiles", "4", "--out", str(out), gpu=True,
-    )  # fmt: skip
+    done = _run(*flags, "--programs", "8", "--out", str(out), gpu=True)
     assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@NEEDS_TMA
+def test_streams_on_a_gpu(tmp_path: Path):
+    flags = ("--layouts", "fp8,bf16", "--stages", "1", "--pages", "1,2", "--tiles", "4")
+    records = _records_on_gpu(tmp_path, *flags)
     cases = [(r["layout"], r["pages"], r["stages"]) for r in records]
     assert cases == [("fp8", 1, 1), ("fp8", 2, 1), ("bf16", 1, 1), ("bf16", 2, 1)]
     assert all(r["us"] > 0 and r["tbps"] > 0 and r["copies"] >= 2 for r in records)
     assert [r["kb_a_slot"] for r in records] == [36, 72, 72, 144]
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
-    reason="needs a CUDA GPU with TMA (sm_90 or newer)",
-)
+@NEEDS_TMA
 def test_the_kernels_structures_stream_on_a_gpu(tmp_path: Path):
-    out = tmp_path / "probe.jsonl"
-    done = _run(
-        "--layouts", "fp8", "--stages", "2", "--structures", "ws1,ws2,ws2x2", "--programs", "8",
-        "--tiles", "7", "--out", str(out), gpu=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    flags = ("--layouts", "fp8", "--stages", "2", "--structures", "ws1,ws2,ws2x2", "--tiles", "7")
+    records = _records_on_gpu(tmp_path, *flags)
     assert [r["structure"] for r in records] == ["ws1", "ws2", "ws2x2"]
     assert all(r["us"] > 0 and r["tbps"] > 0 for r in records)
