@@ -33,10 +33,11 @@ three 16-head anchor rows over five runs on three machine loans, 1.54-1.66 / 1.5
 1.67-1.70x the bf16 kernel; in one A/B process 46.3-47.0 / 46.0-46.9 / 24.5-24.6 against
 47.7-47.9 / 47.4 / 26.2 for the kernel it replaced (variants 38 and 43: a producer warpgroup
 wrote v^T into shared memory for one computing warpgroup). A loader per warpgroup (variant
-46) took 0.1-0.5 us off in 11 of 12 A/B pairs (s13-1, s13-4). What bounds it is the copy
-path: the same copies with no compute stream at 4.1 TB/s (37 us on 64 x 4K,
-``bench/probe_tma_stream.py``); this kernel doing nothing but wait for and free its slots takes
-43-45 us (the combine kernel and each program's start and end), and its compute adds 1-2.5.
+46) took 0.1-0.5 us (once 1.1) off in 11 of 12 A/B pairs (s13-1, s13-4). What bounds it is
+the copy path: the same copies with no compute stream at 4.1 TB/s (37 us on 64 x 4K,
+``bench/probe_tma_stream.py``); this kernel doing nothing but wait for and free its slots
+takes 43-45 us (the combine kernel and each program's start and end), and its compute adds
+1-2.5.
 
 Precision: q and p are rounded to e4m3; the fp8 wgmma accumulates into fp32 at the tensor
 core's reduced fp8-path precision, without periodic promotion (as FlashMLA). Against the fp32
