@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
+from functools import partial
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_decode.py"
+from bench_scripts import BENCH, run_script
 
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+_run = partial(run_script, "bench_decode.py")
 
 
 def test_unknown_shape_is_named_with_the_known_ones():
@@ -37,11 +25,11 @@ def test_known_shapes_need_a_gpu():
 
 
 def _bench_decode_module():
-    sys.path.insert(0, str(SCRIPT.parent))
+    sys.path.insert(0, str(BENCH))
     try:
         import bench_decode
     finally:
-        sys.path.remove(str(SCRIPT.parent))
+        sys.path.remove(str(BENCH))
     return bench_decode
 
 

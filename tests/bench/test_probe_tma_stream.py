@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from bench_scripts import run_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "probe_tma_stream.py"
-
-
-def _run(*flags: str, gpu: bool = False) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ) if gpu else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+_run = partial(run_script, "probe_tma_stream.py")
 
 
 def test_needs_a_gpu():
