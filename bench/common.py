@@ -3,7 +3,11 @@
 ``time_rotated_us``: one CUDA graph holding one call per input set, over enough input sets
 that the L2 (60 MB on an H200) never holds the next call's data; the graph is replayed
 ``replays`` times per timing, and the median of ``repeats`` timings is reported per call.
-This is how ANCHORS.md timed FlashMLA and the Triton peer, so the numbers compare.
+This is how ANCHORS.md timed FlashMLA and the Triton peer, so the numbers compare. Right
+before the timings one GPU thread spins for ``warmup_ms`` (``worker.timing.warm_clocks``): an
+idle GPU runs its first milliseconds at a lower clock, which moved the fp8 16-head rows' median
+of 5 by up to 9 %; the spin raises the clock without spending the power budget (heavy load is
+capped after ~25 ms on the H200: docs/PERFORMANCE.md, "Fourteenth session").
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from mlafleet.worker.timing import warm_clocks
 
 ROTATION_BYTES = 512 * 1024 * 1024  # about 512 MB of inputs per graph, as ANCHORS.md
 MAX_COPIES = 64
@@ -41,7 +47,12 @@ def copies_for(bytes_per_call: int, *, rotation_bytes: int = ROTATION_BYTES) -> 
 
 
 def time_rotated_us(
-    calls: Sequence[Callable[[], Any]], *, replays: int = 20, repeats: int = 5, warmup: int = 2
+    calls: Sequence[Callable[[], Any]],
+    *,
+    replays: int = 20,
+    repeats: int = 5,
+    warmup: int = 2,
+    warmup_ms: float = 20.0,
 ) -> Timing:
     """Median per-call time of ``calls`` (one per input set), captured in one CUDA graph.
 
@@ -50,6 +61,7 @@ def time_rotated_us(
         replays: graph replays per timing.
         repeats: timings; the median is reported.
         warmup: eager runs of every call before capture (compilation, allocator warm-up).
+        warmup_ms: one GPU thread's busy wait right before the timings (the clock ramp).
 
     Raises:
         RuntimeError: no CUDA device.
@@ -72,6 +84,7 @@ def time_rotated_us(
             call()
     graph.replay()
     torch.cuda.synchronize()
+    warm_clocks(warmup_ms)
     samples: list[float] = []
     for _ in range(repeats):
         start = torch.cuda.Event(enable_timing=True)

@@ -4,10 +4,15 @@ On a GPU (method ``cuda_graph``): several copies of the inputs, enough that L2 n
 next call's data, are made up front; after a warm-up, one CUDA graph holding ``k`` calls that
 rotate over the copies is captured and replayed, each replay timed with CUDA events (a sample
 is replay time / ``k``: launch gaps vanish, which matters for launch-bound decode shapes).
-Samples are taken in batches until the median is stable; a spread wider than ``max_spread``
-is measured again, then flagged ``noisy``. A kernel that cannot be captured (it synchronises
-with the host, say) falls back to event timing of plain launches (``cuda_event``). NVML clocks,
-temperature and power are read before and after.
+Right before the first sample one GPU thread spins for ``warmup_ms`` (``warm_clocks``): a GPU
+that was idle (inputs being made, the reference checked) runs its first milliseconds at a lower
+clock (an H200 ramps from 345 MHz over ~8 ms: the first two 3.7 ms samples of an fp8 decode
+row ran 7-9 % slow), and a spin raises the clock without the power that heavy warm-up work
+would spend (an H200 caps sustained heavy load after ~25 ms). Samples are taken in batches
+until the median is stable; a spread wider than ``max_spread`` is measured again, then flagged
+``noisy``. A kernel that cannot be captured (it synchronises with the host, say) falls back to
+event timing of plain launches (``cuda_event``). NVML clocks, temperature and power are read
+before and after.
 
 On the CPU interpreter (method ``wall_clock``): a few host-timed calls. Such timings say
 nothing about a GPU: they exist so the whole pipeline runs without one.
@@ -37,6 +42,7 @@ class TimingOptions:
 
     Attributes:
         warmup_rotations: passes over every input copy before timing (JIT load, caches).
+        warmup_ms: one GPU thread's busy wait right before the first sample (the clock ramp).
         target_sample_us: a sample (one graph replay) holds at least this much work.
         max_calls_per_sample: cap on the calls captured in one graph.
         batch_samples: samples taken between stability checks.
@@ -53,6 +59,7 @@ class TimingOptions:
     """
 
     warmup_rotations: int = 2
+    warmup_ms: float = 20.0
     target_sample_us: float = 1000.0
     max_calls_per_sample: int = 1000
     batch_samples: int = 10
@@ -179,6 +186,7 @@ def _measure_gpu(
             return float(start.elapsed_time(end)) * 1000.0 / calls
         return _time_plain(run, copies, calls=calls)
 
+    warm_clocks(opts.warmup_ms)
     before = device_sample(device_index)
     samples = _sample_until_stable(one_sample, opts)
     width = stats.spread(samples)
@@ -232,6 +240,41 @@ def _capture(
         torch.cuda.synchronize()
         return None
     return graph.replay
+
+
+SPIN_CLOCK_HZ = 1.98e9
+"""Cycles a millisecond at an H200's top SM clock: ``warm_clocks`` spins at least this long
+(longer while the clock is still low)."""
+
+
+def _spin_on_gpu(cycles: int) -> None:
+    import torch
+
+    torch.cuda._sleep(cycles)  # one thread spinning on the cycle counter
+    torch.cuda.synchronize()
+
+
+def warm_clocks(min_ms: float, *, spin: Callable[[int], None] = _spin_on_gpu) -> int:
+    """Keep the GPU busy with one spinning thread for at least ``min_ms`` before timing.
+
+    An idle GPU runs its first milliseconds of work at a lower clock (an H200 from 345 MHz over
+    ~8 ms); a busy wait raises it without spending the power budget that warm-up replays of the
+    timed kernel would (100 ms of replays made a 128-head decode row 13 % slower on the H200,
+    its power management capping heavy load after ~25 ms; docs/PERFORMANCE.md, "Fourteenth
+    session").
+
+    Returns:
+        The cycles spun (0 for ``min_ms`` 0).
+
+    Raises:
+        ValueError: ``min_ms`` is negative.
+    """
+    if min_ms < 0:
+        raise ValueError(f"min_ms: expected a duration >= 0 ms, got {min_ms}")
+    cycles = int(min_ms * 1e-3 * SPIN_CLOCK_HZ)
+    if cycles:
+        spin(cycles)
+    return cycles
 
 
 def _sample_until_stable(one_sample: Callable[[], float], opts: TimingOptions) -> list[float]:

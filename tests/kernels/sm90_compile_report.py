@@ -93,7 +93,7 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
     options = {"num_warps": kwargs.pop("num_warps"), "num_stages": 1}
     if "maxnreg" in kwargs:
         options["maxnreg"] = kwargs.pop("maxnreg")
-    signature, constexprs = {}, {}
+    signature, constexprs, attrs = {}, {}, {}
     for index, arg_name in enumerate(kernel.arg_names):
         value = kwargs.get(arg_name, capture.args[index] if index < len(capture.args) else None)
         # Triton specializes integer arguments equal to 1 as constants, as a launch would
@@ -102,7 +102,9 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
             constexprs[(index,)] = value
         else:
             signature[arg_name] = mangle_type(capture.args[index])
-    source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+            if _divisible_by_16(value):  # as a launch marks them (16-byte vector accesses)
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as fh:
         fh.write(compiled.asm["cubin"])
@@ -128,7 +130,19 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
         # entry and each worker partition)
         "pdl_waits": compiled.asm["ptx"].count("griddepcontrol.wait"),
         "wgmma_serialized": serialized,
+        # 16-byte global accesses (with the divisibility a launch gives, as above)
+        "wide_loads": len(re.findall(r"LDG\.E\.128", sass)),
+        "wide_stores": len(re.findall(r"STG\.E\.128", sass)),
     }
+
+
+def _divisible_by_16(value: Any) -> bool:
+    """Whether a launch would mark this argument ``tt.divisibility = 16``: a tensor whose
+    address is (a CPU tensor stands in for a CUDA one, allocated 16-byte aligned) or a nonzero
+    integer that is."""
+    if isinstance(value, torch.Tensor):
+        return value.data_ptr() % 16 == 0
+    return type(value) is int and value != 0 and value % 16 == 0
 
 
 def _wgmma_serialized(ptx: str) -> bool:

@@ -107,3 +107,12 @@ def test_every_kernel_waits_for_its_predecessor(report: list[dict[str, Any]]):
         kind = row["kernel"]
         expected = partitions.get(kind, 1)
         assert row["pdl_waits"] >= expected, row
+
+
+def test_outputs_leave_in_16_byte_stores(report: list[dict[str, Any]]):
+    # compiled with the divisibility a launch gives its pointers and strides, each thread's
+    # consecutive output features leave in 16-byte stores (the fp8 tensor-core kernel: 16
+    # features of a head a thread, ``_as_o``), not one 4-byte store a feature
+    for row in report:
+        if row["kernel"].startswith("fp8_mma"):
+            assert row["wide_stores"] >= 16, row

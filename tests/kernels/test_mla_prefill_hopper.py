@@ -21,6 +21,7 @@ import torch
 
 from mlafleet.kernels import mla_prefill_hopper
 from mlafleet.kernels.configs import PrefillConfig, PrefillProblem
+from mlafleet.kernels.device_limits import interpreting
 from mlafleet.kernels.mla_prefill_hopper_ws import ws_prefill_config
 from mlafleet.kernels.prefill_args import check_prefill_args
 from mlafleet.kernels.prefill_inputs import make_prefill_inputs, run_prefill_ref
@@ -58,6 +59,9 @@ def test_prefill_scores_take_one_wgmma_per_k_step(report: list[dict[str, Any]]) 
         assert row["wgmma"].get("64x128x16", 0) >= 2 * bn // 16, row
 
 
+@pytest.mark.skipif(
+    not interpreting(), reason="the launcher off a GPU: CPU inputs need TRITON_INTERPRET=1"
+)
 def test_launcher_names_why_the_gluon_kernel_cannot_run() -> None:
     """Off sm_90 (here: the CPU) the launcher keeps the Triton kernel, or says why if forced."""
     inputs = make_prefill_inputs(
@@ -137,8 +141,14 @@ def test_gluon_prefill_matches_reference(case: str, config: str,
     torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-3, msg=lambda m: f"{msg}: {m}")
 
 
+def _shape_device() -> str:
+    """Where the shape-rule tests build their inputs: the CPU under the interpreter, else the
+    GPU (the rules do not depend on the device; the argument checks refuse CPU tensors then)."""
+    return "cpu" if interpreting() else "cuda"
+
+
 def _args_for(problem: PrefillProblem, **input_kw: Any) -> Any:
-    inputs = make_prefill_inputs(problem, device="cpu", seed=3, **input_kw)
+    inputs = make_prefill_inputs(problem, device=_shape_device(), seed=3, **input_kw)
     return check_prefill_args(
         inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"], inputs["cu_seqlens_k"],
         inputs["max_seqlen_q"], inputs["max_seqlen_k"], causal=True, softmax_scale=None,
@@ -177,7 +187,8 @@ def test_gluon_kernels_refuse_shapes_they_do_not_cover(change: dict[str, int], r
 
 def test_gluon_kernels_refuse_unaligned_strides_and_foreign_configs() -> None:
     args = _args_for(DEEPSEEK)
-    odd = torch.zeros(80, 4, 196, dtype=torch.bfloat16)[:, :, :192]  # heads 392 bytes apart
+    odd = torch.zeros(80, 4, 196, dtype=torch.bfloat16, device=args.q.device)[:, :, :192]
+    # (heads 392 bytes apart)
     why = mla_prefill_hopper.why_not_shape(dataclasses.replace(args, q=odd), CONFIGS["64x64x4x2"])
     assert why is not None
     assert why.startswith("q: strides"), why

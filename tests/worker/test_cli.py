@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mlafleet.kernels.bundle import BundleEntry, ConfigBundle, Software, WorkloadBucket
 from mlafleet.orchestrator.cli.main import app
+from mlafleet.worker import device
 
 runner = CliRunner()
 TINY = [
@@ -41,12 +42,15 @@ def _flat(text: str) -> str:
     return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
 
 
-def test_devices_json_is_the_cpu_interpreter() -> None:
+def test_devices_json_lists_this_machine() -> None:
+    # the CPU interpreter alone without a GPU (no driver in its key), else every GPU
     result = runner.invoke(app, ["devices", "--json"])
     assert result.exit_code == 0, result.output
-    (dev,) = json.loads(result.stdout)
-    assert dev["arch"] == "cpu-interpreter"
-    assert dev["env_key"].startswith("driver=None")
+    listed = json.loads(result.stdout)
+    assert [d["arch"] for d in listed] == [d.arch for d in device.local_devices()]
+    if device.gpu_count() == 0:
+        assert listed[0]["arch"] == "cpu-interpreter"
+        assert listed[0]["env_key"].startswith("driver=None")
 
 
 @pytest.mark.parametrize(
@@ -95,7 +99,7 @@ def test_tune_db_refused_before_tuning_when_the_store_cannot_save(
     assert "not available in this build yet" in _flat(result.output)
 
 
-def test_tune_json_on_the_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tune_json_on_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlafleet.orchestrator.db import store
 
     saved: list[tuple[str, object]] = []
@@ -120,12 +124,13 @@ def test_tune_json_on_the_interpreter(tmp_path: Path, monkeypatch: pytest.Monkey
     assert result.exit_code == 0, result.output
     assert [url for url, _ in saved] == ["sqlite:///t.db"]
     (tuned,) = json.loads(result.stdout)["results"]
-    assert tuned["device"]["arch"] == "cpu-interpreter"
+    assert tuned["device"]["arch"] == device.local_devices()[0].arch  # (the interpreter: no GPU)
     assert tuned["problem"]["h_q"] == 16
     assert tuned["counts"].get("ok", 0) >= 1
     assert tuned["best"]["status"] == "ok"
     assert tuned["best"]["validation"]["passed"]
-    assert tuned["best"]["timing"]["method"] == "wall_clock"
+    on_gpu = device.gpu_count() > 0
+    assert tuned["best"]["timing"]["method"] == ("cuda_graph" if on_gpu else "wall_clock")
     assert tuned["default"]["is_default"]
     assert tuned["speedup_vs_default"] > 0
     assert len(cache.read_text().splitlines()) == len(tuned["trials"])
@@ -145,6 +150,8 @@ def test_validate_given_configs(tmp_path: Path) -> None:
 
 
 def test_validate_bundle_checks_this_arch_and_skips_others(tmp_path: Path) -> None:
+    here = device.local_devices()[0].arch  # ("cpu-interpreter" without a GPU)
+    other = "sm_80" if here == "sm_90" else "sm_90"
     bucket = WorkloadBucket(batch=1, seqlen=32, heads=16, s_q=1, dtype="fp16", page_size=16)
     sw = Software(torch="2", triton="3")
     entries = [
@@ -158,7 +165,7 @@ def test_validate_bundle_checks_this_arch_and_skips_others(tmp_path: Path) -> No
             median_us=1.0,
             validated=True,
         )
-        for arch, name in (("cpu-interpreter", "cpu-interpreter"), ("sm_90", "NVIDIA H200"))
+        for arch, name in ((here, "this machine's"), (other, "another"))
     ]
     path = tmp_path / "bundle.json"
     path.write_text(ConfigBundle(entries=entries).model_dump_json(), encoding="utf-8")
@@ -166,7 +173,7 @@ def test_validate_bundle_checks_this_arch_and_skips_others(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     checks = json.loads(result.stdout)["checks"]
     assert [c["status"] for c in checks] == ["ok", "skipped"]
-    assert "recorded for sm_90" in checks[1]["message"]
+    assert f"recorded for {other}" in checks[1]["message"]
 
 
 def test_validate_needs_a_bundle_or_a_kernel(tmp_path: Path) -> None:

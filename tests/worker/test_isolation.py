@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker_factories import INTERPRETER_ONLY
+
 from mlafleet.kernels.registry import get_kernel
 from mlafleet.worker.device import cpu_fingerprint
 from mlafleet.worker.isolation import ChildPool
@@ -25,6 +27,7 @@ EXPECTED = {
 }
 
 
+@INTERPRETER_ONLY
 def test_every_planted_failure_is_recorded_and_the_sweep_completes(
     planted: Any, fast_options: SweepOptions
 ) -> None:
@@ -71,6 +74,7 @@ def test_invalid_config_is_pruned_before_running(planted: Any, fast_options: Swe
     assert trial.error == "block_size_k 8 is under 16"
 
 
+@INTERPRETER_ONLY
 def test_compile_pool_classifies_hangs_and_deaths_by_phase(planted: Any) -> None:
     spec = get_kernel("planted")
 

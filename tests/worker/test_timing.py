@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 import torch
 
-from mlafleet.worker.timing import TimingOptions, copies_needed, inputs_bytes, measure
+from mlafleet.worker.timing import (
+    TimingOptions,
+    copies_needed,
+    inputs_bytes,
+    measure,
+    warm_clocks,
+)
 
 
 def test_copies_cover_several_l2_sizes_within_caps() -> None:
@@ -63,3 +69,26 @@ def test_cuda_graph_timing_repeats_within_three_percent() -> None:
     assert first.method == "cuda_graph"
     assert len(first.samples_us) >= 20
     assert abs(second.median_us / first.median_us - 1.0) < 0.03
+
+
+def test_clock_warm_up_spins_for_the_time_asked() -> None:
+    spun: list[int] = []
+    assert warm_clocks(20.0, spin=spun.append) == 39_600_000  # 20 ms at 1.98 GHz
+    assert spun == [39_600_000]
+    assert warm_clocks(0.0, spin=spun.append) == 0  # nothing asked: no launch
+    assert spun == [39_600_000]
+
+
+def test_clock_warm_up_refuses_a_negative_duration() -> None:
+    with pytest.raises(ValueError, match="min_ms: expected a duration >= 0 ms, got -1"):
+        warm_clocks(-1)
+
+
+@pytest.mark.gpu
+def test_clock_warm_up_runs_on_the_gpu() -> None:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    assert warm_clocks(5.0) > 0
+    end.record()
+    end.synchronize()
+    assert start.elapsed_time(end) >= 5.0 * 0.9  # (ms; at least the cycles at the top clock)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_factories import INTERPRETER_ONLY
 
 from mlafleet.worker.results_cache import ResultsCache
 from mlafleet.worker.schemas import TrialStatus
@@ -27,6 +28,7 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     return calls
 
 
+@INTERPRETER_ONLY
 def test_tune_then_resume_measures_nothing_twice(
     planted: Any, fast_options: SweepOptions, tmp_path: Path, measured: list[list[int]]
 ) -> None:

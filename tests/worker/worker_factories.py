@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mlafleet.kernels.bundle import Software
+from mlafleet.worker.device import interpreter_mode
 from mlafleet.worker.schemas import (
     DeviceFingerprint,
     TimingStats,
@@ -12,6 +15,14 @@ from mlafleet.worker.schemas import (
     TrialStatus,
     ValidationResult,
 )
+
+INTERPRETER_ONLY = pytest.mark.skipif(
+    not interpreter_mode(),
+    reason="planted kernels built for the CPU interpreter (TRITON_INTERPRET=1: wall-clock "
+    "timing, its limits, no compile phase); on a GPU a planted hang falls in the compile phase "
+    "and the GPU's limits and timing apply",
+)
+"""For the tests of the isolation machinery built on the planted kernels' interpreter runs."""
 
 
 def make_device(**overrides: Any) -> DeviceFingerprint:
