@@ -28,16 +28,16 @@ Partitions (``gl.warp_specialize``):
   ring is even (``RING_DEPTHS``), so each slot serves one warpgroup (an odd ring lets a
   warpgroup wait on a slot's phase two ahead: the parity aliases).
 
-H200 (docs/kernels/NOTES.md, variants 45-46): 46.0-50.2 / 46.0-49.6 / 24.3-24.7 us on the
-three 16-head anchor rows over five runs on three machine loans, 1.54-1.66 / 1.54-1.66 /
-1.67-1.70x the bf16 kernel; in one A/B process 46.3-47.0 / 46.0-46.9 / 24.5-24.6 against
-47.7-47.9 / 47.4 / 26.2 for the kernel it replaced (variants 38 and 43: a producer warpgroup
-wrote v^T into shared memory for one computing warpgroup). A loader per warpgroup (variant
-46) took 0.1-0.5 us (once 1.1) off in 11 of 12 A/B pairs (s13-1, s13-4). What bounds it is
-the copy path: the same copies with no compute stream at 4.1 TB/s (37 us on 64 x 4K,
-``bench/probe_tma_stream.py``); this kernel doing nothing but wait for and free its slots
-takes 43-45 us (the combine kernel and each program's start and end), and its compute adds
-1-2.5.
+H200 (docs/kernels/NOTES.md, variants 45-46): 45.3 / 45.5 / 24.2 us on the three 16-head
+anchor rows, 1.68 / 1.69 / 1.68x the bf16 kernel (s14-11; the 46-50 us of earlier runs were
+timed while the GPU's clock ramped up after an idle gap); in one A/B process 46.3-47.0 /
+46.0-46.9 / 24.5-24.6 against 47.7-47.9 / 47.4 / 26.2 for the kernel it replaced (variants
+38 and 43: a producer warpgroup wrote v^T into shared memory for one computing warpgroup).
+A loader per warpgroup (variant 46) took 0.1-0.5 us (once 1.1) off in 11 of 12 A/B pairs
+(s13-1, s13-4). What bounds it is the copy path: the same copies with no compute stream at
+4.1 TB/s (37 us on 64 x 4K, ``bench/probe_tma_stream.py``); this kernel doing nothing but
+wait for and free its slots takes 43-45 us (the combine kernel and each program's start and
+end), and its compute adds 1-2.5.
 
 Precision: q and p are rounded to e4m3; the fp8 wgmma accumulates into fp32 at the tensor
 core's reduced fp8-path precision, without periodic promotion (as FlashMLA). Against the fp32
