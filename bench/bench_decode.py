@@ -248,6 +248,8 @@ def bench_shape(
     time_it: bool,
     all_bq: bool,
     q_fp8: bool = False,
+    warmup_ms: float = 20.0,
+    load_ms: float = 0.0,
 ) -> list[dict[str, Any]]:
     precision = (FP8_QKV if q_fp8 else FP8_KV) if kv_fp8 else anchor.problem.dtype
     problem = replace(anchor.problem, **DecodeProblem.dtypes_of(precision))
@@ -293,8 +295,10 @@ def bench_shape(
                 row["shared"] = kernel.metadata.shared
             if time_it:
                 calls = [lambda inp=inp, cfg=cfg, v=variant: _call(inp, cfg, v) for inp in inputs]
-                timing = time_rotated_us(calls)
+                timing = time_rotated_us(calls, warmup_ms=warmup_ms, load_ms=load_ms)
                 row.update(us=timing.median_us, spread=timing.spread(), copies=timing.copies)
+                row.update(samples_us=list(timing.samples_us), warmup_ms=warmup_ms,
+                           load_ms=load_ms)  # fmt: skip
                 row["gbps"] = bytes_call / timing.median_us / 1e3
                 row["tflops"] = problem.flops() / timing.median_us / 1e6
                 if anchor.flashmla_us:
@@ -391,6 +395,18 @@ def _max_error(row: dict[str, Any]) -> float:
     return FP8_MMA_REL_L2_MAX if row["kv"] == "fp8q" else BF16_REL_L2_MAX
 
 
+def _duration_ms(text: str) -> float:
+    """argparse type: a duration in milliseconds, at least 0."""
+    refusal = argparse.ArgumentTypeError(f"expected milliseconds (a number >= 0), got {text!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise refusal from None
+    if not value >= 0:  # (NaN too)
+        raise refusal
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -421,6 +437,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-time", action="store_true", help="correctness only")
     parser.add_argument("--out", default="", help="write the rows as JSON here")
     parser.add_argument("--summary", default="", help="write one record per shape here")
+    parser.add_argument(
+        "--warmup-ms",
+        type=_duration_ms,
+        default=20.0,
+        help="one GPU thread spins this long before each row's timings, so an idle GPU's "
+        "clock ramp stays out of them",
+    )
+    parser.add_argument(
+        "--load-ms",
+        type=_duration_ms,
+        default=0.0,
+        help="replay each row's graph this long before its timings instead: the sustained "
+        "regime, power management engaged (0: the burst regime ANCHORS.md timed FlashMLA in)",
+    )
     parser.add_argument(
         "--all-bq",
         action="store_true",
@@ -458,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                     time_it=not args.no_time,
                     all_bq=args.all_bq,
                     q_fp8=q_fp8,
+                    warmup_ms=args.warmup_ms,
+                    load_ms=args.load_ms,
                 )
                 _write(args.out, args.summary, rows, pool)  # a cut run keeps its rows
     bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > _max_error(r)]

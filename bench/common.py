@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ def time_rotated_us(
     repeats: int = 5,
     warmup: int = 2,
     warmup_ms: float = 20.0,
+    load_ms: float = 0.0,
 ) -> Timing:
     """Median per-call time of ``calls`` (one per input set), captured in one CUDA graph.
 
@@ -62,6 +64,8 @@ def time_rotated_us(
         repeats: timings; the median is reported.
         warmup: eager runs of every call before capture (compilation, allocator warm-up).
         warmup_ms: one GPU thread's busy wait right before the timings (the clock ramp).
+        load_ms: replay the graph this long first, untimed: the sustained regime, with the
+            GPU's power management engaged (0: the burst regime ANCHORS.md timed in).
 
     Raises:
         RuntimeError: no CUDA device.
@@ -84,7 +88,10 @@ def time_rotated_us(
             call()
     graph.replay()
     torch.cuda.synchronize()
-    warm_clocks(warmup_ms)
+    if load_ms > 0:
+        _replay_for(graph, load_ms)
+    else:
+        warm_clocks(warmup_ms)
     samples: list[float] = []
     for _ in range(repeats):
         start = torch.cuda.Event(enable_timing=True)
@@ -103,6 +110,15 @@ def time_rotated_us(
         samples_us=tuple(samples),
         copies=len(calls),
     )
+
+
+def _replay_for(graph: torch.cuda.CUDAGraph, ms: float) -> None:
+    """Replay ``graph`` back to back, untimed, for at least ``ms`` of wall time."""
+    deadline = time.monotonic() + ms / 1000.0
+    while time.monotonic() < deadline:
+        for _ in range(4):  # (a few replays between host checks)
+            graph.replay()
+        torch.cuda.synchronize()
 
 
 def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:

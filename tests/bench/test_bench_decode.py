@@ -24,6 +24,16 @@ def test_known_shapes_need_a_gpu():
     assert "needs a CUDA GPU" in done.stderr
 
 
+def test_timing_durations_must_be_milliseconds():
+    for flag, value in (("--load-ms", "-5"), ("--warmup-ms", "soon"), ("--load-ms", "nan")):
+        done = _run("--shapes", "b64-h16-4k", flag, value)
+        assert done.returncode == 2
+        assert f"argument {flag}: expected milliseconds (a number >= 0), got {value!r}" in (
+            done.stderr
+        )
+        assert "Traceback" not in done.stderr
+
+
 def _bench_decode_module():
     sys.path.insert(0, str(BENCH))
     try:
