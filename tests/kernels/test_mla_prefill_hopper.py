@@ -187,8 +187,8 @@ def test_gluon_kernels_refuse_shapes_they_do_not_cover(change: dict[str, int], r
 
 def test_gluon_kernels_refuse_unaligned_strides_and_foreign_configs() -> None:
     args = _args_for(DEEPSEEK)
+    # heads 392 bytes apart
     odd = torch.zeros(80, 4, 196, dtype=torch.bfloat16, device=args.q.device)[:, :, :192]
-    # (heads 392 bytes apart)
     why = mla_prefill_hopper.why_not_shape(dataclasses.replace(args, q=odd), CONFIGS["64x64x4x2"])
     assert why is not None
     assert why.startswith("q: strides"), why
