@@ -141,6 +141,16 @@ def summarize_ab(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def _check_variant(text: str) -> None:
+    """``bench_decode``'s variant syntax, or a ValueError that shows it."""
+    try:
+        bd.parse_variant(text)
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"--variant: expected default or q<BQ>-k<BK>-w<W>-s<ST>[-p<SPLITS>], got {text!r}"
+        ) from None
+
+
 def _bench_row(row: Row, anchors: dict[str, bd.Anchor], variant: str) -> dict[str, Any]:
     (result,) = bd.bench_shape(
         anchors[row.shape],
@@ -171,16 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds < 1:
             raise ValueError(f"--rounds: expected at least 1, got {args.rounds}")
         rows = parse_rows(args.rows, list(anchors))
-        bd.parse_variant(args.variant)
+        _check_variant(args.variant)
         candidate = load_candidate(args.candidate, args.swap)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         print(f"ab_decode: {exc}", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         print("ab_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
     launchers = {"main": getattr(bd.decode_mod, args.swap), "candidate": candidate}
-    out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
+    try:
+        out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
+    except OSError as exc:
+        print(f"ab_decode: --out: cannot write {args.out} ({exc.strerror})", file=sys.stderr)
+        return 2
 
     def use(side: str) -> None:
         setattr(bd.decode_mod, args.swap, launchers[side])

@@ -30,6 +30,10 @@ def _ab_module() -> Any:
         ([*VALID, "--rows", "b64-h16-4k:int8"], "expected one of bf16, fp8, fp8q"),
         ([*VALID, "--rows", "b64-h16-4k:bf16", "--rounds", "0"], "--rounds: expected at least 1"),
         (
+            [*VALID, "--rows", "b64-h16-4k:bf16", "--variant", "q16-w8"],
+            "--variant: expected default or q<BQ>-k<BK>-w<W>-s<ST>[-p<SPLITS>], got 'q16-w8'",
+        ),
+        (
             ["--candidate", "no_such_copy", "--swap", "launch_fp8_mma_decode", "--rows",
              "b64-h16-4k:fp8q"],
             "--candidate: cannot import mlafleet.kernels.no_such_copy",
