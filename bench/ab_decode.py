@@ -162,7 +162,23 @@ def _bench_row(row: Row, anchors: dict[str, bd.Anchor], variant: str) -> dict[st
         all_bq=True,  # (the one variant asked for, whatever its block_size_q)
     )
     result["kernel_name"] = bd.decode_mod.LAST_COMPILED.get("decode_kernel")
+    wrong = correctness_error(result)
+    if wrong and "error" not in result:
+        result["error"] = wrong  # (a fast candidate that is wrong wins nothing)
     return result
+
+
+def correctness_error(result: dict[str, Any]) -> str | None:
+    """Why a timed turn's output is wrong (unwritten entries, or an error past its
+    precision's bound, as ``bench_decode`` judges its rows), or None."""
+    if "rel_l2" not in result:
+        return None  # (the turn failed before its check: its own error says why)
+    if result.get("nan_in_out"):
+        return "wrong: NaN in the output (entries left unwritten)"
+    bound = bd.max_rel_l2(result)
+    if not result["rel_l2"] <= bound:
+        return f"wrong: relative L2 error {result['rel_l2']:.3g} over {bound:.3g}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

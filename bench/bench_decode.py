@@ -390,7 +390,7 @@ def _write(out: str, summary: str, rows: list[dict[str, Any]], pool: list[Anchor
             json.dump({**head, "shapes": summarize(rows, pool)}, fh, indent=1)
 
 
-def _max_error(row: dict[str, Any]) -> float:
+def max_rel_l2(row: dict[str, Any]) -> float:
     """The relative L2 error a row may have: bf16's, or fp8 tensor cores' for an fp8 q."""
     return FP8_MMA_REL_L2_MAX if row["kv"] == "fp8q" else BF16_REL_L2_MAX
 
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                     load_ms=args.load_ms,
                 )
                 _write(args.out, args.summary, rows, pool)  # a cut run keeps its rows
-    bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > _max_error(r)]
+    bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > max_rel_l2(r)]
     print(f"{len(rows)} rows, {len(bad)} failing correctness or erroring")
     return 1 if bad else 0
 

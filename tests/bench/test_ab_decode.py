@@ -110,3 +110,13 @@ def test_summary_gives_medians_change_and_pairs_won():
     assert first["candidate_won"] == "1 of 2"
     assert second["error"] == "RuntimeError: out of resources"
     assert "change_pct" not in second
+
+
+def test_a_wrong_candidate_is_an_error_not_a_win():
+    ab = _ab_module()
+    good = {"kv": "fp8q", "rel_l2": 1.3e-2, "nan_in_out": 0.0}
+    assert ab.correctness_error(good) is None
+    assert ab.correctness_error({**good, "rel_l2": 0.5}).startswith("wrong: relative L2 error")
+    assert ab.correctness_error({**good, "kv": "bf16"}).startswith("wrong: relative L2")  # 1e-2
+    assert ab.correctness_error({**good, "nan_in_out": 1.0}).startswith("wrong: NaN")
+    assert ab.correctness_error({"error": "compile failed"}) is None  # its own error stands
