@@ -63,8 +63,9 @@ def _copy(lat_desc, pe_desc, lat, pe, bars, pages_ptr, j, slot):
 
 
 @gluon.jit
-def _stream_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
-                   STAGES: gl.constexpr, PAGES: gl.constexpr):  # fmt: skip
+def _ring(lat_desc, pe_desc, STAGES: gl.constexpr, PAGES: gl.constexpr):
+    """The ring's slots (latent and rope parts, ``PAGES`` pages each) and a ready barrier a
+    slot, initialised (not yet fenced)."""
     dtype: gl.constexpr = lat_desc.dtype
     BN: gl.constexpr = lat_desc.block_type.shape[0]
     DL: gl.constexpr = lat_desc.block_type.shape[1]
@@ -74,11 +75,25 @@ def _stream_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(bars.index(i), count=1)
-    fence_async_shared()
-    pages = pages_ptr + gl.program_id(0) * tiles * PAGES
+    return lat, pe, bars
+
+
+@gluon.jit
+def _fill_ring(lat_desc, pe_desc, lat, pe, bars, pages, tiles):
+    """The first copies: tile ``i`` into slot ``i`` for every slot (fewer if ``tiles`` is)."""
+    STAGES: gl.constexpr = lat.shape[0]
     for i in gl.static_range(STAGES):
         if i < tiles:
             _copy(lat_desc, pe_desc, lat, pe, bars, pages, i, i)
+
+
+@gluon.jit
+def _stream_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
+                   STAGES: gl.constexpr, PAGES: gl.constexpr):  # fmt: skip
+    lat, pe, bars = _ring(lat_desc, pe_desc, STAGES, PAGES)
+    fence_async_shared()
+    pages = pages_ptr + gl.program_id(0) * tiles * PAGES
+    _fill_ring(lat_desc, pe_desc, lat, pe, bars, pages, tiles)
     for j in range(tiles):
         slot = j % STAGES
         mbarrier.wait(bars.index(slot), (j // STAGES) & 1)
@@ -98,9 +113,7 @@ def _ws_loader(lat_desc, pe_desc, lat, pe, bars, free, pages, tiles, FIRST: gl.c
     into tile ``j``'s slot once it is freed, for ``j = FIRST, FIRST + STEP, ..``."""
     STAGES: gl.constexpr = lat.shape[0]
     if FILL:
-        for i in gl.static_range(STAGES):
-            if i < tiles:
-                _copy(lat_desc, pe_desc, lat, pe, bars, pages, i, i)
+        _fill_ring(lat_desc, pe_desc, lat, pe, bars, pages, tiles)
     for j in range(FIRST, tiles - STAGES, STEP):
         slot = j % STAGES
         mbarrier.wait(free.index(slot), (j // STAGES) & 1)
@@ -126,16 +139,9 @@ def _stream_ws_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
                       STAGES: gl.constexpr, PAGES: gl.constexpr,
                       STRUCTURE: gl.constexpr):  # fmt: skip
     """The decode kernels' structures (``STRUCTURES``) with nothing computed."""
-    dtype: gl.constexpr = lat_desc.dtype
-    BN: gl.constexpr = lat_desc.block_type.shape[0]
-    DL: gl.constexpr = lat_desc.block_type.shape[1]
-    DP: gl.constexpr = pe_desc.block_type.shape[1]
-    lat = gl.allocate_shared_memory(dtype, [STAGES, PAGES * BN, DL], lat_desc.layout)
-    pe = gl.allocate_shared_memory(dtype, [STAGES, PAGES * BN, DP], pe_desc.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    lat, pe, bars = _ring(lat_desc, pe_desc, STAGES, PAGES)
     free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
-        mbarrier.init(bars.index(i), count=1)
         mbarrier.init(free.index(i), count=1)
     fence_async_shared()
     pages = pages_ptr + gl.program_id(0) * tiles * PAGES
