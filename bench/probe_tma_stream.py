@@ -178,12 +178,81 @@ def _stream_ws_kernel(lat_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns,
     gl.store(sink_ptr + gl.program_id(0), tiles)
 
 
-STRUCTURES = {"single": 0, "ws1": 1, "ws2": 2, "ws2x2": 3}
+@gluon.jit
+def _copy_half(desc, pe_desc, buf, pe, bars, pages, j, slot, COL: gl.constexpr,
+               WITH_PE: gl.constexpr):  # fmt: skip
+    """Columns ``COL ..`` of tile ``j``'s latent part (and, ``WITH_PE``, its rope part) into
+    ring slot ``slot``."""
+    bar = bars.index(slot)
+    nbytes: gl.constexpr = desc.block_type.nbytes + (pe_desc.block_type.nbytes if WITH_PE else 0)
+    mbarrier.expect(bar, nbytes)
+    row = gl.load(pages + j) * desc.block_type.shape[0]
+    tma.async_copy_global_to_shared(desc, [row, COL], bar, buf.index(slot))
+    if WITH_PE:
+        tma.async_copy_global_to_shared(pe_desc, [row, 2 * COL], bar, pe.index(slot))
+
+
+@gluon.jit
+def _half_side(desc, pe_desc, buf, pe, bars, pages, tiles, hold_ns, skew_ns,
+               COL: gl.constexpr, WITH_PE: gl.constexpr):  # fmt: skip
+    """One column half of every tile through its own ring (the seesaw kernel's split: columns
+    0-255 by one warpgroup, 256-575 by the other), starting ``skew_ns`` late."""
+    STAGES: gl.constexpr = buf.shape[0]
+    if skew_ns > 0:
+        _sleep(skew_ns)
+    for i in gl.static_range(STAGES):
+        if i < tiles:
+            _copy_half(desc, pe_desc, buf, pe, bars, pages, i, i, COL, WITH_PE)
+    for j in range(tiles):
+        slot = j % STAGES
+        mbarrier.wait(bars.index(slot), (j // STAGES) & 1)
+        if hold_ns > 0:
+            _sleep(hold_ns)
+        if j + STAGES < tiles:
+            _copy_half(desc, pe_desc, buf, pe, bars, pages, j + STAGES, slot, COL, WITH_PE)
+
+
+@gluon.jit
+def _stream_halves_kernel(half_desc, pe_desc, pages_ptr, sink_ptr, tiles, hold_ns, skew_ns,
+                          STAGES: gl.constexpr):  # fmt: skip
+    """Each tile read as two column halves by two independent parts (``halves``): the default
+    partition (4 warps, one issuing) and a 1-warp worker."""
+    dtype: gl.constexpr = half_desc.dtype
+    BN: gl.constexpr = half_desc.block_type.shape[0]
+    DH: gl.constexpr = half_desc.block_type.shape[1]
+    left = gl.allocate_shared_memory(dtype, [STAGES, BN, DH], half_desc.layout)
+    right = gl.allocate_shared_memory(dtype, [STAGES, BN, DH], half_desc.layout)
+    pe = gl.allocate_shared_memory(dtype, [STAGES, BN, pe_desc.block_type.shape[1]],
+                                   pe_desc.layout)  # fmt: skip
+    bars_l = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    bars_r = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars_l.index(i), count=1)
+        mbarrier.init(bars_r.index(i), count=1)
+    fence_async_shared()
+    pages = pages_ptr + gl.program_id(0) * tiles
+    gl.warp_specialize(
+        [
+            (_half_side, (half_desc, pe_desc, left, pe, bars_l, pages, tiles, hold_ns, 0, 0,
+                          False)),
+            (_half_side, (half_desc, pe_desc, right, pe, bars_r, pages, tiles, hold_ns, skew_ns,
+                          DH, True)),
+        ],
+        [1],
+        [24],
+    )  # fmt: skip
+    gl.store(sink_ptr + gl.program_id(0), tiles)
+
+
+STRUCTURES = {"single": 0, "ws1": 1, "ws2": 2, "ws2x2": 3, "halves": 4}
 """How a program waits and refills: ``single``, one warp does both; ``ws1``, a consuming
 warpgroup frees each slot and a loader warp refills it (the few-heads kernels); ``ws2``, two
 consuming warpgroups on alternate tiles and one loader refilling in tile order (the fp8
 tensor-core kernel before variant 46); ``ws2x2``, the same with a loader per warpgroup, each
-refilling its warpgroup's slots (variant 46). The two-warpgroup ones need an even ring."""
+refilling its warpgroup's slots (variant 46); ``halves``, each tile read as two column halves
+(0-255; 256-511 with the rope) by two partitions with a ring each, the second starting
+``--skew-ns`` late (the seesaw kernel's copies: do split rows stream as fast as whole ones?).
+The two-warpgroup ones need an even ring; ``halves`` takes one page a tile."""
 
 
 def run_case(
@@ -194,6 +263,7 @@ def run_case(
     tiles: int,
     pages: int = 1,
     structure: str = "single",
+    skew_ns: int = 0,
 ) -> dict[str, Any]:
     """Time one case; returns its record (us a call, TB/s of cache bytes)."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -201,7 +271,8 @@ def run_case(
     dtype = LAYOUTS[layout]
     n_pages = programs * tiles * pages
     nbytes = n_pages * BLOCK_N * (D_LAT + D_PE) * dtype.itemsize
-    shape = [BLOCK_N, D_LAT], [BLOCK_N, D_PE]
+    halves = structure == "halves"
+    shape = [BLOCK_N, D_LAT // 2 if halves else D_LAT], [BLOCK_N, D_PE]
     layouts = [gl.NVMMASharedLayout.get_default_for(b, GL_DTYPES[dtype]) for b in shape]
     sink = torch.empty(programs, device="cuda", dtype=torch.int32)
     calls = []
@@ -215,7 +286,9 @@ def run_case(
 
         def call(lat_desc=lat_desc, pe_desc=pe_desc, order=order) -> None:  # (descs hold cache)
             args = (lat_desc, pe_desc, order, sink, tiles, hold_ns)
-            if structure == "single":
+            if halves:
+                _stream_halves_kernel[(programs,)](*args, skew_ns, STAGES=stages, num_warps=4)
+            elif structure == "single":
                 _stream_kernel[(programs,)](*args, STAGES=stages, PAGES=pages, num_warps=1)
             else:
                 _stream_ws_kernel[(programs,)](
@@ -231,6 +304,7 @@ def run_case(
         "stages": stages,
         "pages": pages,
         "hold_ns": hold_ns,
+        "skew_ns": skew_ns,
         "programs": programs,
         "tiles": tiles,
         "copies": len(calls),
@@ -281,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         default="single",
         help=", ".join(STRUCTURES),
     )
+    parser.add_argument(
+        "--skew-ns", type=_int_list, default="0", help="halves: the second half's late start"
+    )
     parser.add_argument("--out", help="write the records as JSON lines here")
     args = parser.parse_args(argv)
     if args.programs < 1 or args.tiles < 1 or 0 in args.stages or 0 in args.pages:
@@ -288,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     two_groups = {"ws2", "ws2x2"} & set(args.structures)
     if two_groups and any(stages % 2 for stages in args.stages):
         parser.error(f"{sorted(two_groups)} need an even --stages (each slot serves one group)")
+    if "halves" in args.structures and args.pages != [1]:
+        parser.error("halves reads one page a tile: leave --pages at 1")
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
         print("probe_tma_stream: needs a CUDA GPU with TMA (sm_90 or newer)", file=sys.stderr)
         return 2
@@ -300,9 +379,12 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)  # fmt: skip
                 continue
             for structure, hold in ((t, h) for t in args.structures for h in args.hold_ns):
-                record = run_case(layout, stages, hold, args.programs, args.tiles, pages, structure)
-                print(json.dumps(record), flush=True)
-                records.append(record)
+                for skew in args.skew_ns if structure == "halves" else [0]:
+                    record = run_case(
+                        layout, stages, hold, args.programs, args.tiles, pages, structure, skew
+                    )
+                    print(json.dumps(record), flush=True)
+                    records.append(record)
     if args.out:
         with open(args.out, "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in records)

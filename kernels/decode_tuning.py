@@ -294,12 +294,13 @@ _SM90_SEESAW_KNOBS = (64, 64, 8, 1)
 
 
 def _sm90_seesaw_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
-    """``problem`` on ``limits`` suits the sm_90 seesaw decode kernel (config ``64 x 64, 8
-    warps, 1 stage``): DeepSeek's dims, one KV head, 64+ heads, a 16-bit cache, pages of whole
-    64-token tiles."""
+    """``problem`` on ``limits`` suits the sm_90 seesaw decode kernels (config ``64 x 64, 8
+    warps, 1 stage``): DeepSeek's dims, one KV head, 64+ heads, pages of whole 64-token tiles,
+    and a 16-bit cache (``mla_decode_hopper_seesaw``) or an fp8 cache with an fp8 q
+    (``mla_decode_hopper_seesaw_fp8``)."""
     return (
         limits.arch == "sm_90"
-        and problem.kv_dtype is None
+        and (problem.kv_dtype is None or problem.q_dtype is not None)
         and (problem.d_qk, problem.d_v, problem.h_kv) == (576, 512, 1)
         and problem.h_q % 64 == 0
         and problem.page_size % 64 == 0
@@ -345,7 +346,9 @@ def default_decode_config(problem: DecodeProblem, limits: DeviceLimits) -> Decod
     bq = min(bq, max(_MIN_DOT, _next_pow2(query_rows(problem))))
     warps = _warps_for(bq, warps)
     if _sm90_seesaw_shape(problem, limits) and (bq, bk, warps, 1) == _SM90_SEESAW_KNOBS:
-        stages = 1  # the seesaw Gluon kernel's config: 1.3x the lockstep one's speed (NOTES 19)
+        # the seesaw Gluon kernels' config: 1.3x the lockstep kernel's speed with a 16-bit cache
+        # (NOTES 19), 1.9x with an fp8 cache and q (NOTES, fifteenth session)
+        stages = 1
     fp8_few = problem.kv_dtype is not None and _sm90_few_heads_shape(problem, limits)
     if fp8_few and (bq, bk) == _SM90_FEW_FP8_KNOBS[0][:2]:
         # the warp-specialised fp8 kernel: 1.4-1.5x the Triton kernel's speed (NOTES 21)

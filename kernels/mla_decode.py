@@ -36,8 +36,9 @@ per KV head, 16-bit cache; the default) FlashMLA's seesaw schedule ``mla_decode_
 ``mla_decode_hopper_ws``, ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache; the
 default) ``mla_decode_hopper_few``, ``16 x 64, 8 warps, 1-3 stages`` (16-48 heads, fp8 cache;
 1 stage, the paired kernel, the default) ``mla_decode_hopper_few_fp8``, and with an fp8 q
-(``q_scale``) and 1-2 stages the fp8 tensor-core kernel ``mla_decode_hopper_fp8_mma``: 1.2-2.1x
-this kernel on the H200 (docs/kernels/NOTES.md).
+(``q_scale``) and 1-2 stages the fp8 tensor-core kernel ``mla_decode_hopper_fp8_mma``, at 64+
+heads with ``64 x 64, 8 warps, 1 stage`` (then the default) the fp8 seesaw
+``mla_decode_hopper_seesaw_fp8``: 1.2-2.1x this kernel on the H200 (docs/kernels/NOTES.md).
 Everything else runs the Triton kernel below. On sm_90 the Triton kernel reads KV tiles of
 64-row blocks through TMA descriptors
 (``kv_tma_eligible``).
@@ -65,6 +66,7 @@ from .mla_decode_hopper_few import few_heads_eligible, launch_few_heads_decode
 from .mla_decode_hopper_few_fp8 import few_fp8_eligible, launch_few_fp8_decode
 from .mla_decode_hopper_fp8_mma import fp8_mma_eligible, launch_fp8_mma_decode
 from .mla_decode_hopper_seesaw import launch_seesaw_decode, seesaw_decode_eligible
+from .mla_decode_hopper_seesaw_fp8 import fp8_seesaw_eligible, launch_fp8_seesaw_decode
 from .mla_decode_hopper_ws import launch_ws_decode, ws_decode_eligible
 from .pdl import pdl_launch_options, tl_gdc_enter
 from .tma import MAX_BOX, descriptor, tma_eligible
@@ -687,7 +689,8 @@ def _launch(
     few-heads kernel then takes its splits from it (``plan.num_splits`` slots a sequence).
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper_seesaw`` for 64+ heads with
-    the config ``64x64 w8 s1``, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
+    the config ``64x64 w8 s1``, ``mla_decode_hopper_seesaw_fp8`` for that with an fp8 cache and
+    an fp8 q, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
     ``mla_decode_hopper_ws`` for 64+ with ``64x32 w8 s4``, ``mla_decode_hopper_few`` for 16-48
     (``mla_decode_hopper_few_fp8`` with an fp8 cache and ``16x64 w8 s1/s2/s3``);
     ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA
@@ -696,7 +699,8 @@ def _launch(
     (``None``: when reading through TMA; tests force it on the interpreter).
     """
     fp8_mma = fp8_mma_eligible(args, cfg) and use_gluon is not False
-    if not fp8_mma:
+    fp8_seesaw = fp8_seesaw_eligible(args, cfg) and use_gluon is not False
+    if not (fp8_mma or fp8_seesaw):
         args = dequantised_q(args)  # (no fp8 tensor-core kernel for this call)
     q = args.q
     batch, s_q, h_q, _ = q.shape
@@ -722,7 +726,7 @@ def _launch(
         lse_strides = lse_buf.stride()
     seesaw = seesaw_decode_eligible(args, cfg)
     warp_specialized = ws_decode_eligible(args, cfg)
-    many_heads = seesaw or warp_specialized or hopper_decode_eligible(args, cfg)
+    many_heads = seesaw or fp8_seesaw or warp_specialized or hopper_decode_eligible(args, cfg)
     # the few-heads kernel with an fp8 cache runs only when asked: its in-line upcast made it
     # 1-8 % slower than the Triton kernel (bench/results/raw/h200_decode_run11_few_heads.json);
     # fp8 at few heads defaults to the paired warp-specialised kernel (config 16x64 w8 s1)
@@ -746,6 +750,8 @@ def _launch(
     if use_gluon:
         if seesaw:
             name, launch = "many_heads_seesaw", launch_seesaw_decode
+        elif fp8_seesaw:
+            name, launch = "many_heads_fp8_seesaw", launch_fp8_seesaw_decode
         elif warp_specialized:
             name, launch = "many_heads_ws", launch_ws_decode
         elif many_heads:

@@ -236,10 +236,11 @@ def _masked(s, tile_n, end_n):
 
 @gluon.jit
 def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, write, W: gl.constexpr):  # fmt: skip
-    """Add the other warpgroup's row sum, normalise and store output columns ``256 W ..`` if
-    ``write`` (an empty split of a split grid skips it: the combine reads only its lse);
-    returns ``(l_safe, empty)``: the total row sum (1 where no key was seen) and those rows."""
+                stride_o_split, write, out_scale, W: gl.constexpr):  # fmt: skip
+    """Add the other warpgroup's row sum, normalise (times ``out_scale``: an fp8 cache's
+    scale) and store output columns ``256 W ..`` if ``write`` (an empty split of a split grid
+    skips it: the combine reads only its lse); returns ``(l_safe, empty)``: the total row sum
+    (1 where no key was seen) and those rows."""
     BQ: gl.constexpr = acc.shape[0]
     DH: gl.constexpr = acc.shape[1]
     o_layout: gl.constexpr = acc.type.layout
@@ -249,7 +250,7 @@ def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o
     l_tot = l_own + l_s.slice((1 - W) * BQ, BQ).load(l_own.type.layout)
     empty = l_tot == 0.0
     l_safe = gl.where(empty, 1.0, l_tot)
-    acc = acc * gl.convert_layout(1.0 / l_safe, row_o)[:, None]
+    acc = acc * gl.convert_layout(out_scale / l_safe, row_o)[:, None]
     offs_r = gl.arange(0, BQ, layout=row_o)
     offs_d = W * DH + gl.arange(0, DH, layout=gl.SliceLayout(0, o_layout))
     o_base = (o_ptr + gl.program_id(2) * stride_o_b + s0 * stride_o_s
@@ -351,7 +352,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
 
     write = (num_tiles > 0) | (NUM_SPLITS == 1)
     l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
-                                stride_o_h, stride_o_split, write, 0)  # fmt: skip
+                                stride_o_h, stride_o_split, write, 1.0, 0)  # fmt: skip
     lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
     offs_l = gl.arange(0, BQ, layout=ROW_S)
     lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
@@ -443,7 +444,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
 
     _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1), 1)  # fmt: skip
+                stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1), 1.0, 1)  # fmt: skip
 
 
 @gluon.jit

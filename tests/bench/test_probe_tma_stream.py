@@ -31,6 +31,8 @@ def test_needs_a_gpu():
         (("--pages", "0"), "must be at least 1"),
         (("--structures", "ws3"), "unknown structure(s) ['ws3']"),
         (("--structures", "ws2", "--stages", "3"), "['ws2'] need an even --stages"),
+        (("--structures", "halves", "--pages", "2"), "halves reads one page a tile"),
+        (("--skew-ns", "soon"), "expected comma-separated integers, got 'soon'"),
     ],
 )
 def test_bad_flags_say_what_is_wrong(flags: tuple[str, ...], message: str):
@@ -70,3 +72,15 @@ def test_the_kernels_structures_stream_on_a_gpu(tmp_path: Path):
     records = _records_on_gpu(tmp_path, *flags)
     assert [r["structure"] for r in records] == ["ws1", "ws2", "ws2x2"]
     assert all(r["us"] > 0 and r["tbps"] > 0 for r in records)
+
+
+@NEEDS_TMA
+def test_split_rows_stream_on_a_gpu(tmp_path: Path):
+    # each tile as two column halves, the second half's ring started late or not
+    flags = ("--layouts", "bf16", "--stages", "2", "--structures", "single,halves", "--tiles", "5",
+             "--skew-ns", "0,800")  # fmt: skip
+    records = _records_on_gpu(tmp_path, *flags)
+    cases = [(r["structure"], r["skew_ns"]) for r in records]
+    assert cases == [("single", 0), ("halves", 0), ("halves", 800)]
+    assert all(r["us"] > 0 and r["tbps"] > 0 for r in records)
+    assert {r["kb_a_slot"] for r in records} == {72}  # the same bytes either way

@@ -37,6 +37,7 @@ from mlafleet.kernels import (
     mla_decode_hopper_few_fp8,
     mla_decode_hopper_fp8_mma,
     mla_decode_hopper_seesaw,
+    mla_decode_hopper_seesaw_fp8,
     mla_decode_hopper_ws,
     mla_prefill_hopper,
     mla_prefill_hopper_ws,
@@ -162,7 +163,7 @@ def _wgmma_serialized(ptx: str) -> bool:
 
 def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     h_q = 16 if kernel.startswith(("few_heads", "fp8_mma")) else 128
-    args = _args(h_q, s_q, fp8, q_fp8=kernel.startswith("fp8_mma"))
+    args = _args(h_q, s_q, fp8, q_fp8=kernel.startswith(("fp8_mma", "many_heads_seesaw_fp8")))
     out = torch.empty(2, s_q, h_q, splits, 512)
     lse = torch.empty(2, s_q, h_q, splits)
     outputs = SplitOutputs(out, lse, out.stride()[:4], lse.stride())
@@ -175,6 +176,9 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     elif kernel == "many_heads_seesaw":
         module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
         launch = partial(module.launch_seesaw_decode, args, splits, outputs)
+    elif kernel == "many_heads_seesaw_fp8":  # an fp8 cache and an fp8 q
+        module, name = mla_decode_hopper_seesaw_fp8, "_mla_decode_seesaw_fp8_kernel"
+        launch = partial(module.launch_fp8_seesaw_decode, args, splits, outputs)
     elif kernel == "few_heads_plan":  # one program a work item of a decode plan
         module, name = mla_decode_hopper_few, "_mla_decode_few_heads_kernel"
         config = DecodeConfig(16, 64, 4, 2, "auto")
@@ -210,6 +214,7 @@ KINDS = (
     ("many_heads", True),
     ("many_heads_ws", False),
     ("many_heads_seesaw", False),
+    ("many_heads_seesaw_fp8", True),
     ("few_heads", False),
     ("few_heads", True),
     ("few_heads_plan", False),
@@ -222,7 +227,7 @@ KINDS = (
     ("fp8_mma_plan", True),
 )
 """(kernel, fp8 cache) pairs the launcher can pick (fp8 with 64+ heads: the lockstep kernel;
-``fp8_mma``: an fp8 q too)."""
+``fp8_mma`` and ``many_heads_seesaw_fp8``: an fp8 q too)."""
 
 
 def report(kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:

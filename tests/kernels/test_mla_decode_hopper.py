@@ -33,6 +33,7 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
             *((k, fp8) for k in ("many_heads", "few_heads") for fp8 in (False, True)),
             ("many_heads_ws", False),
             ("many_heads_seesaw", False),
+            ("many_heads_seesaw_fp8", True),  # an fp8 cache and an fp8 q
             ("few_heads_plan", False),  # the few-heads kernel reading a decode plan
             ("few_heads_fp8_s1", True),  # the paired fp8 few-heads kernel
             ("few_heads_fp8_plan", True),  # ... reading a decode plan
@@ -73,6 +74,9 @@ def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
             # 64 x 64 each); p @ v (4 k-steps of 64 x 256) twice in warpgroup 0, three times in
             # warpgroup 1 (its pair step and its lone-last-tile step)
             assert row["wgmma"] == {"64x64x16": 4 * 36, "64x256x16": 5 * 4}, row
+        elif row["kernel"] == "many_heads_seesaw_fp8":
+            # the same with fp8 scores (k 32: 18 k-steps a tile); p @ v in fp16 as above
+            assert row["wgmma"] == {"64x64x32": 4 * 18, "64x256x16": 5 * 4}, row
         elif row["kernel"] == "many_heads_ws":
             # two partitions, each: its own 32-token tiles' scores (36 k-steps of 64 x 32) and
             # p @ v on its half for its own tile, the other's tile in the loop and after it
@@ -96,6 +100,7 @@ def test_every_kernel_waits_for_its_predecessor(report: list[dict[str, Any]]):
     partitions = {  # the kernel's entry + its worker partitions
         "many_heads_ws": 3,
         "many_heads_seesaw": 2,
+        "many_heads_seesaw_fp8": 2,
         "few_heads_fp8_s1": 3,
         "few_heads_fp8_plan": 3,
         "few_heads_fp8_s2": 2,

@@ -43,7 +43,16 @@ CHAIN_CASES = {  # name: (h_q, kv dtype ("fp8q": an fp8 q too), config or None, 
     "few-heads-splits": (16, None, None, (5000, 64, 0, 9000)),
     "few-heads-fp8-paired": (16, "fp8_e4m3", None, (5000, 64, 0, 9000)),
     "fp8-tensor-cores": (16, "fp8q", None, (5000, 64, 0, 9000)),
+    "fp8-seesaw-splits": (128, "fp8q", None, (300, 4097, 1, 2500)),
     "triton-kernel": (16, None, DecodeConfig(16, 32, 4, 2, 4), (700, 1500, 3, 64)),
+}
+KERNELS = {  # the kernel each case runs (``LAST_COMPILED["decode_kernel"]``)
+    "seesaw-splits": "many_heads_seesaw",
+    "few-heads-splits": "few_heads",
+    "few-heads-fp8-paired": "few_heads_fp8",
+    "fp8-tensor-cores": "fp8_mma",
+    "fp8-seesaw-splits": "many_heads_fp8_seesaw",
+    "triton-kernel": "triton",
 }
 
 
@@ -83,6 +92,7 @@ def test_back_to_back_calls_with_pdl_match_serial_calls_on_gpu(
     assert pdl_enabled(inputs[0]["q"].device)
     got = [mla_decode(**one, config=config) for one in inputs]  # no sync in between
     assert module.LAST_COMPILED["decode"].metadata.launch_pdl
+    assert module.LAST_COMPILED["decode_kernel"] == KERNELS[case]
     torch.cuda.synchronize()
     for (out, lse), (ref_out, ref_lse) in zip(got, expected, strict=True):
         assert torch.equal(out, ref_out)
@@ -90,7 +100,9 @@ def test_back_to_back_calls_with_pdl_match_serial_calls_on_gpu(
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["seesaw-splits", "few-heads-fp8-paired", "fp8-tensor-cores"])
+@pytest.mark.parametrize(
+    "case", ["seesaw-splits", "few-heads-fp8-paired", "fp8-tensor-cores", "fp8-seesaw-splits"]
+)
 def test_pdl_calls_captured_in_a_cuda_graph_on_gpu(
     case: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ):

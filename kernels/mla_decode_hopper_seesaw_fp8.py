@@ -1,0 +1,395 @@
+"""MLA decode for Hopper (sm_90) in Gluon: the seesaw over an fp8 cache with an fp8 q.
+
+The 16-bit seesaw kernel (``mla_decode_hopper_seesaw``: FlashMLA's schedule, two warpgroups
+on alternate 64-token tiles, each the owner of one output half) has no shared memory left for
+an fp8 cache's upcast copy, so 64+ heads over an fp8 cache ran the lockstep kernel at half the
+16-bit seesaw's speed. With q in fp8 too (FlashMLA's fp8 interface: ``q_scale``), the scores
+need no upcast: ``s = q @ k^T`` runs as an fp8 wgmma (m64n64k32) straight from the TMA slot,
+both operands K-major as stored. Only ``p @ v`` needs 16 bits (fp8 wgmma takes no MN-major
+``v``): each warpgroup converts its own half of a tile's latent part (64 x 256, exact: every
+e4m3 value is an fp16 one) into an fp16 buffer right before its ``p @ v`` on it, and ``p``
+stays fp16. The slot's half is free once converted, so each warpgroup refills it then, a
+matrix product earlier than the 16-bit kernel can.
+
+Per pair of tiles ``(a, b)`` (the 16-bit kernel's schedule, ``v`` read from the fp16 buffers):
+warpgroup 0 converts ``v_a[L]`` (its buffer), refills tile ``a + 2``'s left half, ``o_L = o_L
+* scale0 + p_a @ v_a[L]``, then ``v_b[L]`` into the same buffer once that product is done,
+refills tile ``b + 2``'s left half, ``o_L += p_b @ v_b[L]`` under the next scores' left
+columns. Warpgroup 1 converts ``v_b[R]`` and ``v_a[R]`` (two buffers), refills both right
+halves and adds both products. Tail rows (a split's partial last tile) are zeroed in the
+conversion, where the 16-bit kernel zeroes them in the slot.
+
+Shared memory: q 36 KB, two fp8 slots of 36 KB, the fp16 buffers 3 x 32 KB, ``p_a`` and
+``p_b`` 8 KB each, row vectors: 222 KB of 227.
+
+Precision: q is the caller's fp8; the scores accumulate in fp32 at the fp8 tensor core's
+precision (as FlashMLA's); ``p`` and ``v`` in fp16, accumulated in fp32.
+
+Scope (``fp8_seesaw_eligible``): the 16-bit seesaw's shapes (sm_90, 512 + 64 dims, one KV
+head, 64+ heads, pages of whole 64-token tiles) and config (``64 x 64, 8 warps, 1 stage``)
+with an fp8 cache and an fp8 q, both with their scales.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+
+from .configs import DecodeConfig
+from .decode_checks import DecodeArgs
+from .device_limits import limits_for
+from .gluon_launch import FP8, SplitOutputs, launch_decode_kernel
+from .mla_decode_hopper import sm90_many_heads_call
+from .mla_decode_hopper_seesaw import (
+    BALANCE_SPLITS,
+    BLOCK_N,
+    BLOCK_Q,
+    HALF,
+    KNOBS,
+    P0_ARRIVE,
+    P0_SYNC,
+    P1_ARRIVE,
+    P1_SYNC,
+    SCALE0_ARRIVE,
+    SCALE0_SYNC,
+    SCALE1_ARRIVE,
+    SCALE1_SYNC,
+    _issue_left,
+    _issue_right,
+    _masked,
+    _named_barrier,
+    _opaque,
+    _program,
+    _scores_left,
+    _scores_right,
+    _store_half,
+)
+from .pdl import gdc_enter, gdc_wait
+
+BQ = gl.constexpr(BLOCK_Q)
+BN = gl.constexpr(BLOCK_N)
+DH = gl.constexpr(HALF)
+
+# the score tile [64, 64] of an fp8 wgmma (k 32), the output half [64, 256] of an fp16 one,
+# their register A operands (q's rope part in fp8, p in fp16), and the conversion's layout for
+# a 64 x 64 block of the slot (16 fp8 a thread and row: 16-byte loads)
+S_LAYOUT = gl.constexpr(
+    gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
+)
+O_LAYOUT = gl.constexpr(
+    gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HALF, 16])
+)
+Q_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=S_LAYOUT, k_width=4))
+P_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2))
+CVT_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0]))
+ROW_S = gl.constexpr(gl.SliceLayout(1, S_LAYOUT))
+ROW_O = gl.constexpr(gl.SliceLayout(1, O_LAYOUT))
+F16_SHARED = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16))
+VEC_SHARED = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, [0]))
+
+
+@gluon.jit
+def _convert_half(src, dst, valid):
+    """``dst`` (fp16 [64, 256]) = ``src`` (fp8 [64, 256], a slot's half) with the rows at or
+    past ``valid`` zeroed (a tail tile's: the cache may hold NaN there, and ``0 * NaN`` is NaN
+    in ``p @ v``). In 64-column blocks, to keep the registers it needs few."""
+    if valid < src.shape[0]:
+        rows = gl.arange(0, src.shape[0], layout=gl.SliceLayout(1, CVT_LAYOUT))
+        keep = (rows < valid)[:, None]
+        for c in gl.static_range(src.shape[1] // 64):
+            block = src.slice(c * 64, 64, dim=1).load(CVT_LAYOUT).to(dst.dtype)
+            dst.slice(c * 64, 64, dim=1).store(gl.where(keep, block, gl.zeros_like(block)))
+    else:
+        for c in gl.static_range(src.shape[1] // 64):
+            block = src.slice(c * 64, 64, dim=1).load(CVT_LAYOUT).to(dst.dtype)
+            dst.slice(c * 64, 64, dim=1).store(block)
+
+
+@gluon.jit
+def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s, q_bar,
+         ready_l, ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr, seqlens_ptr,
+         o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
+         stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+         stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE: gl.constexpr,
+         CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
+    """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies."""
+    pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
+        BALANCE,
+    )  # fmt: skip
+    kv_scale = gl.load(kv_scale_ptr)
+    scale_log2 = qk_scale_log2 * kv_scale * gl.load(q_scale_ptr)
+
+    # q, and the left halves of tiles 0 and 1
+    q_row = (pid_b * S_Q + s0) * H + h0
+    has_work = num_tiles > 0  # (an empty split of a balanced grid: no q either)
+    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
+                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0), pred=has_work)
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1),
+                                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
+    _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
+    _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
+
+    acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
+    l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
+    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=ROW_S)
+    mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
+    q_pe_op = q_pe.load(Q_OP_LAYOUT)
+    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+    if num_tiles > 0:
+        s = _scores_left(s, q_lat, kv_l, ready_l, 0, 0)
+        s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 0, 0)
+        s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+    num_pairs = gl.cdiv(num_tiles, 2)
+    for i in range(num_pairs):
+        a = 2 * i
+        tile_n = start_n + a * BN
+        s = _masked(s, tile_n, end_n)
+        m_a = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
+        scale0 = gl.exp2(m_i - m_a)
+        p = gl.exp2(s * scale_log2 - m_a[:, None])
+        l_i = l_i * scale0 + gl.sum(p, axis=1)
+        m_s.store(m_a)
+        sc0_s.store(scale0)
+        _named_barrier(SCALE0_ARRIVE)
+        # v_a[L] into the fp16 buffer (the last pair's products on it are done); the slot's
+        # left half is then free: tile a + 2's comes in
+        _convert_half(kv_l.index(0), v_l, end_n - tile_n)
+        fence_async_shared()
+        gl.thread_barrier()
+        _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, a + 2, a + 2 < num_tiles,
+                    PAGE_SIZE)  # fmt: skip
+        acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
+        p_op = gl.convert_layout(p.to(gl.float16), P_OP_LAYOUT)
+        acc = hopper.warpgroup_mma(p_op, v_l, acc, is_async=True)
+        # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
+        _named_barrier(SCALE1_SYNC)
+        scale1 = sc1_s.load(ROW_S)
+        m_i = m_s.load(ROW_S)
+        p0_s.store((p * scale1[:, None]).to(gl.float16))
+        fence_async_shared()
+        _named_barrier(P0_ARRIVE)
+        acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
+        acc = acc * gl.convert_layout(scale1, ROW_O)[:, None]
+        l_i = l_i * scale1
+        if a + 1 < num_tiles:
+            # v_b[L] (tile b's left half landed: warpgroup 1 scored it) into the buffer
+            mbarrier.wait(ready_l.index(1), i & 1)
+            _convert_half(kv_l.index(1), v_l, end_n - tile_n - BN)
+            fence_async_shared()
+            # p_b from warpgroup 1; the barrier (all 256 threads) also orders this
+            # warpgroup's buffer stores before its product, and warpgroup 1's scores on
+            # tile b before the refill
+            _named_barrier(P1_SYNC)
+            _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, a + 3, a + 3 < num_tiles,
+                        PAGE_SIZE)  # fmt: skip
+            acc_f = hopper.warpgroup_mma(p1_s, v_l, acc, is_async=True)
+            if a + 2 < num_tiles:
+                # tile a + 2's scores: left columns under p_b @ v_b, then the rest
+                nxt = (i + 1) & 1
+                s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), nxt)
+                acc = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[acc_f])
+                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), nxt)
+                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+            else:
+                acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+
+    write = (num_tiles > 0) | (NUM_SPLITS == 1)
+    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
+                                stride_o_h, stride_o_split, write, kv_scale, 0)  # fmt: skip
+    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+    offs_l = gl.arange(0, BQ, layout=ROW_S)
+    lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
+                + gl.program_id(1) * stride_lse_split)  # fmt: skip
+    gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
+
+
+@gluon.jit
+def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, v_r, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s, q_bar,
+         ready_l, ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+         kv_scale_ptr, q_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s,
+         stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE: gl.constexpr,
+         CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
+    """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies."""
+    gdc_wait()  # (a partition: before its first global access)
+    _pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
+        BALANCE,
+    )  # fmt: skip
+    kv_scale = gl.load(kv_scale_ptr)
+    scale_log2 = qk_scale_log2 * kv_scale * gl.load(q_scale_ptr)
+    _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
+                 num_tiles > 0, PAGE_SIZE)  # fmt: skip
+    _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
+                 num_tiles > 1, PAGE_SIZE)  # fmt: skip
+
+    acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
+    l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
+    mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
+    q_pe_op = q_pe.load(Q_OP_LAYOUT)
+    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+    if num_tiles > 1:
+        s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 1, 0)
+        s = _scores_left(s, q_lat, kv_l, ready_l, 1, 0)
+        s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+    num_pairs = gl.cdiv(num_tiles, 2)
+    for i in range(num_pairs):
+        b = 2 * i + 1
+        tile_n = start_n + b * BN
+        # v_a[R] into its buffer while warpgroup 0 runs tile a's softmax (the last pair's
+        # product on it is done); once warpgroup 0's scores on tile a are done too (it has
+        # published its softmax), tile a + 2's right half comes in
+        mbarrier.wait(ready_r.index(0), i & 1)
+        _convert_half(kv_r.index(0), v_r.index(1), end_n - tile_n + BN)
+        fence_async_shared()
+        _named_barrier(SCALE0_SYNC)  # (all 256 threads: also this warpgroup's barrier)
+        _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, b + 1,
+                     b + 1 < num_tiles, PAGE_SIZE)  # fmt: skip
+        m_a = m_s.load(ROW_S)
+        scale0 = sc0_s.load(ROW_S)
+        if b < num_tiles:
+            s = _masked(s, tile_n, end_n)
+            m_b = gl.maximum(m_a, gl.max(s, axis=1) * scale_log2)
+            scale1 = gl.exp2(m_a - m_b)
+            p = gl.exp2(s * scale_log2 - m_b[:, None])
+            m_s.store(m_b)
+            sc1_s.store(scale1)
+            _named_barrier(SCALE1_ARRIVE)
+            scale = scale0 * scale1
+            l_i = l_i * scale + gl.sum(p, axis=1)
+            acc = acc * gl.convert_layout(scale, ROW_O)[:, None]
+            p_b = p.to(gl.float16)
+            p1_s.store(p_b)
+            fence_async_shared()
+            _named_barrier(P1_ARRIVE)
+            # v_b[R] into the other buffer; tile b + 2's right half then comes in
+            _convert_half(kv_r.index(1), v_r.index(0), end_n - tile_n)
+            fence_async_shared()
+            gl.thread_barrier()
+            _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n,
+                         b + 2, b + 2 < num_tiles, PAGE_SIZE)  # fmt: skip
+            # o_R += p_b @ v_b[R] + (p_a scale1) @ v_a[R]
+            p_op = gl.convert_layout(p_b, P_OP_LAYOUT)
+            acc_f = hopper.warpgroup_mma(p_op, v_r.index(0), acc, is_async=True)
+            _named_barrier(P0_SYNC)
+            acc_f = hopper.warpgroup_mma(p0_s, v_r.index(1), acc_f, is_async=True)
+            acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f, p_op])
+        else:
+            # a lone last tile a: no tile b, the max stays m_a
+            sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=ROW_S))
+            _named_barrier(SCALE1_ARRIVE)
+            l_i = l_i * scale0
+            acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
+            _named_barrier(P0_SYNC)
+            acc_f = hopper.warpgroup_mma(p0_s, v_r.index(1), acc, is_async=True)
+            acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+        if b + 2 < num_tiles:
+            nxt = (i + 1) & 1
+            s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+            s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), nxt)
+            s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), nxt)
+            s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+    _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
+                stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1), kv_scale, 1)  # fmt: skip
+
+
+@gluon.jit
+def _mla_decode_seesaw_fp8_kernel(
+    q_ptr,  # noqa: ARG001 (the Gluon decode kernels' shared leading arguments)
+    q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+    lse_ptr, kv_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h,
+    stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H,
+    NUM_SPLITS,
+    BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
+    q_scale_ptr,  # q's fp8 scale (fp32 [1])
+    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
+):  # fmt: skip
+    gdc_enter(NUM_SPLITS)
+    dtype: gl.constexpr = q_half_desc.dtype
+    BQ: gl.constexpr = q_half_desc.block_type.shape[0]
+    DH: gl.constexpr = q_half_desc.block_type.shape[1]
+    DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
+    BN: gl.constexpr = kv_half_desc.block_type.shape[0]
+    q_lat = gl.allocate_shared_memory(dtype, [2, BQ, DH], q_half_desc.layout)  # two halves
+    q_pe = gl.allocate_shared_memory(dtype, [BQ, DPE], q_pe_desc.layout)
+    kv_l = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
+    kv_r = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
+    kv_pe = gl.allocate_shared_memory(dtype, [2, BN, DPE], kv_pe_desc.layout)
+    v_l = gl.allocate_shared_memory(gl.float16, [BN, DH], F16_SHARED)
+    v_r = gl.allocate_shared_memory(gl.float16, [2, BN, DH], F16_SHARED)
+    p0_s = gl.allocate_shared_memory(gl.float16, [BQ, BN], F16_SHARED)
+    p1_s = gl.allocate_shared_memory(gl.float16, [BQ, BN], F16_SHARED)
+    m_s = gl.allocate_shared_memory(gl.float32, [BQ], VEC_SHARED)
+    sc0_s = gl.allocate_shared_memory(gl.float32, [BQ], VEC_SHARED)
+    sc1_s = gl.allocate_shared_memory(gl.float32, [BQ], VEC_SHARED)
+    l_s = gl.allocate_shared_memory(gl.float32, [2 * BQ], VEC_SHARED)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready_l = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    ready_r = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for k in gl.static_range(2):
+        mbarrier.init(ready_l.index(k), count=1)
+        mbarrier.init(ready_r.index(k), count=1)
+    fence_async_shared()
+
+    gl.warp_specialize(
+        [
+            (_wg0, (
+                q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s, q_bar,
+                ready_l, ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr,
+                seqlens_ptr, o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2,
+                stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b,
+                stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE,
+                PAGE_SIZE, CAUSAL, BALANCE)),
+            (_wg1, (
+                q_lat, q_pe, kv_l, kv_r, kv_pe, v_r, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s, q_bar,
+                ready_l, ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+                kv_scale_ptr, q_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL,
+                BALANCE)),
+        ],
+        [4],
+        [240],
+    )  # fmt: skip
+
+
+def fp8_seesaw_eligible(args: DecodeArgs, cfg: DecodeConfig) -> bool:
+    """True when this call runs this kernel: the seesaw config (``KNOBS``), an fp8 q and an
+    fp8 cache with their scales, and a shape of the 64+-head kernels."""
+    knobs = (cfg.block_size_q, cfg.block_size_k, cfg.num_warps, cfg.num_stages)
+    return (
+        knobs == KNOBS
+        and args.q_scale is not None
+        and args.kv_scale is not None
+        and args.q.dtype == FP8
+        and args.kv_cache.dtype == FP8
+        and sm90_many_heads_call(args)
+    )
+
+
+def launch_fp8_seesaw_decode(args: DecodeArgs, num_splits: int, out: SplitOutputs) -> Any:
+    """Launch the kernel into ``out`` (final output or split partials); splits as the 16-bit
+    seesaw kernel's (``mla_decode_hopper_seesaw.launch_seesaw_decode``)."""
+    if args.q_scale is None or args.kv_scale is None:
+        raise ValueError("this kernel takes an fp8 q and an fp8 cache, each with its scale")
+    batch, s_q, h_q, _ = args.q.shape
+    sm_count = limits_for(args.q.device).sm_count
+    wave = max(1, sm_count // (s_q * h_q // BLOCK_Q))  # programs of one split the GPU holds
+    return launch_decode_kernel(
+        _mla_decode_seesaw_fp8_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
+        num_warps=4, lat_cols=HALF, extra=(batch, wave, args.q_scale),
+        BALANCE=BALANCE_SPLITS and num_splits > 1 and batch > 1,
+    )  # fmt: skip
+
+
+__all__ = ["fp8_seesaw_eligible", "launch_fp8_seesaw_decode"]
