@@ -296,3 +296,30 @@ def test_fp8_seesaw_kernel_is_bitwise_repeatable(seed: int):
         out, lse = module._launch(args, config, splits)
         differing += int(not (torch.equal(out, first) and torch.equal(lse, first_lse)))
     assert differing == 0, f"{differing} of 300 launches differ from the first"
+
+
+@pytest.mark.gpu
+def test_flash_mla_fp8_interface_at_128_heads_runs_the_fp8_seesaw_on_gpu(seed: int, kit: Kit):
+    # FlashMLA's fp8 call (descale_q, descale_k) with DeepSeek's 128 heads and its scheduler
+    # metadata, left to the default config: the fp8 seesaw, as fast as the bf16 kernel
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 seesaw kernel is for sm_90")
+    from mlafleet.kernels.flash_mla_compat import get_mla_metadata
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=4, s_q=1, h_q=128, seqlen=0, seqlens=(4096, 77, 1, 2048), page_size=64,
+        dtype="bf16", kv_dtype="fp8_e4m3",
+    )  # fmt: skip
+    inputs = _fp8_inputs(problem, "cuda", seed)
+    sched_meta, _ = get_mla_metadata()
+    out, lse = flash_mla_with_kvcache(
+        inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
+        inputs["head_dim_v"], sched_meta, None, softmax_scale=inputs["softmax_scale"],
+        descale_q=inputs["q_scale"], descale_k=inputs["kv_scale"],
+    )  # fmt: skip
+    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
+    ref_out, ref_lse = run_decode_ref(inputs)
+    err = float((out.float() - ref_out.float()).norm() / ref_out.float().norm())
+    assert err <= FP8_SEESAW_REL_L2, f"relative L2 {err:.3g}, seed {seed}"
+    torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=2e-3)

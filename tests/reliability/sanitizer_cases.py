@@ -57,7 +57,8 @@ from mlafleet.kernels.registry import TOLERANCES  # noqa: E402
 
 
 def _decode(problem: DecodeProblem, config: DecodeConfig | None) -> Callable[[], str]:
-    # an fp8 q (problem.q_dtype): the fp8 tensor-core kernel on sm_90 (p in e4m3: looser check)
+    # an fp8 q (problem.q_dtype): the fp8 tensor-core kernels on sm_90 (p in e4m3 in the
+    # few-heads one: looser check)
     q_fp8 = problem.q_dtype is not None
 
     def run() -> str:
@@ -118,6 +119,7 @@ WS_CASES = (
     "decode-gluon-ws-64heads-mtp2-causal-split3",
     "decode-gluon-seesaw-64heads-mtp2-causal-split3",
     "decode-gluon-seesaw-128heads-pairs",
+    "decode-gluon-fp8-seesaw-64heads-mtp2-causal-split3",  # the same hand-offs, fp8 scores
     # the paired fp8 few-heads kernel (the sm_90 default for 16-48 heads with an fp8 cache):
     # racecheck reports its score-half exchange between the two computing warpgroups, the
     # same class of report (docs/kernels/NOTES.md, variant 35)
@@ -171,13 +173,20 @@ CASES: dict[str, Callable[[], str]] = {
                       kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3", causal=True,
                       seqlens=(300, 0, 65), **DS),
         DecodeConfig(16, 64, 8, 1, 3)),
-    # fp8 q where no kernel computes on it: the one-pass dequantisation (kernels/fp8_q.py),
-    # then the lockstep fp8-cache kernel; and with small dims a q of 2304 values (a masked
-    # partial block) before the Triton kernel
+    # fp8 q over an fp8 cache at 64+ heads, the default config: the fp8 seesaw (fp8 scores,
+    # p @ v from converted fp16 copies of v): tails, an empty sequence, splits, causal s_q 2
+    "decode-gluon-fp8-seesaw-64heads-mtp2-causal-split3": _decode(
+        DecodeProblem(batch=4, s_q=2, h_q=64, seqlen=257, page_size=64, dtype="bf16",
+                      kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3", causal=True,
+                      seqlens=(0, 1, 100, 257), **DS),
+        DecodeConfig(64, 64, 8, 1, 3)),
+    # fp8 q where no kernel computes on it (the lockstep kernel's config): the one-pass
+    # dequantisation (kernels/fp8_q.py), then the lockstep fp8-cache kernel; and with small
+    # dims a q of 2304 values (a masked partial block) before the Triton kernel
     "decode-gluon-fp8q-64heads-dequantised": _decode(
         DecodeProblem(batch=3, s_q=1, h_q=64, seqlen=300, page_size=64, dtype="bf16",
                       kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3", seqlens=(300, 0, 65), **DS),
-        None),
+        DecodeConfig(64, 64, 8, 2)),
     "decode-fp8q-dequantised-small-dims": _decode(
         DecodeProblem(batch=3, s_q=1, h_q=8, seqlen=70, d_qk=96, d_v=64, page_size=16,
                       dtype="bf16", kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3",
