@@ -262,6 +262,64 @@ def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o
 
 
 @gluon.jit
+def _load_q(q_half_desc, q_pe_desc, q_lat, q_pe, q_bar, pid_b, s0, h0, S_Q, H, has_work):
+    """Start the copies of the row block's q: its two latent halves and its rope part (an
+    empty split of a balanced grid, ``has_work`` False, copies none)."""
+    DH: gl.constexpr = q_half_desc.block_type.shape[1]
+    q_row = (pid_b * S_Q + s0) * H + h0
+    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
+                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0), pred=has_work)
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1),
+                                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
+
+
+@gluon.jit
+def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s):
+    """Warpgroup 0's softmax of tile a (scores ``s``, unscaled, masked: ``_masked``) against
+    the running max ``m_i`` of the previous pair; publishes ``m_a`` and ``scale0`` to
+    warpgroup 1. Returns ``(p, scale0, l_i)``. (The tile has >= 1 valid token: ``m_a`` is
+    finite; base 2, the scale folded into the ``exp2``.)"""
+    m_a = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
+    scale0 = gl.exp2(m_i - m_a)
+    p = gl.exp2(s * scale_log2 - m_a[:, None])
+    l_i = l_i * scale0 + gl.sum(p, axis=1)
+    m_s.store(m_a)
+    sc0_s.store(scale0)
+    _named_barrier(SCALE0_ARRIVE)
+    return p, scale0, l_i
+
+
+@gluon.jit
+def _softmax_b(s, m_a, scale_log2, m_s, sc1_s):
+    """Warpgroup 1's softmax of tile b (masked scores ``s``) against ``m_a``; publishes
+    ``m_b`` and ``scale1`` to warpgroup 0. Returns ``(p, scale1)``."""
+    m_b = gl.maximum(m_a, gl.max(s, axis=1) * scale_log2)
+    scale1 = gl.exp2(m_a - m_b)
+    p = gl.exp2(s * scale_log2 - m_b[:, None])
+    m_s.store(m_b)
+    sc1_s.store(scale1)
+    _named_barrier(SCALE1_ARRIVE)
+    return p, scale1
+
+
+@gluon.jit
+def _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, s0, h0, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, write, out_scale):  # fmt: skip
+    """Warpgroup 0's end: its output half (``_store_half``) and the row block's lse."""
+    BQ: gl.constexpr = acc.shape[0]
+    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
+                                stride_o_h, stride_o_split, write, out_scale, 0)  # fmt: skip
+    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+    offs_l = gl.arange(0, BQ, layout=m_i.type.layout)
+    lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
+                + gl.program_id(1) * stride_lse_split)  # fmt: skip
+    gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
+
+
+@gluon.jit
 def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
          ready_r, q_half_desc, q_pe_desc,
          kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b,
@@ -276,14 +334,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     )  # fmt: skip
 
     # q, and the left halves of tiles 0 and 1
-    q_row = (pid_b * S_Q + s0) * H + h0
-    has_work = num_tiles > 0  # (an empty split of a balanced grid: no q either)
-    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
-                    pred=has_work)  # fmt: skip
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0), pred=has_work)
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1),
-                                    pred=has_work)  # fmt: skip
-    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
+    _load_q(q_half_desc, q_pe_desc, q_lat, q_pe, q_bar, pid_b, s0, h0, S_Q, H, num_tiles > 0)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
 
@@ -303,16 +354,8 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     for i in range(num_pairs):
         a = 2 * i
         tile_n = start_n + a * BN
-        # softmax of tile a against the running max of the previous pair
         s = _masked(s, tile_n, end_n)
-        # the tile has >= 1 valid token: m_a is finite (base 2, the scale folded in)
-        m_a = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale_log2)
-        scale0 = gl.exp2(m_i - m_a)
-        p = gl.exp2(s * qk_scale_log2 - m_a[:, None])
-        l_i = l_i * scale0 + gl.sum(p, axis=1)
-        m_s.store(m_a)
-        sc0_s.store(scale0)
-        _named_barrier(SCALE0_ARRIVE)
+        p, scale0, l_i = _softmax_a(s, m_i, l_i, qk_scale_log2, m_s, sc0_s)
         # o_L = o_L * scale0 + p_a @ v_a[L], then tile a + 2's left half may come in
         acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
         p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
@@ -350,14 +393,9 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
             else:
                 acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
 
-    write = (num_tiles > 0) | (NUM_SPLITS == 1)
-    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
-                                stride_o_h, stride_o_split, write, 1.0, 0)  # fmt: skip
-    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-    offs_l = gl.arange(0, BQ, layout=ROW_S)
-    lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
-                + gl.program_id(1) * stride_lse_split)  # fmt: skip
-    gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
+    _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, s0, h0, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, (num_tiles > 0) | (NUM_SPLITS == 1), 1.0)  # fmt: skip
 
 
 @gluon.jit
@@ -398,12 +436,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
         scale0 = sc0_s.load(ROW_S)
         if b < num_tiles:
             s = _masked(s, tile_n, end_n)
-            m_b = gl.maximum(m_a, gl.max(s, axis=1) * qk_scale_log2)
-            scale1 = gl.exp2(m_a - m_b)
-            p = gl.exp2(s * qk_scale_log2 - m_b[:, None])
-            m_s.store(m_b)
-            sc1_s.store(scale1)
-            _named_barrier(SCALE1_ARRIVE)
+            p, scale1 = _softmax_b(s, m_a, qk_scale_log2, m_s, sc1_s)
             scale = scale0 * scale1
             l_i = l_i * scale + gl.sum(p, axis=1)
             acc = acc * gl.convert_layout(scale, ROW_O)[:, None]

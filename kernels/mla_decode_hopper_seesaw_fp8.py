@@ -37,7 +37,7 @@ from typing import Any
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia import hopper
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
@@ -48,46 +48,46 @@ from .mla_decode_hopper_seesaw import (
     BALANCE_SPLITS,
     BLOCK_N,
     BLOCK_Q,
+    BN,
+    BQ,
+    DH,
     HALF,
     KNOBS,
+    O_LAYOUT,
     P0_ARRIVE,
     P0_SYNC,
     P1_ARRIVE,
     P1_SYNC,
-    SCALE0_ARRIVE,
+    P_OP_LAYOUT,
+    ROW_O,
     SCALE0_SYNC,
     SCALE1_ARRIVE,
     SCALE1_SYNC,
+    _finish_wg0,
     _issue_left,
     _issue_right,
+    _load_q,
     _masked,
     _named_barrier,
     _opaque,
     _program,
     _scores_left,
     _scores_right,
+    _softmax_a,
+    _softmax_b,
     _store_half,
 )
 from .pdl import gdc_enter, gdc_wait
 
-BQ = gl.constexpr(BLOCK_Q)
-BN = gl.constexpr(BLOCK_N)
-DH = gl.constexpr(HALF)
-
-# the score tile [64, 64] of an fp8 wgmma (k 32), the output half [64, 256] of an fp16 one,
-# their register A operands (q's rope part in fp8, p in fp16), and the conversion's layout for
-# a 64 x 64 block of the slot (16 fp8 a thread and row: 16-byte loads)
+# the score tile [64, 64] of an fp8 wgmma (k 32) and its register A operand (q's rope part in
+# fp8); the output half, p and their layouts are the 16-bit kernel's (fp16 here); the
+# conversion's layout for a 64 x 64 block of the slot (16 fp8 a thread and row: 16-byte loads)
 S_LAYOUT = gl.constexpr(
     gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
 )
-O_LAYOUT = gl.constexpr(
-    gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HALF, 16])
-)
 Q_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=S_LAYOUT, k_width=4))
-P_OP_LAYOUT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2))
 CVT_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0]))
 ROW_S = gl.constexpr(gl.SliceLayout(1, S_LAYOUT))
-ROW_O = gl.constexpr(gl.SliceLayout(1, O_LAYOUT))
 F16_SHARED = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16))
 VEC_SHARED = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, [0]))
 
@@ -125,14 +125,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s
     scale_log2 = qk_scale_log2 * kv_scale * gl.load(q_scale_ptr)
 
     # q, and the left halves of tiles 0 and 1
-    q_row = (pid_b * S_Q + s0) * H + h0
-    has_work = num_tiles > 0  # (an empty split of a balanced grid: no q either)
-    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
-                    pred=has_work)  # fmt: skip
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0), pred=has_work)
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1),
-                                    pred=has_work)  # fmt: skip
-    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
+    _load_q(q_half_desc, q_pe_desc, q_lat, q_pe, q_bar, pid_b, s0, h0, S_Q, H, num_tiles > 0)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
 
@@ -152,13 +145,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s
         a = 2 * i
         tile_n = start_n + a * BN
         s = _masked(s, tile_n, end_n)
-        m_a = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
-        scale0 = gl.exp2(m_i - m_a)
-        p = gl.exp2(s * scale_log2 - m_a[:, None])
-        l_i = l_i * scale0 + gl.sum(p, axis=1)
-        m_s.store(m_a)
-        sc0_s.store(scale0)
-        _named_barrier(SCALE0_ARRIVE)
+        p, scale0, l_i = _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s)
         # v_a[L] into the fp16 buffer (the last pair's products on it are done); the slot's
         # left half is then free: tile a + 2's comes in
         _convert_half(kv_l.index(0), v_l, end_n - tile_n)
@@ -202,14 +189,9 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s
             else:
                 acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
 
-    write = (num_tiles > 0) | (NUM_SPLITS == 1)
-    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
-                                stride_o_h, stride_o_split, write, kv_scale, 0)  # fmt: skip
-    lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-    offs_l = gl.arange(0, BQ, layout=ROW_S)
-    lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
-                + gl.program_id(1) * stride_lse_split)  # fmt: skip
-    gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
+    _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, s0, h0, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, (num_tiles > 0) | (NUM_SPLITS == 1), kv_scale)  # fmt: skip
 
 
 @gluon.jit
@@ -258,12 +240,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, v_r, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s
         scale0 = sc0_s.load(ROW_S)
         if b < num_tiles:
             s = _masked(s, tile_n, end_n)
-            m_b = gl.maximum(m_a, gl.max(s, axis=1) * scale_log2)
-            scale1 = gl.exp2(m_a - m_b)
-            p = gl.exp2(s * scale_log2 - m_b[:, None])
-            m_s.store(m_b)
-            sc1_s.store(scale1)
-            _named_barrier(SCALE1_ARRIVE)
+            p, scale1 = _softmax_b(s, m_a, scale_log2, m_s, sc1_s)
             scale = scale0 * scale1
             l_i = l_i * scale + gl.sum(p, axis=1)
             acc = acc * gl.convert_layout(scale, ROW_O)[:, None]

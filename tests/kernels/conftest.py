@@ -6,6 +6,7 @@ compute the same function on any valid input, not on one lucky draw.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -109,6 +110,28 @@ def assert_matches_reference(
     )
 
 
+def launches_differing(
+    inputs: dict[str, Any], config: DecodeConfig, kernel: str, launches: int = 300
+) -> int:
+    """How many of ``launches`` more launches of ``config`` on ``inputs`` differ, in any bit of
+    out or lse, from the first; asserts the first ran ``kernel`` (``LAST_COMPILED``). For the
+    kernels whose warpgroups hand values over through shared memory: their arithmetic runs in
+    a fixed order, so a hand-off read too early shows as launches that differ."""
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    args = check_decode_args(**inputs, out=None)
+    config, splits = resolve_decode_config(args, config)
+    first, first_lse = module._launch(args, config, splits)
+    assert module.LAST_COMPILED["decode_kernel"] == kernel
+    first, first_lse = first.clone(), first_lse.clone()
+    differing = 0
+    for _launch in range(launches):
+        out, lse = module._launch(args, config, splits)
+        differing += int(not (torch.equal(out, first) and torch.equal(lse, first_lse)))
+    return differing
+
+
 class DecodeKit:
     """The factories above, handed to tests as the ``kit`` fixture."""
 
@@ -116,6 +139,7 @@ class DecodeKit:
     small_problem = staticmethod(small_problem)
     poisoned_out = staticmethod(poisoned_out)
     assert_matches_reference = staticmethod(assert_matches_reference)
+    launches_differing = staticmethod(launches_differing)
 
 
 @pytest.fixture

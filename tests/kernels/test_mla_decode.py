@@ -475,7 +475,7 @@ def test_gluon_hopper_kernel_on_gpu(
 
 
 @pytest.mark.gpu
-def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int):
+def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int, kit: Kit):
     # The seesaw kernel's two warpgroups hand the running max, rescales and p to each other
     # through shared memory behind named barriers; its arithmetic runs in a fixed order, so any
     # hand-off read too early would show as launches that differ. 300 launches (a ~1 ms one
@@ -483,22 +483,12 @@ def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int):
     # the same bits.
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernels are for sm_90")
-    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
-
-    module = importlib.import_module("mlafleet.kernels.mla_decode")
     problem = DecodeProblem(
         batch=64, s_q=2, h_q=128, seqlen=4000, page_size=64, dtype="bf16", causal=True
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
-    args = check_decode_args(**inputs, out=None)
-    config, splits = resolve_decode_config(args, DecodeConfig(64, 64, 8, 1, num_kv_splits=1))
-    first, first_lse = module._launch(args, config, splits)
-    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_seesaw"
-    first, first_lse = first.clone(), first_lse.clone()
-    differing = 0
-    for _ in range(300):
-        out, lse = module._launch(args, config, splits)
-        differing += int(not (torch.equal(out, first) and torch.equal(lse, first_lse)))
+    config = DecodeConfig(64, 64, 8, 1, num_kv_splits=1)
+    differing = kit.launches_differing(inputs, config, "many_heads_seesaw")
     assert differing == 0, f"{differing} of 300 launches differ from the first"
 
 

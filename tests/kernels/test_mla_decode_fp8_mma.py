@@ -154,12 +154,19 @@ def test_fp8_q_argument_errors(
 # ---- GPU (sm_90): the fp8 tensor-core kernel --------------------------------------------------
 
 
-def _assert_close_fp8(inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Tensor], seed: int):
+def _assert_close_fp8(
+    inputs: dict[str, Any],
+    got: tuple[torch.Tensor, torch.Tensor],
+    seed: int,
+    bound: float = FP8_MMA_REL_L2,
+):
+    """``got`` within ``bound`` (relative L2) of the reference over the dequantised inputs,
+    no NaN, lse close."""
     out, lse = got
     ref_out, ref_lse = run_decode_ref(inputs)
     assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
     err = float((out.float() - ref_out.float()).norm() / ref_out.float().norm().clamp_min(1e-30))
-    assert err <= FP8_MMA_REL_L2, f"relative L2 {err:.3g} > {FP8_MMA_REL_L2}, seed {seed}"
+    assert err <= bound, f"relative L2 {err:.3g} > {bound}, seed {seed}"
     torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=2e-3, msg=lambda m: f"lse: {m}")
 
 
@@ -265,36 +272,22 @@ def test_fp8_seesaw_kernel_on_gpu(
     config = DecodeConfig(64, 64, 8, 1, splits)
     got = mla_decode(**inputs, config=config, out=kit.poisoned_out(inputs))
     assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    out, lse = got
-    ref_out, ref_lse = run_decode_ref(inputs)
-    assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
-    err = float((out.float() - ref_out.float()).norm() / ref_out.float().norm().clamp_min(1e-30))
-    assert err <= FP8_SEESAW_REL_L2, f"relative L2 {err:.3g} > {FP8_SEESAW_REL_L2}, seed {seed}"
-    torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=2e-3, msg=lambda m: f"lse: {m}")
+    _assert_close_fp8(inputs, got, seed, FP8_SEESAW_REL_L2)
 
 
 @pytest.mark.gpu
-def test_fp8_seesaw_kernel_is_bitwise_repeatable(seed: int):
+def test_fp8_seesaw_kernel_is_bitwise_repeatable(seed: int, kit: Kit):
     # as the 16-bit seesaw's test (test_mla_decode.py): hand-offs read too early would show as
     # launches that differ
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the fp8 seesaw kernel is for sm_90")
-    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
-
-    module = importlib.import_module("mlafleet.kernels.mla_decode")
     problem = DecodeProblem(
         batch=64, s_q=2, h_q=128, seqlen=4000, page_size=64, dtype="bf16",
         kv_dtype="fp8_e4m3", causal=True,
     )  # fmt: skip
-    args = check_decode_args(**_fp8_inputs(problem, "cuda", seed), out=None)
-    config, splits = resolve_decode_config(args, DecodeConfig(64, 64, 8, 1, num_kv_splits=1))
-    first, first_lse = module._launch(args, config, splits)
-    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    first, first_lse = first.clone(), first_lse.clone()
-    differing = 0
-    for _ in range(300):
-        out, lse = module._launch(args, config, splits)
-        differing += int(not (torch.equal(out, first) and torch.equal(lse, first_lse)))
+    inputs = _fp8_inputs(problem, "cuda", seed)
+    config = DecodeConfig(64, 64, 8, 1, num_kv_splits=1)
+    differing = kit.launches_differing(inputs, config, "many_heads_fp8_seesaw")
     assert differing == 0, f"{differing} of 300 launches differ from the first"
 
 
@@ -319,7 +312,4 @@ def test_flash_mla_fp8_interface_at_128_heads_runs_the_fp8_seesaw_on_gpu(seed: i
         descale_q=inputs["q_scale"], descale_k=inputs["kv_scale"],
     )  # fmt: skip
     assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    ref_out, ref_lse = run_decode_ref(inputs)
-    err = float((out.float() - ref_out.float()).norm() / ref_out.float().norm())
-    assert err <= FP8_SEESAW_REL_L2, f"relative L2 {err:.3g}, seed {seed}"
-    torch.testing.assert_close(lse, ref_lse, atol=2e-2, rtol=2e-3)
+    _assert_close_fp8(inputs, (out, lse), seed, FP8_SEESAW_REL_L2)
