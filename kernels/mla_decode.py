@@ -36,9 +36,9 @@ per KV head, 16-bit cache; the default) FlashMLA's seesaw schedule ``mla_decode_
 ``mla_decode_hopper_ws``, ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache; the
 default) ``mla_decode_hopper_few``, ``16 x 64, 8 warps, 1-3 stages`` (16-48 heads, fp8 cache;
 1 stage, the paired kernel, the default) ``mla_decode_hopper_few_fp8``, and with an fp8 q
-(``q_scale``) and 1-2 stages the fp8 tensor-core kernel ``mla_decode_hopper_fp8_mma``, at 64+
-heads with ``64 x 64, 8 warps, 1 stage`` (then the default) the fp8 seesaw
-``mla_decode_hopper_seesaw_fp8``: 1.2-2.1x this kernel on the H200 (docs/kernels/NOTES.md).
+(``q_scale``) and 1-2 stages the fp8 tensor-core kernel ``mla_decode_hopper_fp8_mma`` (1.2-2.1x
+this kernel on the H200), at 64+ heads with ``64 x 64, 8 warps, 1 stage`` (then the default)
+the fp8 seesaw ``mla_decode_hopper_seesaw_fp8`` (the 16-bit seesaw's speed; docs/kernels/NOTES.md).
 Everything else runs the Triton kernel below. On sm_90 the Triton kernel reads KV tiles of
 64-row blocks through TMA descriptors
 (``kv_tma_eligible``).
