@@ -481,17 +481,11 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
 
 
 @gluon.jit
-def _mla_decode_seesaw_kernel(
-    q_ptr,  # noqa: ARG001 (the Gluon decode kernels' shared leading arguments; 16-bit only)
-    q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
-    lse_ptr,
-    kv_scale_ptr,  # noqa: ARG001
-    qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-    stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
-    BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
-    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
-):  # fmt: skip
-    gdc_enter(NUM_SPLITS)
+def _seesaw_buffers(q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc):
+    """The shared memory both seesaw kernels have, in the cache's dtype: q (two latent halves
+    and the rope part), the two slots' column blocks, the hand-off row vectors and the ready
+    barriers (initialised and fenced). Returns ``(q_lat, q_pe, kv_l, kv_r, kv_pe, m_s, sc0_s,
+    sc1_s, l_s, q_bar, ready_l, ready_r)``; each kernel adds its ``p`` buffers."""
     dtype: gl.constexpr = q_half_desc.dtype
     BQ: gl.constexpr = q_half_desc.block_type.shape[0]
     DH: gl.constexpr = q_half_desc.block_type.shape[1]
@@ -503,7 +497,6 @@ def _mla_decode_seesaw_kernel(
     kv_l = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
     kv_r = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
     kv_pe = gl.allocate_shared_memory(dtype, [2, BN, DPE], kv_pe_desc.layout)
-    p0_s = gl.allocate_shared_memory(dtype, [BQ, BN], q_pe_desc.layout)
     m_s = gl.allocate_shared_memory(gl.float32, [BQ], vec_layout)
     sc0_s = gl.allocate_shared_memory(gl.float32, [BQ], vec_layout)
     sc1_s = gl.allocate_shared_memory(gl.float32, [BQ], vec_layout)
@@ -516,6 +509,26 @@ def _mla_decode_seesaw_kernel(
         mbarrier.init(ready_l.index(k), count=1)
         mbarrier.init(ready_r.index(k), count=1)
     fence_async_shared()
+    return q_lat, q_pe, kv_l, kv_r, kv_pe, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l, ready_r
+
+
+@gluon.jit
+def _mla_decode_seesaw_kernel(
+    q_ptr,  # noqa: ARG001 (the Gluon decode kernels' shared leading arguments; 16-bit only)
+    q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+    lse_ptr,
+    kv_scale_ptr,  # noqa: ARG001
+    qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
+    stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
+    BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
+    PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
+):  # fmt: skip
+    gdc_enter(NUM_SPLITS)
+    q_lat, q_pe, kv_l, kv_r, kv_pe, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l, ready_r = (
+        _seesaw_buffers(q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc)
+    )
+    # p_a (warpgroup 0 -> 1); warpgroup 1's p_b goes through q's rope buffer
+    p0_s = gl.allocate_shared_memory(q_half_desc.dtype, [BQ, BN], q_pe_desc.layout)
 
     gl.warp_specialize(
         [
@@ -558,14 +571,24 @@ def launch_seesaw_decode(
     With several splits and sequences, the splits are sized from the batch's total work
     (``_program``); ``num_splits`` is then the most one sequence gets.
     """
-    batch, s_q, h_q, _ = args.q.shape
-    sm_count = limits_for(args.q.device).sm_count  # (the CPU compile report: the interpreter's)
-    wave = max(1, sm_count // (s_q * h_q // BLOCK_Q))  # programs of one split the GPU holds
     return launch_decode_kernel(
         _mla_decode_seesaw_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
-        num_warps=4, lat_cols=HALF, extra=(batch, wave),
-        BALANCE=BALANCE_SPLITS and num_splits > 1 and batch > 1,
+        num_warps=4, lat_cols=HALF, **seesaw_split_args(args, num_splits),
     )  # fmt: skip
 
 
-__all__ = ["KNOBS", "launch_seesaw_decode", "seesaw_decode_eligible"]
+def seesaw_split_args(args: DecodeArgs, num_splits: int, *extra: Any) -> dict[str, Any]:
+    """The seesaw kernels' split arguments for ``launch_decode_kernel``: ``extra`` = (the
+    batch size, ``WAVE``: the programs of one split the GPU holds, then ``extra``) and
+    ``BALANCE`` (splits sized from the batch's total work, ``_program``: with several splits
+    and sequences)."""
+    batch, s_q, h_q, _ = args.q.shape
+    sm_count = limits_for(args.q.device).sm_count  # (the CPU compile report: the interpreter's)
+    wave = max(1, sm_count // (s_q * h_q // BLOCK_Q))
+    return {
+        "extra": (batch, wave, *extra),
+        "BALANCE": BALANCE_SPLITS and num_splits > 1 and batch > 1,
+    }
+
+
+__all__ = ["KNOBS", "launch_seesaw_decode", "seesaw_decode_eligible", "seesaw_split_args"]

@@ -48,11 +48,9 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .configs import DecodeConfig
 from .decode_checks import DecodeArgs
-from .device_limits import limits_for
 from .gluon_launch import FP8, SplitOutputs, launch_decode_kernel
 from .mla_decode_hopper import sm90_many_heads_call
 from .mla_decode_hopper_seesaw import (
-    BALANCE_SPLITS,
     BLOCK_N,
     BLOCK_Q,
     BN,
@@ -80,9 +78,11 @@ from .mla_decode_hopper_seesaw import (
     _program,
     _scores_left,
     _scores_right,
+    _seesaw_buffers,
     _softmax_a,
     _softmax_b,
     _store_half,
+    seesaw_split_args,
 )
 from .pdl import gdc_enter, gdc_wait
 
@@ -117,6 +117,14 @@ def _convert_half(src, dst, valid):
 
 
 @gluon.jit
+def _scales(kv_scale_ptr, q_scale_ptr, qk_scale_log2):
+    """``(kv_scale, scale_log2)``: the cache's fp8 scale and the scores' factor in base 2
+    (softmax scale x the cache's x q's)."""
+    kv_scale = gl.load(kv_scale_ptr)
+    return kv_scale, qk_scale_log2 * kv_scale * gl.load(q_scale_ptr)
+
+
+@gluon.jit
 def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s, q_bar,
          ready_l, ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr, seqlens_ptr,
          o_ptr, lse_ptr, kv_scale_ptr, q_scale_ptr, qk_scale_log2, stride_bt_b, stride_o_b,
@@ -128,8 +136,7 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, v_l, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s
         seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
         BALANCE,
     )  # fmt: skip
-    kv_scale = gl.load(kv_scale_ptr)
-    scale_log2 = qk_scale_log2 * kv_scale * gl.load(q_scale_ptr)
+    kv_scale, scale_log2 = _scales(kv_scale_ptr, q_scale_ptr, qk_scale_log2)
 
     # q, and the left halves of tiles 0 and 1
     _load_q(q_half_desc, q_pe_desc, q_lat, q_pe, q_bar, pid_b, s0, h0, S_Q, H, num_tiles > 0)
@@ -213,8 +220,7 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, v_r, p0_s, p1_s, m_s, sc0_s, sc1_s, l_s
         seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
         BALANCE,
     )  # fmt: skip
-    kv_scale = gl.load(kv_scale_ptr)
-    scale_log2 = qk_scale_log2 * kv_scale * gl.load(q_scale_ptr)
+    kv_scale, scale_log2 = _scales(kv_scale_ptr, q_scale_ptr, qk_scale_log2)
     _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
                  num_tiles > 0, PAGE_SIZE)  # fmt: skip
     _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
@@ -299,32 +305,14 @@ def _mla_decode_seesaw_fp8_kernel(
     PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
 ):  # fmt: skip
     gdc_enter(NUM_SPLITS)
-    dtype: gl.constexpr = q_half_desc.dtype
-    BQ: gl.constexpr = q_half_desc.block_type.shape[0]
-    DH: gl.constexpr = q_half_desc.block_type.shape[1]
-    DPE: gl.constexpr = q_pe_desc.block_type.shape[1]
-    BN: gl.constexpr = kv_half_desc.block_type.shape[0]
-    q_lat = gl.allocate_shared_memory(dtype, [2, BQ, DH], q_half_desc.layout)  # two halves
-    q_pe = gl.allocate_shared_memory(dtype, [BQ, DPE], q_pe_desc.layout)
-    kv_l = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
-    kv_r = gl.allocate_shared_memory(dtype, [2, BN, DH], kv_half_desc.layout)
-    kv_pe = gl.allocate_shared_memory(dtype, [2, BN, DPE], kv_pe_desc.layout)
+    q_lat, q_pe, kv_l, kv_r, kv_pe, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l, ready_r = (
+        _seesaw_buffers(q_half_desc, q_pe_desc, kv_half_desc, kv_pe_desc)
+    )
+    # the fp16 copies of v's halves (warpgroup 0: one, warpgroup 1: two) and p_a, p_b
     v_l = gl.allocate_shared_memory(gl.float16, [BN, DH], F16_SHARED)
     v_r = gl.allocate_shared_memory(gl.float16, [2, BN, DH], F16_SHARED)
     p0_s = gl.allocate_shared_memory(gl.float16, [BQ, BN], F16_SHARED)
     p1_s = gl.allocate_shared_memory(gl.float16, [BQ, BN], F16_SHARED)
-    m_s = gl.allocate_shared_memory(gl.float32, [BQ], VEC_SHARED)
-    sc0_s = gl.allocate_shared_memory(gl.float32, [BQ], VEC_SHARED)
-    sc1_s = gl.allocate_shared_memory(gl.float32, [BQ], VEC_SHARED)
-    l_s = gl.allocate_shared_memory(gl.float32, [2 * BQ], VEC_SHARED)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    ready_l = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    ready_r = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for k in gl.static_range(2):
-        mbarrier.init(ready_l.index(k), count=1)
-        mbarrier.init(ready_r.index(k), count=1)
-    fence_async_shared()
 
     gl.warp_specialize(
         [
@@ -366,13 +354,9 @@ def launch_fp8_seesaw_decode(args: DecodeArgs, num_splits: int, out: SplitOutput
     seesaw kernel's (``mla_decode_hopper_seesaw.launch_seesaw_decode``)."""
     if args.q_scale is None or args.kv_scale is None:
         raise ValueError("this kernel takes an fp8 q and an fp8 cache, each with its scale")
-    batch, s_q, h_q, _ = args.q.shape
-    sm_count = limits_for(args.q.device).sm_count
-    wave = max(1, sm_count // (s_q * h_q // BLOCK_Q))  # programs of one split the GPU holds
     return launch_decode_kernel(
         _mla_decode_seesaw_fp8_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
-        num_warps=4, lat_cols=HALF, extra=(batch, wave, args.q_scale),
-        BALANCE=BALANCE_SPLITS and num_splits > 1 and batch > 1,
+        num_warps=4, lat_cols=HALF, **seesaw_split_args(args, num_splits, args.q_scale),
     )  # fmt: skip
 
 
