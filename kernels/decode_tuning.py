@@ -295,12 +295,11 @@ _SM90_SEESAW_KNOBS = (64, 64, 8, 1)
 
 def _sm90_seesaw_shape(problem: DecodeProblem, limits: DeviceLimits) -> bool:
     """``problem`` on ``limits`` suits the sm_90 seesaw decode kernels (config ``64 x 64, 8
-    warps, 1 stage``): DeepSeek's dims, one KV head, 64+ heads, pages of whole 64-token tiles,
-    and a 16-bit cache (``mla_decode_hopper_seesaw``) or an fp8 cache with an fp8 q
-    (``mla_decode_hopper_seesaw_fp8``)."""
+    warps, 1 stage``): DeepSeek's dims, one KV head, 64+ heads, pages of whole 64-token tiles;
+    a 16-bit cache (``mla_decode_hopper_seesaw``) or an fp8 one, with an fp8 q or a 16-bit q
+    split in two fp8 terms (``mla_decode_hopper_seesaw_fp8``)."""
     return (
         limits.arch == "sm_90"
-        and (problem.kv_dtype is None or problem.q_dtype is not None)
         and (problem.d_qk, problem.d_v, problem.h_kv) == (576, 512, 1)
         and problem.h_q % 64 == 0
         and problem.page_size % 64 == 0

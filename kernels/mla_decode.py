@@ -31,14 +31,16 @@ lse_mid [B, S, H, splits] fp32 (natural log).
 Kernel choice (``_launch``): on sm_90, with DeepSeek's 512 + 64 dims, one KV head and pages of
 whole 64-token tiles, the config picks a Gluon kernel: ``64 x 64, 8 warps, 1 stage`` (64+ heads
 per KV head, 16-bit cache; the default) FlashMLA's seesaw schedule ``mla_decode_hopper_seesaw``,
-``64 x 64, 8 warps, 2 stages`` (64+ heads; the default with an fp8 cache) ``mla_decode_hopper``,
+``64 x 64, 8 warps, 2 stages`` (64+ heads) the lockstep ``mla_decode_hopper``,
 ``64 x 32, 8 warps, 4 stages`` (64+ heads, 16-bit cache) the warp-specialised
 ``mla_decode_hopper_ws``, ``16 x 64, 4 warps, 2 stages`` (16-48 heads, 16-bit cache; the
 default) ``mla_decode_hopper_few``, ``16 x 64, 8 warps, 1-3 stages`` (16-48 heads, fp8 cache;
 1 stage, the paired kernel, the default) ``mla_decode_hopper_few_fp8``, and with an fp8 q
 (``q_scale``) and 1-2 stages the fp8 tensor-core kernel ``mla_decode_hopper_fp8_mma`` (1.2-2.1x
-this kernel on the H200), at 64+ heads with ``64 x 64, 8 warps, 1 stage`` (then the default)
-the fp8 seesaw ``mla_decode_hopper_seesaw_fp8`` (the 16-bit seesaw's speed; docs/kernels/NOTES.md).
+this kernel on the H200), and at 64+ heads over an fp8 cache ``64 x 64, 8 warps, 1 stage`` (the
+default) the fp8 seesaw ``mla_decode_hopper_seesaw_fp8``: with an fp8 q the 16-bit seesaw's
+speed, with a 16-bit q (split in the kernel into two fp8 terms) 1.05-1.6x the lockstep kernel
+(docs/kernels/NOTES.md).
 Everything else runs the Triton kernel below. On sm_90 the Triton kernel reads KV tiles of
 64-row blocks through TMA descriptors
 (``kv_tma_eligible``).
@@ -577,7 +579,11 @@ def mla_decode(
         softmax_scale: score scale; default D_QK ** -0.5.
         causal: query i of S sees KV positions 0 .. seqlen - S + i.
         kv_scale: fp32 scalar tensor (numel 1) on the cache's device; real = stored x scale.
-            Required for an fp8 cache, refused otherwise.
+            Required for an fp8 cache, refused otherwise. On sm_90 with 64+ heads per KV head
+            the default config (``64x64 w8 s1``) then runs the scores on fp8 tensor cores, a
+            16-bit q split into two fp8 terms that hold a bf16 q exactly: their accumulation
+            costs about what one more bf16 rounding of q would (lse within ~1e-2); the config
+            ``64x64 w8 s2`` keeps 16-bit scores at 0.6-0.95x the speed.
         config: launch knobs; ``None`` looks up the recommended config for this device/shape.
         out: optional [B, S, H, D_V] output buffer in q's dtype (bf16 for an fp8 q; written in
             full).
@@ -689,8 +695,8 @@ def _launch(
     few-heads kernel then takes its splits from it (``plan.num_splits`` slots a sequence).
 
     ``use_gluon``: run a Gluon sm_90 kernel (``mla_decode_hopper_seesaw`` for 64+ heads with
-    the config ``64x64 w8 s1``, ``mla_decode_hopper_seesaw_fp8`` for that with an fp8 cache and
-    an fp8 q, ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
+    the config ``64x64 w8 s1``, ``mla_decode_hopper_seesaw_fp8`` for that with an fp8 cache,
+    ``mla_decode_hopper`` for 64+ with ``64x64 w8 s2``,
     ``mla_decode_hopper_ws`` for 64+ with ``64x32 w8 s4``, ``mla_decode_hopper_few`` for 16-48
     (``mla_decode_hopper_few_fp8`` with an fp8 cache and ``16x64 w8 s1/s2/s3``);
     ``None``: when one is eligible). ``use_tma``: read KV tiles through TMA

@@ -262,28 +262,31 @@ def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o
 
 
 @gluon.jit
-def _load_q(q_half_desc, q_pe_desc, q_lat, q_pe, q_bar, pid_b, s0, h0, S_Q, H, has_work):
-    """Start the copies of the row block's q: its two latent halves and its rope part (an
-    empty split of a balanced grid, ``has_work`` False, copies none)."""
+def _load_q(q_half_desc, q_pe_desc, q_l, q_r, q_pe, q_bar, pid_b, s0, h0, S_Q, H, has_work):
+    """Start the copies of the row block's q: its two latent halves (into ``q_l``, ``q_r``)
+    and its rope part (an empty split of a balanced grid, ``has_work`` False, copies none)."""
     DH: gl.constexpr = q_half_desc.block_type.shape[1]
     q_row = (pid_b * S_Q + s0) * H + h0
     mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
                     pred=has_work)  # fmt: skip
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_lat.index(0), pred=has_work)
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_lat.index(1),
-                                    pred=has_work)  # fmt: skip
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_l, pred=has_work)
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_r, pred=has_work)
     tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
 
 
 @gluon.jit
-def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s):
+def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s, PER_ROW: gl.constexpr = False):
     """Warpgroup 0's softmax of tile a (scores ``s``, unscaled, masked: ``_masked``) against
     the running max ``m_i`` of the previous pair; publishes ``m_a`` and ``scale0`` to
     warpgroup 1. Returns ``(p, scale0, l_i)``. (The tile has >= 1 valid token: ``m_a`` is
-    finite; base 2, the scale folded into the ``exp2``.)"""
+    finite; base 2, the scale folded into the ``exp2``; ``PER_ROW``: ``scale_log2`` is a
+    row vector, not a scalar.)"""
     m_a = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
     scale0 = gl.exp2(m_i - m_a)
-    p = gl.exp2(s * scale_log2 - m_a[:, None])
+    if PER_ROW:
+        p = gl.exp2(s * scale_log2[:, None] - m_a[:, None])
+    else:
+        p = gl.exp2(s * scale_log2 - m_a[:, None])
     l_i = l_i * scale0 + gl.sum(p, axis=1)
     m_s.store(m_a)
     sc0_s.store(scale0)
@@ -292,12 +295,16 @@ def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s):
 
 
 @gluon.jit
-def _softmax_b(s, m_a, scale_log2, m_s, sc1_s):
+def _softmax_b(s, m_a, scale_log2, m_s, sc1_s, PER_ROW: gl.constexpr = False):
     """Warpgroup 1's softmax of tile b (masked scores ``s``) against ``m_a``; publishes
-    ``m_b`` and ``scale1`` to warpgroup 0. Returns ``(p, scale1)``."""
+    ``m_b`` and ``scale1`` to warpgroup 0. Returns ``(p, scale1)`` (``PER_ROW``: as
+    ``_softmax_a``'s)."""
     m_b = gl.maximum(m_a, gl.max(s, axis=1) * scale_log2)
     scale1 = gl.exp2(m_a - m_b)
-    p = gl.exp2(s * scale_log2 - m_b[:, None])
+    if PER_ROW:
+        p = gl.exp2(s * scale_log2[:, None] - m_b[:, None])
+    else:
+        p = gl.exp2(s * scale_log2 - m_b[:, None])
     m_s.store(m_b)
     sc1_s.store(scale1)
     _named_barrier(SCALE1_ARRIVE)
@@ -334,7 +341,8 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, re
     )  # fmt: skip
 
     # q, and the left halves of tiles 0 and 1
-    _load_q(q_half_desc, q_pe_desc, q_lat, q_pe, q_bar, pid_b, s0, h0, S_Q, H, num_tiles > 0)
+    _load_q(q_half_desc, q_pe_desc, q_lat.index(0), q_lat.index(1), q_pe, q_bar, pid_b, s0, h0,
+            S_Q, H, num_tiles > 0)  # fmt: skip
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
     _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
 

@@ -193,8 +193,10 @@ def _pair(result: Any) -> tuple[Any, Any | None]:
 
 
 def error_floor(problem: Any) -> float:
-    """The ``floor`` of ``winner`` for ``problem``'s precision (``registry.REL_L2_FLOORS``)."""
-    return REL_L2_FLOORS.get(tolerance_key(problem), 0.0)
+    """The ``floor`` of ``winner`` for ``problem``'s workload (``registry.REL_L2_FLOORS``, by
+    ``workload_dtype``: an fp8 q, an fp8 cache; a problem without one: its output dtype)."""
+    key = getattr(problem, "workload_dtype", None) or tolerance_key(problem)
+    return REL_L2_FLOORS.get(key, 0.0)
 
 
 def winner(

@@ -24,6 +24,9 @@ from mlafleet.kernels.decode_inputs import make_decode_inputs, run_decode_ref
 from mlafleet.kernels.registry import TOLERANCES
 
 LSE_TOL = (1e-3, 1e-3)  # lse is fp32 from fp32 accumulators: only summation order differs
+LSE_TOL_FP8_SCORES = (2e-2, 2e-3)
+"""lse when the scores run on fp8 tensor cores (the fp8 seesaw, also with a 16-bit q split in
+two fp8 terms): their accumulation keeps about as many bits as one more bf16 rounding of q."""
 
 
 def _run_sm90_compile_report(*flags: str) -> list[dict[str, Any]]:
@@ -95,9 +98,14 @@ _DTYPE_KEYS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp
 
 
 def assert_matches_reference(
-    inputs: dict[str, Any], got: tuple[torch.Tensor, torch.Tensor], *, seed: int = -1
+    inputs: dict[str, Any],
+    got: tuple[torch.Tensor, torch.Tensor],
+    *,
+    seed: int = -1,
+    lse_tol: tuple[float, float] = LSE_TOL,
 ) -> None:
-    """``got`` (out, lse) equals the fp32 reference within the dtype's tolerance, no NaN."""
+    """``got`` (out, lse) equals the fp32 reference within the dtype's tolerance (lse: within
+    ``lse_tol``, absolute and relative), no NaN."""
     out, lse = got
     ref_out, ref_lse = run_decode_ref(inputs)
     assert not torch.isnan(out).any(), f"NaN in out (unwritten or read poison), seed {seed}"
@@ -106,7 +114,7 @@ def assert_matches_reference(
         out.float(), ref_out.float(), atol=atol, rtol=rtol, msg=lambda m: f"out, seed {seed}: {m}"
     )
     torch.testing.assert_close(
-        lse, ref_lse, atol=LSE_TOL[0], rtol=LSE_TOL[1], msg=lambda m: f"lse, seed {seed}: {m}"
+        lse, ref_lse, atol=lse_tol[0], rtol=lse_tol[1], msg=lambda m: f"lse, seed {seed}: {m}"
     )
 
 
@@ -140,6 +148,7 @@ class DecodeKit:
     poisoned_out = staticmethod(poisoned_out)
     assert_matches_reference = staticmethod(assert_matches_reference)
     launches_differing = staticmethod(launches_differing)
+    lse_tol_fp8_scores = LSE_TOL_FP8_SCORES
 
 
 @pytest.fixture

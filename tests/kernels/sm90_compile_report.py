@@ -176,7 +176,8 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     elif kernel == "many_heads_seesaw":
         module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
         launch = partial(module.launch_seesaw_decode, args, splits, outputs)
-    elif kernel == "many_heads_seesaw_fp8":  # an fp8 cache and an fp8 q
+    elif kernel in ("many_heads_seesaw_fp8", "many_heads_seesaw_split_q"):
+        # an fp8 cache and an fp8 q, or a bf16 q split in two fp8 terms
         module, name = mla_decode_hopper_seesaw_fp8, "_mla_decode_seesaw_fp8_kernel"
         launch = partial(module.launch_fp8_seesaw_decode, args, splits, outputs)
     elif kernel == "few_heads_plan":  # one program a work item of a decode plan
@@ -215,6 +216,7 @@ KINDS = (
     ("many_heads_ws", False),
     ("many_heads_seesaw", False),
     ("many_heads_seesaw_fp8", True),
+    ("many_heads_seesaw_split_q", True),
     ("few_heads", False),
     ("few_heads", True),
     ("few_heads_plan", False),

@@ -138,10 +138,12 @@ def test_h200_defaults_follow_the_measurements():
     fp8_a100 = default_decode_config(DEEPSEEK[4], A100)
     assert (fp8_a100.block_size_q, fp8_a100.num_warps) == (16, 4)
     # 64+ heads with a 16-bit cache: the seesaw kernel's config (1 stage); an fp8 cache: the
-    # lockstep one, and with an fp8 q too the fp8 seesaw's (1 stage again)
+    # fp8 seesaw's (1 stage again), with a 16-bit q (split in two fp8 terms: 1.05-1.6x the
+    # lockstep kernel, H200, sixteenth session) or an fp8 one
     assert many_heads.num_stages == 1
     many_fp8 = default_decode_config(replace(DEEPSEEK[1], kv_dtype="fp8_e4m3"), H200)
-    assert (many_fp8.block_size_q, many_fp8.num_stages) == (64, 2)
+    assert (many_fp8.block_size_q, many_fp8.block_size_k, many_fp8.num_warps) == (64, 64, 8)
+    assert many_fp8.num_stages == 1
     fp8_q = replace(DEEPSEEK[1], kv_dtype="fp8_e4m3", q_dtype="fp8_e4m3")
     many_fp8_q = default_decode_config(fp8_q, H200)
     assert (many_fp8_q.block_size_q, many_fp8_q.block_size_k, many_fp8_q.num_warps) == (64, 64, 8)
@@ -221,10 +223,12 @@ def test_seesaw_config_allows_twice_the_uniform_splits():
     assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), one, H200) == resolve_num_splits(
         DecodeConfig(64, 64, 8, 2), one, H200
     )
-    fp8 = replace(varied, kv_dtype="fp8_e4m3")  # an fp8 cache with a 16-bit q: no seesaw
-    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), fp8, H200) == uniform
-    fp8_q = replace(fp8, q_dtype="fp8_e4m3")  # ... with an fp8 q: the fp8 seesaw, balanced too
+    fp8 = replace(varied, kv_dtype="fp8_e4m3")  # an fp8 cache: the fp8 seesaw, balanced too,
+    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), fp8, H200) == 2 * uniform
+    fp8_q = replace(fp8, q_dtype="fp8_e4m3")  # with a 16-bit q (split in two terms) or fp8 q
     assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), fp8_q, H200) == 2 * uniform
+    small_pages = replace(varied, page_size=16)  # pages of part tiles: no seesaw kernel
+    assert resolve_num_splits(DecodeConfig(64, 64, 8, 1), small_pages, H200) == uniform
 
 
 def test_explicit_splits_are_kept():

@@ -378,7 +378,12 @@ def test_full_deepseek_size_on_gpu(kv_dtype: str | None, seed: int, kit: Kit):
     )
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     got = mla_decode(**inputs, out=kit.poisoned_out(inputs))
-    kit.assert_matches_reference(inputs, got, seed=seed)
+    # on sm_90 an fp8 cache at 128 heads runs the fp8 seesaw by default: q split in two fp8
+    # terms, the scores on fp8 tensor cores
+    if kv_dtype is not None and torch.cuda.get_device_capability() == (9, 0):
+        kit.assert_matches_reference(inputs, got, seed=seed, lse_tol=kit.lse_tol_fp8_scores)
+    else:
+        kit.assert_matches_reference(inputs, got, seed=seed)
 
 
 @pytest.mark.gpu

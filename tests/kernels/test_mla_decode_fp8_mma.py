@@ -1,6 +1,6 @@
 """fp8 q (``q_scale``) over an fp8 cache: the argument checks, the 16-bit fallback (``fp8_q``),
 the fp8 tensor-core kernel (``mla_decode_hopper_fp8_mma``, 16-48 heads) and the fp8 seesaw
-(``mla_decode_hopper_seesaw_fp8``, 64+ heads).
+(``mla_decode_hopper_seesaw_fp8``, 64+ heads; with a 16-bit q too, split in two fp8 terms).
 
 CPU (interpreter): the checks, the problem's ``q_dtype``, the dequantisation pass, and an fp8
 q run on the kernels that compute in 16 bits (q dequantised first) against the fp32 reference
@@ -313,3 +313,99 @@ def test_flash_mla_fp8_interface_at_128_heads_runs_the_fp8_seesaw_on_gpu(seed: i
     )  # fmt: skip
     assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
     _assert_close_fp8(inputs, (out, lse), seed, FP8_SEESAW_REL_L2)
+
+
+# ---- GPU (sm_90): the fp8 seesaw with a 16-bit q (split in two fp8 terms) ------------------
+
+SPLIT_Q_REL_L2 = 5e-3
+"""The 16-bit q itself is exact in its two fp8 terms (a bf16 value's residual after rounding to
+e4m3 has at most 4 significant bits); what is left is the fp8 tensor core's score
+accumulation, about one more bf16 rounding of q (H200, sixteenth session: 4e-4 to 2e-3
+relative L2 against the reference's exact q)."""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("h_q", "splits", "s_q", "page_size", "dtype"),
+    [
+        (64, 1, 1, 64, "bf16"),
+        (128, 4, 1, 128, "bf16"),
+        (128, 64, 2, 256, "bf16"),  # empty splits, causal
+        (64, 3, 1, 64, "fp16"),
+        (256, 2, 2, 64, "fp16"),
+    ],
+)
+def test_fp8_seesaw_with_a_16_bit_q_on_gpu(
+    h_q: int, splits: int, s_q: int, page_size: int, dtype: str, seed: int, kit: Kit
+):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 seesaw kernel is for sm_90")
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=5, s_q=s_q, h_q=h_q, seqlen=0, seqlens=(1000, 63, 129, 0, 1),
+        page_size=page_size, dtype=dtype, kv_dtype="fp8_e4m3", causal=s_q > 1,
+    )  # fmt: skip
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    config = DecodeConfig(64, 64, 8, 1, splits)
+    got = mla_decode(**inputs, config=config, out=kit.poisoned_out(inputs))
+    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
+    _assert_close_fp8(inputs, got, seed, SPLIT_Q_REL_L2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("magnitude", [1e-3, 1e3])
+def test_split_q_scales_each_row_on_gpu(magnitude: float, seed: int, kit: Kit):
+    # q far below e4m3's normal range (its smallest normal is 2^-6) or far above its largest
+    # (448), with the softmax scale making up for it, and one head of zeros: each row's
+    # power-of-two scale keeps every digit, with none lost to subnormals or saturation
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 seesaw kernel is for sm_90")
+    problem = DecodeProblem(
+        batch=3, s_q=1, h_q=128, seqlen=0, seqlens=(777, 64, 2000), page_size=64,
+        dtype="bf16", kv_dtype="fp8_e4m3",
+    )  # fmt: skip
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    inputs["q"].mul_(magnitude)
+    inputs["q"][:, :, 7] = 0
+    inputs["softmax_scale"] = inputs["softmax_scale"] / magnitude
+    got = mla_decode(**inputs, config=DecodeConfig(64, 64, 8, 1, 1), out=kit.poisoned_out(inputs))
+    _assert_close_fp8(inputs, got, seed, SPLIT_Q_REL_L2)
+
+
+@pytest.mark.gpu
+def test_split_q_seesaw_is_bitwise_repeatable(seed: int, kit: Kit):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 seesaw kernel is for sm_90")
+    problem = DecodeProblem(
+        batch=64, s_q=2, h_q=128, seqlen=4000, page_size=64, dtype="bf16",
+        kv_dtype="fp8_e4m3", causal=True,
+    )  # fmt: skip
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    config = DecodeConfig(64, 64, 8, 1, num_kv_splits=1)
+    differing = kit.launches_differing(inputs, config, "many_heads_fp8_seesaw")
+    assert differing == 0, f"{differing} of 300 launches differ from the first"
+
+
+@pytest.mark.gpu
+def test_flash_mla_fp8_cache_with_bf16_q_at_128_heads_runs_the_split_q_seesaw_on_gpu(
+    seed: int, kit: Kit
+):
+    # FlashMLA's call with an fp8 cache and a bf16 q (descale_k only), default config
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the fp8 seesaw kernel is for sm_90")
+    from mlafleet.kernels.flash_mla_compat import get_mla_metadata
+
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    problem = DecodeProblem(
+        batch=4, s_q=1, h_q=128, seqlen=0, seqlens=(4096, 77, 1, 2048), page_size=64,
+        dtype="bf16", kv_dtype="fp8_e4m3",
+    )  # fmt: skip
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    sched_meta, _ = get_mla_metadata()
+    out, lse = flash_mla_with_kvcache(
+        inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
+        inputs["head_dim_v"], sched_meta, None, softmax_scale=inputs["softmax_scale"],
+        descale_k=inputs["kv_scale"],
+    )  # fmt: skip
+    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
+    _assert_close_fp8(inputs, (out, lse), seed, SPLIT_Q_REL_L2)

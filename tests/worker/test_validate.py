@@ -101,7 +101,14 @@ def test_an_fp8_q_has_its_own_tolerance_and_error_floor() -> None:
     assert tolerance_key(fp8_q) == "fp8_e4m3_qkv"
     assert tolerance_key(fp8_kv) == "bf16"
     assert tolerance_for("fp8_e4m3_qkv") == (8e-2, 8e-2)
-    assert (error_floor(fp8_q), error_floor(fp8_kv)) == (3e-2, 0.0)
+    assert (error_floor(fp8_q), error_floor(fp8_kv)) == (3e-2, 5e-3)
+    assert error_floor(replace(fp8_kv, kv_dtype=None)) == 0.0  # bf16: the 4x rule alone
+    # an fp8 cache with a bf16 q: the fp8 seesaw (fp8 scores, 2e-3) against the 16-bit-scores
+    # kernel (5e-4) at 128 heads on the H200: both are what an fp8 cache asks for
+    lockstep = make_trial(median_us=504.0, rel_l2=5e-4, config={"c": 1})
+    split_q = make_trial(median_us=311.0, rel_l2=2.1e-3, config={"c": 2})
+    assert winner([lockstep, split_q]).config == {"c": 1}  # type: ignore[union-attr]
+    assert winner([lockstep, split_q], floor=error_floor(fp8_kv)).config == {"c": 2}  # type: ignore[union-attr]
     # fp8 tensor cores (1.5e-2) against a dequantised q (3e-3): both are what an fp8 q asks for
     dequantised = make_trial(median_us=40.0, rel_l2=3e-3, config={"c": 1})
     tensor_cores = make_trial(median_us=25.0, rel_l2=1.5e-2, config={"c": 2})
