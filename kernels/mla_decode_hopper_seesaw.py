@@ -275,6 +275,17 @@ def _load_q(q_half_desc, q_pe_desc, q_l, q_r, q_pe, q_bar, pid_b, s0, h0, S_Q, H
 
 
 @gluon.jit
+def _exp2_scaled(s, scale_log2, m, PER_ROW: gl.constexpr):
+    """``exp2(s * scale_log2 - m)`` by row (one FFMA a score): ``scale_log2`` a scalar, or a
+    row vector with ``PER_ROW``."""
+    if PER_ROW:
+        p = gl.exp2(s * scale_log2[:, None] - m[:, None])
+    else:
+        p = gl.exp2(s * scale_log2 - m[:, None])
+    return p
+
+
+@gluon.jit
 def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s, PER_ROW: gl.constexpr = False):
     """Warpgroup 0's softmax of tile a (scores ``s``, unscaled, masked: ``_masked``) against
     the running max ``m_i`` of the previous pair; publishes ``m_a`` and ``scale0`` to
@@ -283,10 +294,7 @@ def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s, PER_ROW: gl.constexpr = Fals
     row vector, not a scalar.)"""
     m_a = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
     scale0 = gl.exp2(m_i - m_a)
-    if PER_ROW:
-        p = gl.exp2(s * scale_log2[:, None] - m_a[:, None])
-    else:
-        p = gl.exp2(s * scale_log2 - m_a[:, None])
+    p = _exp2_scaled(s, scale_log2, m_a, PER_ROW)
     l_i = l_i * scale0 + gl.sum(p, axis=1)
     m_s.store(m_a)
     sc0_s.store(scale0)
@@ -301,10 +309,7 @@ def _softmax_b(s, m_a, scale_log2, m_s, sc1_s, PER_ROW: gl.constexpr = False):
     ``_softmax_a``'s)."""
     m_b = gl.maximum(m_a, gl.max(s, axis=1) * scale_log2)
     scale1 = gl.exp2(m_a - m_b)
-    if PER_ROW:
-        p = gl.exp2(s * scale_log2[:, None] - m_b[:, None])
-    else:
-        p = gl.exp2(s * scale_log2 - m_b[:, None])
+    p = _exp2_scaled(s, scale_log2, m_b, PER_ROW)
     m_s.store(m_b)
     sc1_s.store(scale1)
     _named_barrier(SCALE1_ARRIVE)

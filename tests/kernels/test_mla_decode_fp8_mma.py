@@ -240,26 +240,44 @@ def test_fp8_mma_kernel_full_size_and_with_a_plan_on_gpu(seed: int, kit: Kit):
         _assert_close_fp8(inputs, got, seed + 1 + layer)
 
 
-# ---- GPU (sm_90): the fp8 seesaw kernel (64+ heads) ---------------------------------------
+# ---- GPU (sm_90): the fp8 seesaw kernel (64+ heads), fp8 q or a 16-bit q split in two terms -
 
 FP8_SEESAW_REL_L2 = 5e-3
 """q is fp8 in the reference too (dequantised); what is left: the fp8 tensor core's score
 accumulation and p in fp16 (3.6e-4 to 5.4e-4 measured on the H200, fifteenth session)."""
+SPLIT_Q_REL_L2 = 5e-3
+"""The 16-bit q itself is exact in its two fp8 terms (a bf16 value's residual after rounding to
+e4m3 has at most 4 significant bits); what is left is the fp8 tensor core's score
+accumulation, about one more bf16 rounding of q (H200, sixteenth session: 4e-4 to 2e-3
+relative L2 against the reference's exact q)."""
+
+
+def _seesaw_inputs(problem: DecodeProblem, q: str, seed: int) -> tuple[dict[str, Any], float]:
+    """CUDA inputs of ``problem`` (an fp8 cache) with q in ``q`` (``fp8``: with its scale;
+    ``bf16`` / ``fp16``: the kernel splits it) and the relative L2 bound that q allows."""
+    if q == "fp8":
+        return _fp8_inputs(problem, "cuda", seed), FP8_SEESAW_REL_L2
+    return make_decode_inputs(replace(problem, dtype=q), device="cuda", seed=seed), SPLIT_Q_REL_L2
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("h_q", "splits", "s_q", "page_size"),
+    ("h_q", "splits", "s_q", "page_size", "q"),
     [
-        (64, 1, 1, 64),
-        (128, 4, 1, 128),
-        (128, 64, 2, 256),  # empty splits, causal
-        (64, 3, 1, 64),
-        (256, 2, 2, 64),
+        (64, 1, 1, 64, "fp8"),
+        (128, 4, 1, 128, "fp8"),
+        (128, 64, 2, 256, "fp8"),  # empty splits, causal
+        (64, 3, 1, 64, "fp8"),
+        (256, 2, 2, 64, "fp8"),
+        (64, 1, 1, 64, "bf16"),
+        (128, 4, 1, 128, "bf16"),
+        (128, 64, 2, 256, "bf16"),
+        (64, 3, 1, 64, "fp16"),
+        (256, 2, 2, 64, "fp16"),
     ],
 )
 def test_fp8_seesaw_kernel_on_gpu(
-    h_q: int, splits: int, s_q: int, page_size: int, seed: int, kit: Kit
+    h_q: int, splits: int, s_q: int, page_size: int, q: str, seed: int, kit: Kit
 ):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the fp8 seesaw kernel is for sm_90")
@@ -268,88 +286,11 @@ def test_fp8_seesaw_kernel_on_gpu(
         batch=5, s_q=s_q, h_q=h_q, seqlen=0, seqlens=(1000, 63, 129, 0, 1),
         page_size=page_size, dtype="bf16", kv_dtype="fp8_e4m3", causal=s_q > 1,
     )  # fmt: skip
-    inputs = _fp8_inputs(problem, "cuda", seed)
+    inputs, bound = _seesaw_inputs(problem, q, seed)
     config = DecodeConfig(64, 64, 8, 1, splits)
     got = mla_decode(**inputs, config=config, out=kit.poisoned_out(inputs))
     assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    _assert_close_fp8(inputs, got, seed, FP8_SEESAW_REL_L2)
-
-
-@pytest.mark.gpu
-def test_fp8_seesaw_kernel_is_bitwise_repeatable(seed: int, kit: Kit):
-    # as the 16-bit seesaw's test (test_mla_decode.py): hand-offs read too early would show as
-    # launches that differ
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the fp8 seesaw kernel is for sm_90")
-    problem = DecodeProblem(
-        batch=64, s_q=2, h_q=128, seqlen=4000, page_size=64, dtype="bf16",
-        kv_dtype="fp8_e4m3", causal=True,
-    )  # fmt: skip
-    inputs = _fp8_inputs(problem, "cuda", seed)
-    config = DecodeConfig(64, 64, 8, 1, num_kv_splits=1)
-    differing = kit.launches_differing(inputs, config, "many_heads_fp8_seesaw")
-    assert differing == 0, f"{differing} of 300 launches differ from the first"
-
-
-@pytest.mark.gpu
-def test_flash_mla_fp8_interface_at_128_heads_runs_the_fp8_seesaw_on_gpu(seed: int, kit: Kit):
-    # FlashMLA's fp8 call (descale_q, descale_k) with DeepSeek's 128 heads and its scheduler
-    # metadata, left to the default config: the fp8 seesaw, as fast as the bf16 kernel
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the fp8 seesaw kernel is for sm_90")
-    from mlafleet.kernels.flash_mla_compat import get_mla_metadata
-
-    module = importlib.import_module("mlafleet.kernels.mla_decode")
-    problem = DecodeProblem(
-        batch=4, s_q=1, h_q=128, seqlen=0, seqlens=(4096, 77, 1, 2048), page_size=64,
-        dtype="bf16", kv_dtype="fp8_e4m3",
-    )  # fmt: skip
-    inputs = _fp8_inputs(problem, "cuda", seed)
-    sched_meta, _ = get_mla_metadata()
-    out, lse = flash_mla_with_kvcache(
-        inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
-        inputs["head_dim_v"], sched_meta, None, softmax_scale=inputs["softmax_scale"],
-        descale_q=inputs["q_scale"], descale_k=inputs["kv_scale"],
-    )  # fmt: skip
-    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    _assert_close_fp8(inputs, (out, lse), seed, FP8_SEESAW_REL_L2)
-
-
-# ---- GPU (sm_90): the fp8 seesaw with a 16-bit q (split in two fp8 terms) ------------------
-
-SPLIT_Q_REL_L2 = 5e-3
-"""The 16-bit q itself is exact in its two fp8 terms (a bf16 value's residual after rounding to
-e4m3 has at most 4 significant bits); what is left is the fp8 tensor core's score
-accumulation, about one more bf16 rounding of q (H200, sixteenth session: 4e-4 to 2e-3
-relative L2 against the reference's exact q)."""
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize(
-    ("h_q", "splits", "s_q", "page_size", "dtype"),
-    [
-        (64, 1, 1, 64, "bf16"),
-        (128, 4, 1, 128, "bf16"),
-        (128, 64, 2, 256, "bf16"),  # empty splits, causal
-        (64, 3, 1, 64, "fp16"),
-        (256, 2, 2, 64, "fp16"),
-    ],
-)
-def test_fp8_seesaw_with_a_16_bit_q_on_gpu(
-    h_q: int, splits: int, s_q: int, page_size: int, dtype: str, seed: int, kit: Kit
-):
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the fp8 seesaw kernel is for sm_90")
-    module = importlib.import_module("mlafleet.kernels.mla_decode")
-    problem = DecodeProblem(
-        batch=5, s_q=s_q, h_q=h_q, seqlen=0, seqlens=(1000, 63, 129, 0, 1),
-        page_size=page_size, dtype=dtype, kv_dtype="fp8_e4m3", causal=s_q > 1,
-    )  # fmt: skip
-    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
-    config = DecodeConfig(64, 64, 8, 1, splits)
-    got = mla_decode(**inputs, config=config, out=kit.poisoned_out(inputs))
-    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    _assert_close_fp8(inputs, got, seed, SPLIT_Q_REL_L2)
+    _assert_close_fp8(inputs, got, seed, bound)
 
 
 @pytest.mark.gpu
@@ -373,24 +314,28 @@ def test_split_q_scales_each_row_on_gpu(magnitude: float, seed: int, kit: Kit):
 
 
 @pytest.mark.gpu
-def test_split_q_seesaw_is_bitwise_repeatable(seed: int, kit: Kit):
+@pytest.mark.parametrize("q", ["fp8", "bf16"])
+def test_fp8_seesaw_kernel_is_bitwise_repeatable(q: str, seed: int, kit: Kit):
+    # as the 16-bit seesaw's test (test_mla_decode.py): hand-offs read too early would show as
+    # launches that differ
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the fp8 seesaw kernel is for sm_90")
     problem = DecodeProblem(
         batch=64, s_q=2, h_q=128, seqlen=4000, page_size=64, dtype="bf16",
         kv_dtype="fp8_e4m3", causal=True,
     )  # fmt: skip
-    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    inputs, _ = _seesaw_inputs(problem, q, seed)
     config = DecodeConfig(64, 64, 8, 1, num_kv_splits=1)
     differing = kit.launches_differing(inputs, config, "many_heads_fp8_seesaw")
     assert differing == 0, f"{differing} of 300 launches differ from the first"
 
 
 @pytest.mark.gpu
-def test_flash_mla_fp8_cache_with_bf16_q_at_128_heads_runs_the_split_q_seesaw_on_gpu(
-    seed: int, kit: Kit
-):
-    # FlashMLA's call with an fp8 cache and a bf16 q (descale_k only), default config
+@pytest.mark.parametrize("q", ["fp8", "bf16"])
+def test_flash_mla_fp8_cache_at_128_heads_runs_the_fp8_seesaw_on_gpu(q: str, seed: int, kit: Kit):
+    # FlashMLA's call over an fp8 cache (descale_k; with an fp8 q descale_q too) with
+    # DeepSeek's 128 heads and its scheduler metadata, left to the default config: the fp8
+    # seesaw (a bf16 q split in two fp8 terms)
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the fp8 seesaw kernel is for sm_90")
     from mlafleet.kernels.flash_mla_compat import get_mla_metadata
@@ -400,12 +345,12 @@ def test_flash_mla_fp8_cache_with_bf16_q_at_128_heads_runs_the_split_q_seesaw_on
         batch=4, s_q=1, h_q=128, seqlen=0, seqlens=(4096, 77, 1, 2048), page_size=64,
         dtype="bf16", kv_dtype="fp8_e4m3",
     )  # fmt: skip
-    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    inputs, bound = _seesaw_inputs(problem, q, seed)
     sched_meta, _ = get_mla_metadata()
     out, lse = flash_mla_with_kvcache(
         inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"],
         inputs["head_dim_v"], sched_meta, None, softmax_scale=inputs["softmax_scale"],
-        descale_k=inputs["kv_scale"],
+        descale_q=inputs.get("q_scale"), descale_k=inputs["kv_scale"],
     )  # fmt: skip
     assert module.LAST_COMPILED["decode_kernel"] == "many_heads_fp8_seesaw"
-    _assert_close_fp8(inputs, (out, lse), seed, SPLIT_Q_REL_L2)
+    _assert_close_fp8(inputs, (out, lse), seed, bound)
