@@ -30,9 +30,16 @@ is the last to read, as soon as it is done with them.
 Shared memory: q 72 KB (its rope part is read into registers once and the buffer then holds
 warpgroup 1's ``p_b``), two slots of 72 KB, ``p_a`` 8 KB, row vectors: 225 KB of 227.
 
-KV splits (with several splits and sequences): sized from the whole batch's work, so long
-sequences get more splits than short ones (``_program``; empty splits of the
-grid write only their lse).
+Work items: a row block's (sequence, KV split) pairs. With several splits and sequences the
+splits are sized from the whole batch's work, so long sequences get more splits than short
+ones (``_per_split``; empty splits write only their lse), and every item has its program (one
+wave). Otherwise, with more items than a row block's programs fit the GPU at once (128 x 128
+heads: 128 items, 66 programs a row block), the grid is persistent (``PERSISTENT``): each
+program takes every ``WAVE``-th item, and its current item's last pair already brings in the
+next item's q (latent halves once both warpgroups' last scores are done; the rope part, on its
+own barrier, once ``p_b`` has left its buffer) and first two tiles, and runs that item's first
+scores, so the next item starts with its pipeline full (``_pick``: where a tile of the
+program's stream lives). Slot phases and q's parity run on across items.
 
 Scope (``seesaw_decode_eligible``): the shapes of ``mla_decode_hopper`` (sm_90, 512 + 64 dims,
 one KV head, 64+ heads per KV head, pages of whole 64-token tiles) with a 16-bit cache.
@@ -63,7 +70,7 @@ BLOCK_Q = 64
 BLOCK_N = 64
 HALF = 256  # latent columns a warpgroup's output (and a column block of a slot) spans
 BALANCE_SPLITS = True
-"""Size the KV splits from the whole batch's work (``_program``)."""
+"""Size the KV splits from the whole batch's work (``_per_split``)."""
 KNOBS = (BLOCK_Q, BLOCK_N, 8, 1)
 """The config that runs this kernel: ``64 x 64, 8 warps``; "1 stage": each warpgroup owns one
 slot (the other holds the other warpgroup's tile)."""
@@ -106,6 +113,7 @@ def _named_barrier(asm: gl.constexpr):
 BQ = gl.constexpr(BLOCK_Q)
 BN = gl.constexpr(BLOCK_N)
 DH = gl.constexpr(HALF)
+DPE = gl.constexpr(64)  # rope columns
 
 # register layouts of both warpgroups: the score tile [64, 64] and the output half [64, 256] as
 # wgmma accumulators (4 warps along the rows), their A operands in registers (q's rope part, p),
@@ -124,23 +132,14 @@ ROW_O = gl.constexpr(gl.SliceLayout(1, O_LAYOUT))  # a row vector of the output 
 
 
 @gluon.jit
-def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE,
-             CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
-    """This program's batch, first query token and head, KV split ``[start_n, end_n)``, its
-    count of 64-token tiles and its block-table row: ``(pid_b, s0, h0, start_n, end_n,
-    num_tiles, bt_row)``.
-
-    ``BALANCE``: splits sized from the whole batch's work, not per sequence: every program
-    sums the batch's tiles and takes ``T = total / (WAVE - BATCH)`` tiles a split (at least 4),
-    where ``WAVE`` is the programs of one KV split that fit the GPU at once; a sequence then
-    gets ``cdiv(tiles, T)`` splits (at most ``NUM_SPLITS``; the grid's other splits of it are
-    empty). So with lengths of 1K..8K the long sequences get more splits than the short ones
-    and the programs do about equal work (``sum over b of cdiv(tiles_b, T) <= WAVE``: one
-    wave). Without it: ``NUM_SPLITS`` equal splits per sequence (``_split_range``).
-    """
-    pid_b = gl.program_id(2)
-    row0 = gl.program_id(0) * BQ
-    s0 = row0 // H
+def _per_split(seqlens_ptr, BATCH, WAVE, BALANCE: gl.constexpr):
+    """Tiles a balanced split takes (``BALANCE``; 0 without): every program sums the batch's
+    tiles and takes ``T = total / (WAVE - BATCH)`` (at least 4), where ``WAVE`` is the programs
+    of one row block that fit the GPU at once; a sequence then gets ``cdiv(tiles, T)`` splits
+    (at most ``NUM_SPLITS``; its other split slots are empty). So with lengths of 1K..8K the
+    long sequences get more splits than the short ones and the programs do about equal work
+    (``sum over b of cdiv(tiles_b, T) <= WAVE``: one wave)."""
+    per_split = 0
     if BALANCE:
         layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
         offs = gl.arange(0, 128, layout=layout)
@@ -149,13 +148,70 @@ def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATC
             lens = gl.load(seqlens_ptr + c + offs, mask=c + offs < BATCH, other=0)
             total += gl.sum((lens + BN - 1) // BN, axis=0)
         per_split = gl.maximum(gl.cdiv(total, gl.maximum(WAVE - BATCH, 1)), 4)
+    return per_split
+
+
+@gluon.jit
+def _split_of(pid_b, split, per_split, seqlens_ptr, s0, S_Q, NUM_SPLITS, CAUSAL: gl.constexpr,
+              BALANCE: gl.constexpr):  # fmt: skip
+    """Split ``split`` of sequence ``pid_b``: ``(start_n, end_n, num_tiles)``, balanced
+    (``_per_split``) or one of ``NUM_SPLITS`` equal ones (``_split_range``)."""
+    if BALANCE:
         seqlen = gl.load(seqlens_ptr + pid_b)
         split_len = gl.maximum(per_split, gl.cdiv(gl.cdiv(seqlen, BN), NUM_SPLITS)) * BN
-        start_n, end_n, num_tiles = _range_of_split(seqlen, split_len, gl.program_id(1), s0, S_Q,
-                                                    BN, CAUSAL)  # fmt: skip
+        start_n, end_n, num_tiles = _range_of_split(seqlen, split_len, split, s0, S_Q, BN,
+                                                    CAUSAL)  # fmt: skip
     else:
-        start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, gl.program_id(1), s0, S_Q,
+        start_n, end_n, num_tiles = _split_range(seqlens_ptr, pid_b, split, s0, S_Q,
                                                  NUM_SPLITS, BN, CAUSAL)  # fmt: skip
+    return start_n, end_n, num_tiles
+
+
+@gluon.jit
+def _item(item, per_split, seqlens_ptr, block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS,
+          BATCH, CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
+    """Work item ``item`` of a row block: split ``item % NUM_SPLITS`` of sequence ``item //
+    NUM_SPLITS``. Returns ``(pid_b, split, start_n, end_n, num_tiles, bt_row)``: the KV split
+    ``[start_n, end_n)`` (``_split_of``), its count of 64-token tiles (0 past the last item)
+    and its block-table row."""
+    pid_b = gl.minimum(item // NUM_SPLITS, BATCH - 1)
+    split = item % NUM_SPLITS
+    start_n, end_n, num_tiles = _split_of(pid_b, split, per_split, seqlens_ptr, s0, S_Q,
+                                          NUM_SPLITS, CAUSAL, BALANCE)  # fmt: skip
+    num_tiles = gl.where(item < BATCH * NUM_SPLITS, num_tiles, 0)
+    return pid_b, split, start_n, end_n, num_tiles, block_table_ptr + pid_b * stride_bt_b
+
+
+@gluon.jit
+def _first_item(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE,
+                CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
+    """A program's row block (first query token ``s0``, head ``h0``), balanced split size
+    (``_per_split``), first item and that item (``_item``): ``(s0, h0, per_split, first,
+    pid_b, split, start_n, end_n, num_tiles, bt_row)``. The grid is (row blocks, splits,
+    sequences), one item a program, or (row blocks, programs, 1), persistent."""
+    row0 = gl.program_id(0) * BQ
+    s0 = row0 // H
+    per_split = _per_split(seqlens_ptr, BATCH, WAVE, BALANCE)
+    first = gl.program_id(2) * gl.num_programs(1) + gl.program_id(1)
+    pid_b, split, start_n, end_n, num_tiles, bt_row = _item(
+        first, per_split, seqlens_ptr, block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH,
+        CAUSAL, BALANCE,
+    )  # fmt: skip
+    return s0, row0 % H, per_split, first, pid_b, split, start_n, end_n, num_tiles, bt_row
+
+
+@gluon.jit
+def _program(seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE,
+             CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
+    """A program of one item (the fp8 seesaw kernel's grid: row block, split, sequence): its
+    batch, first query token and head, KV split ``[start_n, end_n)``, its count of 64-token
+    tiles and its block-table row: ``(pid_b, s0, h0, start_n, end_n, num_tiles, bt_row)``."""
+    pid_b = gl.program_id(2)
+    row0 = gl.program_id(0) * BQ
+    s0 = row0 // H
+    per_split = _per_split(seqlens_ptr, BATCH, WAVE, BALANCE)
+    start_n, end_n, num_tiles = _split_of(pid_b, gl.program_id(1), per_split, seqlens_ptr, s0,
+                                          S_Q, NUM_SPLITS, CAUSAL, BALANCE)  # fmt: skip
     return pid_b, s0, row0 % H, start_n, end_n, num_tiles, block_table_ptr + pid_b * stride_bt_b
 
 
@@ -235,26 +291,31 @@ def _masked(s, tile_n, end_n):
 
 
 @gluon.jit
-def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, write, out_scale, W: gl.constexpr):  # fmt: skip
+def _store_half(acc, l_own, l_s, o_ptr, pid_b, split, s0, h0, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, write, has_work, out_scale,
+                W: gl.constexpr):  # fmt: skip
     """Add the other warpgroup's row sum, normalise (times ``out_scale``: an fp8 cache's
-    scale) and store output columns ``256 W ..`` if ``write`` (an empty split of a split grid
-    skips it: the combine reads only its lse); returns ``(l_safe, empty)``: the total row sum
-    (1 where no key was seen) and those rows."""
+    scale) and store output columns ``256 W ..`` of split ``split`` of sequence ``pid_b`` if
+    ``write`` (an empty split of a split grid skips it: the combine reads only its lse);
+    returns ``(l_safe, empty)``: the total row sum (1 where no key was seen) and those rows.
+    An item without tiles (``has_work`` False) has no sums to exchange: its warpgroups skip
+    the hand-off, which a persistent program's next item could otherwise overwrite before the
+    other warpgroup has read it."""
     BQ: gl.constexpr = acc.shape[0]
     DH: gl.constexpr = acc.shape[1]
     o_layout: gl.constexpr = acc.type.layout
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
-    l_s.slice(W * BQ, BQ).store(l_own)
-    _named_barrier(SUMS_SYNC)
-    l_tot = l_own + l_s.slice((1 - W) * BQ, BQ).load(l_own.type.layout)
+    l_tot = l_own
+    if has_work:
+        l_s.slice(W * BQ, BQ).store(l_own)
+        _named_barrier(SUMS_SYNC)
+        l_tot = l_own + l_s.slice((1 - W) * BQ, BQ).load(l_own.type.layout)
     empty = l_tot == 0.0
     l_safe = gl.where(empty, 1.0, l_tot)
     acc = acc * gl.convert_layout(out_scale / l_safe, row_o)[:, None]
     offs_r = gl.arange(0, BQ, layout=row_o)
     offs_d = W * DH + gl.arange(0, DH, layout=gl.SliceLayout(0, o_layout))
-    o_base = (o_ptr + gl.program_id(2) * stride_o_b + s0 * stride_o_s
-              + gl.program_id(1) * stride_o_split)  # fmt: skip
+    o_base = o_ptr + pid_b * stride_o_b + s0 * stride_o_s + split * stride_o_split
     if write:  # a branch, not a store mask: the stores stay 8 bytes wide
         gl.store(o_base + (h0 + offs_r)[:, None] * stride_o_h + offs_d[None, :],
                  acc.to(o_ptr.dtype.element_ty))  # fmt: skip
@@ -262,15 +323,38 @@ def _store_half(acc, l_own, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o
 
 
 @gluon.jit
+def _copy_q_lat(q_half_desc, q_l, q_r, bar, q_row, pred):
+    """The TMA copies of q's latent halves (rows ``q_row`` ..) into ``q_l``, ``q_r``."""
+    DH: gl.constexpr = q_half_desc.block_type.shape[1]
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], bar, q_l, pred=pred)
+    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], bar, q_r, pred=pred)
+
+
+@gluon.jit
+def _load_q_lat(q_half_desc, q_l, q_r, q_bar, q_row, pred):
+    """Start the copies of the row block's q latent halves (if ``pred``), on ``q_bar``."""
+    mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes, pred=pred)
+    _copy_q_lat(q_half_desc, q_l, q_r, q_bar, q_row, pred)
+
+
+@gluon.jit
+def _load_q_pe(q_pe_desc, q_pe, qpe_bar, q_row, pred):
+    """Start the copy of the row block's q rope part into ``q_pe`` (if ``pred``), on its own
+    barrier: it comes in later than the latent halves, once ``p_b`` has left the buffer."""
+    mbarrier.expect(qpe_bar, q_pe_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], qpe_bar, q_pe, pred=pred)
+
+
+@gluon.jit
 def _load_q(q_half_desc, q_pe_desc, q_l, q_r, q_pe, q_bar, pid_b, s0, h0, S_Q, H, has_work):
-    """Start the copies of the row block's q: its two latent halves (into ``q_l``, ``q_r``)
-    and its rope part (an empty split of a balanced grid, ``has_work`` False, copies none)."""
+    """Start the copies of the row block's whole q on one barrier (the fp8 seesaw kernel's):
+    its two latent halves (into ``q_l``, ``q_r``) and its rope part (an empty split of a
+    balanced grid, ``has_work`` False, copies none)."""
     DH: gl.constexpr = q_half_desc.block_type.shape[1]
     q_row = (pid_b * S_Q + s0) * H + h0
     mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
                     pred=has_work)  # fmt: skip
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, 0], q_bar, q_l, pred=has_work)
-    tma.async_copy_global_to_shared(q_half_desc, [q_row, DH], q_bar, q_r, pred=has_work)
+    _copy_q_lat(q_half_desc, q_l, q_r, q_bar, q_row, has_work)
     tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
 
 
@@ -317,180 +401,327 @@ def _softmax_b(s, m_a, scale_log2, m_s, sc1_s, PER_ROW: gl.constexpr = False):
 
 
 @gluon.jit
-def _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, s0, h0, stride_o_b, stride_o_s,
-                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, write, out_scale):  # fmt: skip
-    """Warpgroup 0's end: its output half (``_store_half``) and the row block's lse."""
+def _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, v_a):
+    """Warpgroup 1's step for a lone last tile a (no tile b: the max stays ``m_a``): publish
+    ``scale1`` = 1, rescale by ``scale0`` and add ``p_a @ v_a`` (its right half, ``v_a``) once
+    warpgroup 0 has published ``p_a``. Returns ``(acc, l_i)``."""
     BQ: gl.constexpr = acc.shape[0]
-    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s,
-                                stride_o_h, stride_o_split, write, out_scale, 0)  # fmt: skip
+    sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=l_i.type.layout))
+    _named_barrier(SCALE1_ARRIVE)
+    l_i = l_i * scale0
+    acc = acc * gl.convert_layout(scale0, gl.SliceLayout(1, acc.type.layout))[:, None]
+    _named_barrier(P0_SYNC)
+    acc_f = hopper.warpgroup_mma(p0_s, v_a, acc, is_async=True)
+    acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+    return acc, l_i
+
+
+@gluon.jit
+def _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, split, s0, h0, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                stride_lse_h, stride_lse_split, write, has_work, out_scale):  # fmt: skip
+    """Warpgroup 0's end of an item: its output half (``_store_half``) and the row block's
+    lse."""
+    BQ: gl.constexpr = acc.shape[0]
+    l_safe, empty = _store_half(acc, l_i, l_s, o_ptr, pid_b, split, s0, h0, stride_o_b,
+                                stride_o_s, stride_o_h, stride_o_split, write, has_work,
+                                out_scale, 0)  # fmt: skip
     lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
     offs_l = gl.arange(0, BQ, layout=m_i.type.layout)
     lse_base = (lse_ptr + pid_b * stride_lse_b + s0 * stride_lse_s
-                + gl.program_id(1) * stride_lse_split)  # fmt: skip
+                + split * stride_lse_split)  # fmt: skip
     gl.store(lse_base + (h0 + offs_l) * stride_lse_h, lse)
 
 
 @gluon.jit
-def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-         ready_r, q_half_desc, q_pe_desc,
-         kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b,
-         stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
-         stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE,
-         PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr):  # fmt: skip
-    """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies."""
-    dtype: gl.constexpr = q_lat.dtype
-    pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
-        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
-        BALANCE,
-    )  # fmt: skip
-
-    # q, and the left halves of tiles 0 and 1
-    _load_q(q_half_desc, q_pe_desc, q_lat.index(0), q_lat.index(1), q_pe, q_bar, pid_b, s0, h0,
-            S_Q, H, num_tiles > 0)  # fmt: skip
-    _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, num_tiles > 0, PAGE_SIZE)
-    _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1, PAGE_SIZE)
-
-    acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
-    l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
-    m_i = gl.full([BQ], float("-inf"), gl.float32, layout=ROW_S)
-    mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
-    q_pe_op = q_pe.load(Q_OP_LAYOUT)  # the buffer then holds warpgroup 1's p
-    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
-    if num_tiles > 0:
-        _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, 0, end_n - start_n, TILE_LAYOUT)
-        s = _scores_left(s, q_lat, kv_l, ready_l, 0, 0)
-        s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 0, 0)
-        s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
-
-    num_pairs = gl.cdiv(num_tiles, 2)
-    for i in range(num_pairs):
-        a = 2 * i
-        tile_n = start_n + a * BN
-        s = _masked(s, tile_n, end_n)
-        p, scale0, l_i = _softmax_a(s, m_i, l_i, qk_scale_log2, m_s, sc0_s)
-        # o_L = o_L * scale0 + p_a @ v_a[L], then tile a + 2's left half may come in
-        acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
-        acc = hopper.warpgroup_mma(p_op, kv_l.index(_opaque(0)), acc, is_async=True)
-        acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
-        gl.thread_barrier()
-        _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, a + 2, a + 2 < num_tiles,
-                    PAGE_SIZE)  # fmt: skip
-        # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
-        _named_barrier(SCALE1_SYNC)
-        scale1 = sc1_s.load(ROW_S)
-        m_i = m_s.load(ROW_S)
-        p0_s.store((p * scale1[:, None]).to(dtype))
-        fence_async_shared()
-        _named_barrier(P0_ARRIVE)
-        acc = acc * gl.convert_layout(scale1, ROW_O)[:, None]
-        l_i = l_i * scale1
-        if a + 1 < num_tiles:
-            # o_L += p_b @ v_b[L] (p_b from warpgroup 1, in the q rope buffer)
-            _named_barrier(P1_SYNC)
-            acc_f = hopper.warpgroup_mma(q_pe, kv_l.index(_opaque(1)), acc, is_async=True)
-            if a + 2 < num_tiles:
-                # tile a + 2's scores: left columns under p_b @ v_b, then the rest
-                nxt = (i + 1) & 1
-                _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, nxt, end_n - tile_n - 2 * BN,
-                              TILE_LAYOUT)  # fmt: skip
-                s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
-                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), nxt)
-                acc = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[acc_f])
-                gl.thread_barrier()
-                _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, a + 3,
-                            a + 3 < num_tiles, PAGE_SIZE)  # fmt: skip
-                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), nxt)
-                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
-            else:
-                acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
-
-    _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, s0, h0, stride_o_b, stride_o_s,
-                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, (num_tiles > 0) | (NUM_SPLITS == 1), 1.0)  # fmt: skip
+def _item_stride(first, num_items, PERSISTENT: gl.constexpr):
+    """``(step, end)`` of a program's items from ``first``: every ``step``-th one (the grid's
+    programs) in a persistent grid, only ``first`` otherwise."""
+    if PERSISTENT:
+        step = gl.num_programs(1) * gl.num_programs(2)
+        end = num_items
+    else:
+        step = 1
+        end = first + 1
+    return step, end
 
 
 @gluon.jit
-def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-         ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr, qk_scale_log2,
-         stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, S_Q, H, NUM_SPLITS,
-         BATCH, WAVE, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
-         BALANCE: gl.constexpr):  # fmt: skip
-    """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies."""
-    gdc_wait()  # (a partition: before its first global access)
+def _next_item(item, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_ptr,
+               block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH, CAUSAL: gl.constexpr,
+               BALANCE: gl.constexpr, PERSISTENT: gl.constexpr):  # fmt: skip
+    """The program's next item (``_item``), or, without a persistent grid, none: the current
+    one's values with no tiles (so no code for what crosses to a next item is kept)."""
+    if PERSISTENT:
+        nb, nsplit, nstart, nend, ntiles, nbt = _item(
+            item, per_split, seqlens_ptr, block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS,
+            BATCH, CAUSAL, BALANCE,
+        )  # fmt: skip
+    else:
+        nb, nsplit, nstart, nend, ntiles, nbt = pid_b, split, start_n, end_n, 0, bt_row
+    return nb, nsplit, nstart, nend, ntiles, nbt
+
+
+@gluon.jit
+def _pick(tile, num_tiles, pad, bt_row, start_n, nbt, nstart, ntiles, go_on):
+    """Where tile ``tile`` of a program's tile stream is: this item's (``tile < num_tiles``)
+    or, past the item's last pair (``pad``: twice its pairs), the next item's tile ``tile -
+    pad`` (when ``go_on``: its first tiles come in under this item's last pair). Returns
+    ``(bt_row, start_n, tile, pred)`` for ``_issue_left`` / ``_issue_right``."""
+    here = tile < num_tiles
+    t_next = tile - pad
+    pred = here | (go_on & (t_next >= 0) & (t_next < ntiles))
+    if here:
+        bt, start, t = bt_row, start_n, tile
+    else:
+        bt, start, t = nbt, nstart, t_next
+    return bt, start, t, pred
+
+
+@gluon.jit
+def _rope_of_next(q_pe, qpe_bar, phase):
+    """Wait for the next item's q rope part and read it into registers (the score MMA's A
+    operand); the buffer then holds warpgroup 1's ``p_b`` again."""
+    mbarrier.wait(qpe_bar, phase)
+    return q_pe.load(Q_OP_LAYOUT)
+
+
+@gluon.jit
+def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+         ready_l, ready_r, q_half_desc, q_pe_desc,
+         kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b,
+         stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+         stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE,
+         PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
+         PERSISTENT: gl.constexpr):  # fmt: skip
+    """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies,
+    q's copies; item after item (``_mla_decode_seesaw_kernel``)."""
     dtype: gl.constexpr = q_lat.dtype
-    _pid_b, s0, h0, start_n, end_n, num_tiles, bt_row = _program(
+    s0, h0, per_split, first, pid_b, split, start_n, end_n, num_tiles, bt_row = _first_item(
         seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
         BALANCE,
     )  # fmt: skip
-    _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
-                 num_tiles > 0, PAGE_SIZE)  # fmt: skip
-    _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
-                 num_tiles > 1, PAGE_SIZE)  # fmt: skip
-
-    acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
-    l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
-    mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
-    q_pe_op = q_pe.load(Q_OP_LAYOUT)
+    base0 = num_tiles * 0  # slot 0's copies completed before this item
+    q_ph = num_tiles * 0  # parity of this item's q copies
+    ready = num_tiles * 0  # 1: this item's q, first tiles and first scores came in already
+    q_pe_op = gl.zeros([BQ, DPE], dtype, layout=Q_OP_LAYOUT)
     s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
-    if num_tiles > 1:
-        _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, 0, end_n - start_n - BN, TILE_LAYOUT)
-        s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, 1, 0)
-        s = _scores_left(s, q_lat, kv_l, ready_l, 1, 0)
-        s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
-
-    num_pairs = gl.cdiv(num_tiles, 2)
-    for i in range(num_pairs):
-        b = 2 * i + 1
-        tile_n = start_n + b * BN
-        _named_barrier(SCALE0_SYNC)
-        m_a = m_s.load(ROW_S)
-        scale0 = sc0_s.load(ROW_S)
-        if b < num_tiles:
-            s = _masked(s, tile_n, end_n)
-            p, scale1 = _softmax_b(s, m_a, qk_scale_log2, m_s, sc1_s)
-            scale = scale0 * scale1
-            l_i = l_i * scale + gl.sum(p, axis=1)
-            acc = acc * gl.convert_layout(scale, ROW_O)[:, None]
-            # p_b for warpgroup 0 (in the q rope buffer: q's rope part is in registers now)
-            p_b = p.to(dtype)
-            q_pe.store(p_b)
-            fence_async_shared()
-            _named_barrier(P1_ARRIVE)
-            # o_R += p_b @ v_b[R] + (p_a scale1) @ v_a[R]
-            p_op = gl.convert_layout(p_b, P_OP_LAYOUT)
-            acc_f = hopper.warpgroup_mma(p_op, kv_r.index(_opaque(1)), acc, is_async=True)
-            _named_barrier(P0_SYNC)
-            acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc_f, is_async=True)
-            p_op = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[p_op])
-            gl.thread_barrier()
-            _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n,
-                         b + 2, b + 2 < num_tiles, PAGE_SIZE)  # fmt: skip
-            acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
-        else:
-            # a lone last tile a: no tile b, the max stays m_a
-            sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=ROW_S))
-            _named_barrier(SCALE1_ARRIVE)
-            l_i = l_i * scale0
-            acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
-            _named_barrier(P0_SYNC)
-            acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc, is_async=True)
-            acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
-        gl.thread_barrier()
-        _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, b + 1,
-                     b + 1 < num_tiles, PAGE_SIZE)  # fmt: skip
-        if b + 2 < num_tiles:
-            nxt = (i + 1) & 1
-            _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, nxt, end_n - tile_n - 2 * BN,
-                          TILE_LAYOUT)  # fmt: skip
+    step, last_item = _item_stride(first, BATCH * NUM_SPLITS, PERSISTENT)
+    for item in range(first, last_item, step):
+        has_work = num_tiles > 0
+        if ready == 0:
+            # the item's own prologue: q, the left halves of tiles 0 and 1, tile 0's scores
+            q_row = (pid_b * S_Q + s0) * H + h0
+            _load_q_lat(q_half_desc, q_lat.index(0), q_lat.index(1), q_bar, q_row, has_work)
+            _load_q_pe(q_pe_desc, q_pe, qpe_bar, q_row, has_work)
+            _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 0, has_work, PAGE_SIZE)
+            _issue_left(kv_half_desc, kv_l, ready_l, bt_row, start_n, 1, num_tiles > 1,
+                        PAGE_SIZE)  # fmt: skip
+            mbarrier.wait(q_bar, q_ph, pred=has_work)
+            mbarrier.wait(qpe_bar, q_ph, pred=has_work)
+            q_pe_op = q_pe.load(Q_OP_LAYOUT)  # the buffer then holds warpgroup 1's p
             s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
-            s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), nxt)
-            s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), nxt)
-            s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+            if has_work:
+                ph = base0 & 1
+                _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, ph, end_n - start_n, TILE_LAYOUT)
+                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), ph)
+                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), ph)
+                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+        nb, nsplit, nstart, nend, ntiles, nbt = _next_item(
+            item + step, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_ptr,
+            block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH, CAUSAL, BALANCE, PERSISTENT,
+        )  # fmt: skip
+        go_on = has_work & (ntiles > 0)
+        next_q_row = (nb * S_Q + s0) * H + h0
 
-    _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1), 1.0, 1)  # fmt: skip
+        acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
+        l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
+        m_i = gl.full([BQ], float("-inf"), gl.float32, layout=ROW_S)
+        num_pairs = gl.cdiv(num_tiles, 2)
+        pad = 2 * num_pairs
+        for i in range(num_pairs):
+            a = 2 * i
+            cross = go_on & (i == num_pairs - 1)  # the next tile a + 2 is the next item's first
+            tile_n = start_n + a * BN
+            s = _masked(s, tile_n, end_n)
+            p, scale0, l_i = _softmax_a(s, m_i, l_i, qk_scale_log2, m_s, sc0_s)
+            # o_L = o_L * scale0 + p_a @ v_a[L], then tile a + 2's left half may come in
+            acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
+            p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
+            acc = hopper.warpgroup_mma(p_op, kv_l.index(_opaque(0)), acc, is_async=True)
+            acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
+            gl.thread_barrier()
+            bt2, st2, t2, pr2 = _pick(a + 2, num_tiles, pad, bt_row, start_n, nbt, nstart,
+                                      ntiles, go_on)  # fmt: skip
+            _issue_left(kv_half_desc, kv_l, ready_l, bt2, st2, t2, pr2, PAGE_SIZE)
+            # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
+            _named_barrier(SCALE1_SYNC)
+            if cross:  # both warpgroups are done with this item's q: the next one's may come in
+                _load_q_lat(q_half_desc, q_lat.index(0), q_lat.index(1), q_bar, next_q_row, True)
+            scale1 = sc1_s.load(ROW_S)
+            m_i = m_s.load(ROW_S)
+            p0_s.store((p * scale1[:, None]).to(dtype))
+            fence_async_shared()
+            _named_barrier(P0_ARRIVE)
+            acc = acc * gl.convert_layout(scale1, ROW_O)[:, None]
+            l_i = l_i * scale1
+            nxt = (base0 + i + 1) & 1  # slot 0's parity for tile a + 2 (or the next item's 0)
+            bt3, st3, t3, pr3 = _pick(a + 3, num_tiles, pad, bt_row, start_n, nbt, nstart,
+                                      ntiles, go_on)  # fmt: skip
+            valid = gl.where(cross, nend - nstart, end_n - tile_n - 2 * BN)
+            if a + 1 < num_tiles:
+                # o_L += p_b @ v_b[L] (p_b from warpgroup 1, in the q rope buffer)
+                _named_barrier(P1_SYNC)
+                acc_f = hopper.warpgroup_mma(q_pe, kv_l.index(_opaque(1)), acc, is_async=True)
+                if (a + 2 < num_tiles) | cross:
+                    # tile a + 2's scores: left columns under p_b @ v_b, then the rest
+                    if cross:
+                        mbarrier.wait(q_bar, q_ph ^ 1)
+                    _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, nxt, valid, TILE_LAYOUT)
+                    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+                    s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), nxt)
+                    acc = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[acc_f])
+                    gl.thread_barrier()
+                    _issue_left(kv_half_desc, kv_l, ready_l, bt3, st3, t3, pr3, PAGE_SIZE)
+                    if cross:  # p_b @ v_b is done: the buffer may take the next q's rope
+                        _load_q_pe(q_pe_desc, q_pe, qpe_bar, next_q_row, True)
+                        q_pe_op = _rope_of_next(q_pe, qpe_bar, q_ph ^ 1)
+                    s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), nxt)
+                    s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+                else:
+                    acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+            elif cross:
+                # a lone last tile a, then the next item's first tile
+                _load_q_pe(q_pe_desc, q_pe, qpe_bar, next_q_row, True)
+                _issue_left(kv_half_desc, kv_l, ready_l, bt3, st3, t3, pr3, PAGE_SIZE)
+                mbarrier.wait(q_bar, q_ph ^ 1)
+                _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 0, nxt, valid, TILE_LAYOUT)
+                s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), nxt)
+                q_pe_op = _rope_of_next(q_pe, qpe_bar, q_ph ^ 1)
+                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), nxt)
+                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+        _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, split, s0, h0, stride_o_b,
+                    stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                    stride_lse_h, stride_lse_split, has_work | (NUM_SPLITS == 1), has_work,
+                    1.0)  # fmt: skip
+        base0 += num_pairs
+        q_ph = q_ph ^ has_work.to(gl.int32)
+        ready = go_on.to(gl.int32)
+        pid_b, split, start_n, end_n, num_tiles, bt_row = nb, nsplit, nstart, nend, ntiles, nbt
+
+
+@gluon.jit
+def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+         ready_l, ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+         qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, S_Q,
+         H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
+         BALANCE: gl.constexpr, PERSISTENT: gl.constexpr):  # fmt: skip
+    """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies;
+    item after item."""
+    gdc_wait()  # (a partition: before its first global access)
+    dtype: gl.constexpr = q_lat.dtype
+    s0, h0, per_split, first, pid_b, split, start_n, end_n, num_tiles, bt_row = _first_item(
+        seqlens_ptr, block_table_ptr, stride_bt_b, S_Q, H, NUM_SPLITS, BATCH, WAVE, CAUSAL,
+        BALANCE,
+    )  # fmt: skip
+    base1 = num_tiles * 0  # slot 1's copies completed before this item
+    q_ph = num_tiles * 0
+    ready = num_tiles * 0
+    q_pe_op = gl.zeros([BQ, DPE], dtype, layout=Q_OP_LAYOUT)
+    s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+    step, last_item = _item_stride(first, BATCH * NUM_SPLITS, PERSISTENT)
+    for item in range(first, last_item, step):
+        has_work = num_tiles > 0
+        if ready == 0:
+            _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 0,
+                         has_work, PAGE_SIZE)  # fmt: skip
+            _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt_row, start_n, 1,
+                         num_tiles > 1, PAGE_SIZE)  # fmt: skip
+            mbarrier.wait(q_bar, q_ph, pred=has_work)
+            mbarrier.wait(qpe_bar, q_ph, pred=has_work)
+            q_pe_op = q_pe.load(Q_OP_LAYOUT)
+            s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+            if num_tiles > 1:
+                ph = base1 & 1
+                _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, ph, end_n - start_n - BN,
+                              TILE_LAYOUT)  # fmt: skip
+                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), ph)
+                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), ph)
+                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+        nb, nsplit, nstart, nend, ntiles, nbt = _next_item(
+            item + step, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_ptr,
+            block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH, CAUSAL, BALANCE, PERSISTENT,
+        )  # fmt: skip
+        go_on = has_work & (ntiles > 0)
+
+        acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
+        l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
+        num_pairs = gl.cdiv(num_tiles, 2)
+        pad = 2 * num_pairs
+        for i in range(num_pairs):
+            b = 2 * i + 1
+            cross = go_on & (i == num_pairs - 1)  # the next tile b + 2 is the next item's 1
+            tile_n = start_n + b * BN
+            _named_barrier(SCALE0_SYNC)
+            m_a = m_s.load(ROW_S)
+            scale0 = sc0_s.load(ROW_S)
+            if b < num_tiles:
+                s = _masked(s, tile_n, end_n)
+                p, scale1 = _softmax_b(s, m_a, qk_scale_log2, m_s, sc1_s)
+                scale = scale0 * scale1
+                l_i = l_i * scale + gl.sum(p, axis=1)
+                acc = acc * gl.convert_layout(scale, ROW_O)[:, None]
+                # p_b for warpgroup 0 (in the q rope buffer: q's rope part is in registers now)
+                p_b = p.to(dtype)
+                q_pe.store(p_b)
+                fence_async_shared()
+                _named_barrier(P1_ARRIVE)
+                # o_R += p_b @ v_b[R] + (p_a scale1) @ v_a[R]
+                p_op = gl.convert_layout(p_b, P_OP_LAYOUT)
+                acc_f = hopper.warpgroup_mma(p_op, kv_r.index(_opaque(1)), acc, is_async=True)
+                _named_barrier(P0_SYNC)
+                acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc_f, is_async=True)
+                p_op = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[p_op])
+                gl.thread_barrier()
+                bt2, st2, t2, pr2 = _pick(b + 2, num_tiles, pad, bt_row, start_n, nbt, nstart,
+                                          ntiles, go_on)  # fmt: skip
+                _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt2, st2, t2, pr2,
+                             PAGE_SIZE)  # fmt: skip
+                acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+            else:
+                acc, l_i = _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, kv_r.index(_opaque(0)))
+                # (slot 1's right half is free: the next item's tile 1 may come in)
+                bt2, st2, t2, pr2 = _pick(b + 2, num_tiles, pad, bt_row, start_n, nbt, nstart,
+                                          ntiles, go_on)  # fmt: skip
+                _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt2, st2, t2, pr2,
+                             PAGE_SIZE)  # fmt: skip
+            gl.thread_barrier()
+            bt1, st1, t1, pr1 = _pick(b + 1, num_tiles, pad, bt_row, start_n, nbt, nstart,
+                                      ntiles, go_on)  # fmt: skip
+            _issue_right(kv_half_desc, kv_pe_desc, kv_r, kv_pe, ready_r, bt1, st1, t1, pr1,
+                         PAGE_SIZE)  # fmt: skip
+            if (b + 2 < num_tiles) | (cross & (ntiles > 1)):
+                # tile b + 2's scores (the next item's tile 1: with the next q)
+                nxt = gl.where(cross, base1 + num_tiles // 2, base1 + i + 1) & 1
+                valid = gl.where(cross, nend - nstart - BN, end_n - tile_n - 2 * BN)
+                if cross:
+                    mbarrier.wait(q_bar, q_ph ^ 1)
+                    q_pe_op = _rope_of_next(q_pe, qpe_bar, q_ph ^ 1)
+                _zero_if_tail(kv_l, kv_r, ready_l, ready_r, 1, nxt, valid, TILE_LAYOUT)
+                s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
+                s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), nxt)
+                s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), nxt)
+                s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
+
+        _store_half(acc, l_i, l_s, o_ptr, pid_b, split, s0, h0, stride_o_b, stride_o_s,
+                    stride_o_h, stride_o_split, has_work | (NUM_SPLITS == 1), has_work, 1.0,
+                    1)  # fmt: skip
+        base1 += num_tiles // 2
+        q_ph = q_ph ^ has_work.to(gl.int32)
+        ready = go_on.to(gl.int32)
+        pid_b, split, start_n, end_n, num_tiles, bt_row = nb, nsplit, nstart, nend, ntiles, nbt
 
 
 @gluon.jit
@@ -535,6 +766,7 @@ def _mla_decode_seesaw_kernel(
     stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
     BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
     PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
+    PERSISTENT: gl.constexpr,
 ):  # fmt: skip
     gdc_enter(NUM_SPLITS)
     q_lat, q_pe, kv_l, kv_r, kv_pe, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l, ready_r = (
@@ -542,20 +774,25 @@ def _mla_decode_seesaw_kernel(
     )
     # p_a (warpgroup 0 -> 1); warpgroup 1's p_b goes through q's rope buffer
     p0_s = gl.allocate_shared_memory(q_half_desc.dtype, [BQ, BN], q_pe_desc.layout)
+    # q's rope part comes in on its own barrier (q_bar: the latent halves)
+    qpe_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(qpe_bar, count=1)
+    fence_async_shared()
 
     gl.warp_specialize(
         [
             (_wg0, (
-                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-                ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr, seqlens_ptr,
-                o_ptr, lse_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q,
-                H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE)),
+                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+                ready_l, ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr,
+                seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s,
+                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
+                stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE,
+                PERSISTENT)),
             (_wg1, (
-                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l,
-                ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
+                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+                ready_l, ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
                 qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-                S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE)),
+                S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE, PERSISTENT)),
         ],
         [4],
         [240],
@@ -582,18 +819,34 @@ def launch_seesaw_decode(
     """Launch the kernel into ``out`` (final output or split partials).
 
     With several splits and sequences, the splits are sized from the batch's total work
-    (``_program``); ``num_splits`` is then the most one sequence gets.
+    (``_per_split``; ``num_splits`` is then the most one sequence gets) and every (sequence,
+    split) item has its program. Otherwise, with more items than a row block's programs fit
+    the GPU at once (``WAVE``), the grid is persistent: ``WAVE`` programs a row block, each
+    taking every ``WAVE``-th item and loading the next item's q and first tiles under its
+    current item's last pair.
     """
+    programs = persistent_programs(args, num_splits)
     return launch_decode_kernel(
         _mla_decode_seesaw_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
-        num_warps=4, lat_cols=HALF, **seesaw_split_args(args, num_splits),
+        num_warps=4, lat_cols=HALF, programs=programs, PERSISTENT=programs is not None,
+        **seesaw_split_args(args, num_splits),
     )  # fmt: skip
+
+
+def persistent_programs(args: DecodeArgs, num_splits: int) -> int | None:
+    """The programs a row block of a persistent launch has (``WAVE``: as many as fit the GPU
+    at once), or None: one program an item. Persistent when the (sequence, split) items
+    outnumber them and the splits are not balanced (balanced splits fit one wave)."""
+    split_args = seesaw_split_args(args, num_splits)
+    batch, wave = split_args["extra"][:2]
+    persistent = not split_args["BALANCE"] and batch * num_splits > wave
+    return wave if persistent else None
 
 
 def seesaw_split_args(args: DecodeArgs, num_splits: int, *extra: Any) -> dict[str, Any]:
     """The seesaw kernels' split arguments for ``launch_decode_kernel``: ``extra`` = (the
     batch size, ``WAVE``: the programs of one split the GPU holds, then ``extra``) and
-    ``BALANCE`` (splits sized from the batch's total work, ``_program``: with several splits
+    ``BALANCE`` (splits sized from the batch's total work, ``_per_split``: with several splits
     and sequences)."""
     batch, s_q, h_q, _ = args.q.shape
     sm_count = limits_for(args.q.device).sm_count  # (the CPU compile report: the interpreter's)
@@ -604,4 +857,10 @@ def seesaw_split_args(args: DecodeArgs, num_splits: int, *extra: Any) -> dict[st
     }
 
 
-__all__ = ["KNOBS", "launch_seesaw_decode", "seesaw_decode_eligible", "seesaw_split_args"]
+__all__ = [
+    "KNOBS",
+    "launch_seesaw_decode",
+    "persistent_programs",
+    "seesaw_decode_eligible",
+    "seesaw_split_args",
+]

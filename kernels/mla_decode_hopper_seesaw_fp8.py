@@ -82,12 +82,12 @@ from .mla_decode_hopper_seesaw import (
     P_OP_LAYOUT,
     ROW_O,
     SCALE0_SYNC,
-    SCALE1_ARRIVE,
     SCALE1_SYNC,
     _finish_wg0,
     _issue_left,
     _issue_right,
     _load_q,
+    _lone_tile_a,
     _masked,
     _named,
     _named_barrier,
@@ -311,9 +311,11 @@ def _wg0(q_lat, q_pe, q_lo, q_pe_lo, stage_lat, stage_pe, kv_l, kv_r, kv_pe, v_l
             else:
                 acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
 
-    _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, s0, h0, stride_o_b, stride_o_s,
-                stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
-                stride_lse_split, (num_tiles > 0) | (NUM_SPLITS == 1), kv_scale)  # fmt: skip
+    # (one item a program: its row sums always go through the hand-off)
+    _finish_wg0(acc, l_i, m_i, l_s, o_ptr, lse_ptr, pid_b, gl.program_id(1), s0, h0, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
+                stride_lse_h, stride_lse_split, (num_tiles > 0) | (NUM_SPLITS == 1), True,
+                kv_scale)  # fmt: skip
 
 
 @gluon.jit
@@ -396,14 +398,7 @@ def _wg1(q_lat, q_pe, q_lo, q_pe_lo, stage_lat, stage_pe, kv_l, kv_r, kv_pe, v_r
                 acc_f = hopper.warpgroup_mma(p0_s, v_ra, acc_f, is_async=True)
             acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f, p_op])
         else:
-            # a lone last tile a: no tile b, the max stays m_a
-            sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=ROW_S))
-            _named_barrier(SCALE1_ARRIVE)
-            l_i = l_i * scale0
-            acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
-            _named_barrier(P0_SYNC)
-            acc_f = hopper.warpgroup_mma(p0_s, v_ra, acc, is_async=True)
-            acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
+            acc, l_i = _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, v_ra)
         if b + 2 < num_tiles:
             nxt = (i + 1) & 1
             s = gl.zeros([BQ, BN], gl.float32, layout=S_LAYOUT)
@@ -412,8 +407,9 @@ def _wg1(q_lat, q_pe, q_lo, q_pe_lo, stage_lat, stage_pe, kv_l, kv_r, kv_pe, v_r
             s = _scores_l(s, q_lat, q_lo, kv_l, ready_l, _opaque(1), nxt, SPLIT_Q)
             s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
 
-    _store_half(acc, l_i, l_s, o_ptr, s0, h0, stride_o_b, stride_o_s, stride_o_h,
-                stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1), kv_scale, 1)  # fmt: skip
+    _store_half(acc, l_i, l_s, o_ptr, gl.program_id(2), gl.program_id(1), s0, h0, stride_o_b,
+                stride_o_s, stride_o_h, stride_o_split, (num_tiles > 0) | (NUM_SPLITS == 1),
+                True, kv_scale, 1)  # fmt: skip
 
 
 @gluon.jit

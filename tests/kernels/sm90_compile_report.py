@@ -64,13 +64,13 @@ class _Capture:
         return launch
 
 
-def _args(h_q: int, s_q: int, fp8: bool, q_fp8: bool = False) -> DecodeArgs:
+def _args(h_q: int, s_q: int, fp8: bool, q_fp8: bool = False, batch: int = 2) -> DecodeArgs:
     kv_dtype = torch.float8_e4m3fn if fp8 else torch.bfloat16
     return DecodeArgs(
-        q=torch.empty(2, s_q, h_q, 576, dtype=torch.float8_e4m3fn if q_fp8 else torch.bfloat16),
+        q=torch.empty(batch, s_q, h_q, 576, dtype=torch.float8_e4m3fn if q_fp8 else torch.bfloat16),
         kv_cache=torch.empty(8, 64, 1, 576, dtype=kv_dtype),
-        block_table=torch.zeros(2, 4, dtype=torch.int32),
-        cache_seqlens=torch.zeros(2, dtype=torch.int32),
+        block_table=torch.zeros(batch, 4, dtype=torch.int32),
+        cache_seqlens=torch.zeros(batch, dtype=torch.int32),
         kv_scale=torch.ones(1) if fp8 else None,
         out=None,
         head_dim_v=512,
@@ -163,9 +163,19 @@ def _wgmma_serialized(ptx: str) -> bool:
 
 def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     h_q = 16 if kernel.startswith(("few_heads", "fp8_mma")) else 128
-    args = _args(h_q, s_q, fp8, q_fp8=kernel.startswith(("fp8_mma", "many_heads_seesaw_fp8")))
-    out = torch.empty(2, s_q, h_q, splits, 512)
-    lse = torch.empty(2, s_q, h_q, splits)
+    # the seesaw kernel's grid is persistent with more (sequence, split) items than a row
+    # block's programs fit the GPU at once (here the interpreter's 2 "SMs": one program a row
+    # block) and no balanced splits (several splits and sequences): the plain kind one item a
+    # row block (one sequence of one split, or balanced splits), the persistent one four
+    # sequences of one split, or one of several
+    batch = {
+        "many_heads_seesaw": 1 if splits == 1 else 2,
+        "many_heads_seesaw_persistent": 4 if splits == 1 else 1,
+    }
+    args = _args(h_q, s_q, fp8, q_fp8=kernel.startswith(("fp8_mma", "many_heads_seesaw_fp8")),
+                 batch=batch.get(kernel, 2))  # fmt: skip
+    out = torch.empty(args.q.shape[0], s_q, h_q, splits, 512)
+    lse = torch.empty(args.q.shape[0], s_q, h_q, splits)
     outputs = SplitOutputs(out, lse, out.stride()[:4], lse.stride())
     if kernel == "many_heads":
         module, name = mla_decode_hopper, "_mla_decode_hopper_kernel"
@@ -173,7 +183,7 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
     elif kernel == "many_heads_ws":
         module, name = mla_decode_hopper_ws, "_mla_decode_ws_kernel"
         launch = partial(module.launch_ws_decode, args, splits, outputs)
-    elif kernel == "many_heads_seesaw":
+    elif kernel in ("many_heads_seesaw", "many_heads_seesaw_persistent"):
         module, name = mla_decode_hopper_seesaw, "_mla_decode_seesaw_kernel"
         launch = partial(module.launch_seesaw_decode, args, splits, outputs)
     elif kernel in ("many_heads_seesaw_fp8", "many_heads_seesaw_split_q"):
@@ -215,6 +225,7 @@ KINDS = (
     ("many_heads", True),
     ("many_heads_ws", False),
     ("many_heads_seesaw", False),
+    ("many_heads_seesaw_persistent", False),
     ("many_heads_seesaw_fp8", True),
     ("many_heads_seesaw_split_q", True),
     ("few_heads", False),

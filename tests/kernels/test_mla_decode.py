@@ -418,6 +418,11 @@ def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed:
     kit.assert_matches_reference(inputs, got, seed=seed)
 
 
+MANY_LENGTHS = (0, 1, 63, 64, 65, 0, 0, 127, 128, 129, 1000, 3001, 2048, 200, 4095)
+"""Lengths a persistent program's items cycle through: empty ones (also two in a row), one
+token, tails in either warpgroup's tile, odd and even tile counts, one tile to 64."""
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     ("dtype", "kv_dtype", "page_size", "splits", "s_q", "kernel"),
@@ -427,6 +432,9 @@ def test_tma_and_pointer_paths_on_gpu(kv_dtype: str | None, use_tma: bool, seed:
         ("fp16", None, 128, 3, 1, "seesaw"),
         ("bf16", None, 256, 64, 2, "seesaw"),
         ("bf16", None, 64, 2, 1, "seesaw-long"),
+        ("bf16", None, 64, 1, 1, "seesaw-many"),
+        ("fp16", None, 128, 1, 2, "seesaw-many"),
+        ("bf16", None, 64, 100, 1, "seesaw-one"),
         ("bf16", None, 64, 1, 1, "ws"),
         ("bf16", None, 64, 4, 2, "ws"),
         ("fp16", None, 128, 3, 1, "ws"),
@@ -452,30 +460,44 @@ def test_gluon_hopper_kernel_on_gpu(
     # (64x32 w8 s4, 16-bit caches) or the lockstep one (64x64 w8 s2). Tails inside a tile (in
     # either warpgroup's tile), empty and one-token sequences, odd and even tile counts, empty
     # splits (64 splits of short sequences), causal s_q 2, 64 and 128 heads; "-long": lengths
-    # of many tile pairs.
+    # of many tile pairs; "-many": more (sequence, split) items than a row block's programs
+    # fit the GPU (150 sequences, one split each), so the seesaw's persistent grid takes them,
+    # each program one item after another (empty ones among them, lengths of 1 token to
+    # 64 tiles, odd and even tile counts); "-one": the same over one sequence's 100 splits.
+    lengths = {
+        "-long": (4095, 2048, 1000, 3001, 64),
+        "-many": tuple(MANY_LENGTHS[i % len(MANY_LENGTHS)] for i in range(150)),
+        "-one": (50_000,),
+    }
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon decode kernel is for sm_90")
     from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
 
     module = importlib.import_module("mlafleet.kernels.mla_decode")
+    suffix = next((end for end in lengths if kernel.endswith(end)), "")
+    seqlens = lengths.get(suffix, (1000, 63, 129, 0, 1))
     problem = DecodeProblem(
-        batch=5,
+        batch=len(seqlens),
         s_q=s_q,
         h_q=128 if s_q == 1 else 64,
         seqlen=0,
-        seqlens=(4095, 2048, 1000, 3001, 64) if kernel.endswith("-long") else (1000, 63, 129, 0, 1),
+        seqlens=seqlens,
         page_size=page_size,
         dtype=dtype,
         kv_dtype=kv_dtype,
         causal=s_q > 1,
     )
-    kernel = kernel.removesuffix("-long")
+    kernel = kernel.removesuffix(suffix)
     inputs = make_decode_inputs(problem, device="cuda", seed=seed)
     args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
     knobs = {"seesaw": (64, 64, 8, 1), "ws": (64, 32, 8, 4), "lockstep": (64, 64, 8, 2)}[kernel]
     config, splits = resolve_decode_config(args, DecodeConfig(*knobs, num_kv_splits=splits))
     got = module._launch(args, config, splits)
     assert module.LAST_COMPILED["decode_kernel"] == f"many_heads_{kernel}"
+    if suffix in ("-many", "-one"):  # (what these cases are for: the persistent grid)
+        from mlafleet.kernels.mla_decode_hopper_seesaw import persistent_programs
+
+        assert persistent_programs(args, splits) is not None
     kit.assert_matches_reference(inputs, got, seed=seed)
 
 

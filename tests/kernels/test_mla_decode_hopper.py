@@ -33,6 +33,7 @@ def test_every_variant_compiles(report: list[dict[str, Any]]):
             *((k, fp8) for k in ("many_heads", "few_heads") for fp8 in (False, True)),
             ("many_heads_ws", False),
             ("many_heads_seesaw", False),
+            ("many_heads_seesaw_persistent", False),  # its persistent grid
             ("many_heads_seesaw_fp8", True),  # an fp8 cache and an fp8 q
             ("many_heads_seesaw_split_q", True),  # ... and a bf16 q split in two fp8 terms
             ("few_heads_plan", False),  # the few-heads kernel reading a decode plan
@@ -54,8 +55,14 @@ def test_resources_fit_one_block(report: list[dict[str, Any]]):
         assert row["shared_bytes"] <= SM90_SHARED_BYTES, row
         # the lockstep kernels spill at most 8 bytes (fp8 upcast); the warp-specialised one, at
         # 240 registers a compute warpgroup, 8 (128 before the tail tile was zeroed in slices);
-        # the fp8 seesaw with a split q 16 (its per-row scale, outside the loop's hot path)
-        limits = {"many_heads_ws": 32, "many_heads_seesaw_split_q": 16}
+        # the fp8 seesaw with a split q 16 (its per-row scale, outside the loop's hot path);
+        # the persistent seesaw 48 (warpgroup 1's output addresses: stored before its first
+        # item, read back once an item, none in the pair loop)
+        limits = {
+            "many_heads_ws": 32,
+            "many_heads_seesaw_split_q": 16,
+            "many_heads_seesaw_persistent": 48,
+        }
         limit = limits.get(row["kernel"], 8 if row["fp8"] else 0)
         assert row["stack_bytes"] <= limit, row
 
@@ -77,6 +84,10 @@ def test_score_tile_is_computed_once(report: list[dict[str, Any]]):
             # 64 x 64 each); p @ v (4 k-steps of 64 x 256) twice in warpgroup 0, three times in
             # warpgroup 1 (its pair step and its lone-last-tile step)
             assert row["wgmma"] == {"64x64x16": 4 * 36, "64x256x16": 5 * 4}, row
+        elif row["kernel"] == "many_heads_seesaw_persistent":
+            # one score tile more: warpgroup 0's first tile of the next item after a lone last
+            # tile a (after a pair, that tile's scores are the loop's own)
+            assert row["wgmma"] == {"64x64x16": 5 * 36, "64x256x16": 5 * 4}, row
         elif row["kernel"] == "many_heads_seesaw_fp8":
             # the same with fp8 scores (k 32: 18 k-steps a tile); p @ v in fp16 as above
             assert row["wgmma"] == {"64x64x32": 4 * 18, "64x256x16": 5 * 4}, row
@@ -106,6 +117,7 @@ def test_every_kernel_waits_for_its_predecessor(report: list[dict[str, Any]]):
     partitions = {  # the kernel's entry + its worker partitions
         "many_heads_ws": 3,
         "many_heads_seesaw": 2,
+        "many_heads_seesaw_persistent": 2,
         "many_heads_seesaw_fp8": 2,
         "many_heads_seesaw_split_q": 2,
         "few_heads_fp8_s1": 3,
@@ -128,3 +140,39 @@ def test_outputs_leave_in_16_byte_stores(report: list[dict[str, Any]]):
     for row in report:
         if row["kernel"].startswith("fp8_mma"):
             assert row["wide_stores"] >= 16, row
+
+
+@pytest.mark.parametrize(
+    ("batch", "s_q", "h_q", "splits", "programs"),
+    [
+        (128, 1, 128, 1, 66),  # 128 items a row block, 66 fit the H200: persistent
+        (128, 2, 128, 1, 33),  # causal s_q 2: four row blocks of 33 programs
+        (64, 1, 128, 1, None),  # 64 items: one wave, a program each
+        (1, 1, 128, 64, None),  # one sequence's 64 splits: one wave
+        (1, 1, 128, 100, 66),  # ... 100 splits: persistent
+        (32, 1, 64, 8, None),  # several splits and sequences: balanced splits, one wave
+    ],
+)
+def test_seesaw_grid_is_persistent_past_one_wave(
+    batch: int, s_q: int, h_q: int, splits: int, programs: int | None, monkeypatch
+):
+    import torch
+
+    from mlafleet.kernels import mla_decode_hopper_seesaw as seesaw
+    from mlafleet.kernels.decode_checks import check_decode_args
+    from mlafleet.kernels.device_limits import DeviceLimits
+
+    h200 = DeviceLimits("sm_90", 132, 232448, 65536, 32)
+    monkeypatch.setattr(seesaw, "limits_for", lambda device: h200)
+    args = check_decode_args(
+        torch.empty(batch, s_q, h_q, 576, dtype=torch.bfloat16),
+        torch.empty(8, 64, 1, 576, dtype=torch.bfloat16),
+        torch.zeros(batch, 4, dtype=torch.int32),
+        torch.full((batch,), 64, dtype=torch.int32),
+        head_dim_v=512,
+        softmax_scale=None,
+        causal=s_q > 1,
+        kv_scale=None,
+        out=None,
+    )
+    assert seesaw.persistent_programs(args, splits) == programs
