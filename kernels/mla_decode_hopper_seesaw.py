@@ -447,11 +447,13 @@ def _item_stride(first, num_items, PERSISTENT: gl.constexpr):
 
 
 @gluon.jit
-def _next_item(item, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_ptr,
+def _next_item(item, pid_b, split, start_n, end_n, bt_row, has_work, per_split, seqlens_ptr,
                block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH, CAUSAL: gl.constexpr,
                BALANCE: gl.constexpr, PERSISTENT: gl.constexpr):  # fmt: skip
     """The program's next item (``_item``), or, without a persistent grid, none: the current
-    one's values with no tiles (so no code for what crosses to a next item is kept)."""
+    one's values with no tiles (so no code for what crosses to a next item is kept); and
+    ``go_on``: whether the next item's q and first tiles come in under the current one's last
+    pair (both have tiles). Returns ``(nb, nsplit, nstart, nend, ntiles, nbt, go_on)``."""
     if PERSISTENT:
         nb, nsplit, nstart, nend, ntiles, nbt = _item(
             item, per_split, seqlens_ptr, block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS,
@@ -459,7 +461,7 @@ def _next_item(item, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_pt
         )  # fmt: skip
     else:
         nb, nsplit, nstart, nend, ntiles, nbt = pid_b, split, start_n, end_n, 0, bt_row
-    return nb, nsplit, nstart, nend, ntiles, nbt
+    return nb, nsplit, nstart, nend, ntiles, nbt, has_work & (ntiles > 0)
 
 
 @gluon.jit
@@ -527,11 +529,10 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
                 s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(0), ph)
                 s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(0), ph)
                 s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
-        nb, nsplit, nstart, nend, ntiles, nbt = _next_item(
-            item + step, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_ptr,
+        nb, nsplit, nstart, nend, ntiles, nbt, go_on = _next_item(
+            item + step, pid_b, split, start_n, end_n, bt_row, has_work, per_split, seqlens_ptr,
             block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH, CAUSAL, BALANCE, PERSISTENT,
         )  # fmt: skip
-        go_on = has_work & (ntiles > 0)
         next_q_row = (nb * S_Q + s0) * H + h0
 
         acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
@@ -650,11 +651,10 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
                 s = _scores_right(s, q_lat, q_pe_op, kv_r, kv_pe, ready_r, _opaque(1), ph)
                 s = _scores_left(s, q_lat, kv_l, ready_l, _opaque(1), ph)
                 s = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[s])
-        nb, nsplit, nstart, nend, ntiles, nbt = _next_item(
-            item + step, pid_b, split, start_n, end_n, bt_row, per_split, seqlens_ptr,
+        nb, nsplit, nstart, nend, ntiles, nbt, go_on = _next_item(
+            item + step, pid_b, split, start_n, end_n, bt_row, has_work, per_split, seqlens_ptr,
             block_table_ptr, stride_bt_b, s0, S_Q, NUM_SPLITS, BATCH, CAUSAL, BALANCE, PERSISTENT,
         )  # fmt: skip
-        go_on = has_work & (ntiles > 0)
 
         acc = gl.zeros([BQ, DH], gl.float32, layout=O_LAYOUT)
         l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)

@@ -250,7 +250,9 @@ def _wg0(q_lat, q_pe, q_lo, q_pe_lo, stage_lat, stage_pe, kv_l, kv_r, kv_pe, v_l
     m_i = gl.full([BQ], float("-inf"), gl.float32, layout=ROW_S)
     mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
     if SPLIT_Q:  # the left latent half's two terms; the rope part's stays in shared memory
-        inv_sigma = _split_q((stage_lat[0],), (q_lat.index(0),), (q_lo.index(0),), l_s, 0)
+        inv_sigma = gl.full([BQ], 1.0, gl.float32, layout=ROW_S)
+        if num_tiles > 0:  # (an empty split of a balanced grid has no q: it ends at once)
+            inv_sigma = _split_q((stage_lat[0],), (q_lat.index(0),), (q_lo.index(0),), l_s, 0)
         scale_log2 = scale_log2 * inv_sigma  # (per row: the softmax's PER_ROW)
         q_pe_op = q_pe
     else:
@@ -342,8 +344,10 @@ def _wg1(q_lat, q_pe, q_lo, q_pe_lo, stage_lat, stage_pe, kv_l, kv_r, kv_pe, v_r
     l_i = gl.zeros([BQ], gl.float32, layout=ROW_S)
     mbarrier.wait(q_bar, 0, pred=num_tiles > 0)
     if SPLIT_Q:  # the right latent half's and the rope part's two terms
-        inv_sigma = _split_q((stage_lat[1], stage_pe), (q_lat.index(1), q_pe),
-                             (q_lo.index(1), q_pe_lo), l_s, 1)  # fmt: skip
+        inv_sigma = gl.full([BQ], 1.0, gl.float32, layout=ROW_S)
+        if num_tiles > 0:
+            inv_sigma = _split_q((stage_lat[1], stage_pe), (q_lat.index(1), q_pe),
+                                 (q_lo.index(1), q_pe_lo), l_s, 1)  # fmt: skip
         scale_log2 = scale_log2 * inv_sigma
         q_pe_op = q_pe
     else:

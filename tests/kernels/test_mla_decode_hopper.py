@@ -55,12 +55,13 @@ def test_resources_fit_one_block(report: list[dict[str, Any]]):
         assert row["shared_bytes"] <= SM90_SHARED_BYTES, row
         # the lockstep kernels spill at most 8 bytes (fp8 upcast); the warp-specialised one, at
         # 240 registers a compute warpgroup, 8 (128 before the tail tile was zeroed in slices);
-        # the fp8 seesaw with a split q 16 (its per-row scale, outside the loop's hot path);
+        # the fp8 seesaw with a split q 40 (its per-row scale, and since the prologue is
+        # skipped by empty splits a few scalars around it; timed on the H200: no row slower);
         # the persistent seesaw 48 (warpgroup 1's output addresses: stored before its first
         # item, read back once an item, none in the pair loop)
         limits = {
             "many_heads_ws": 32,
-            "many_heads_seesaw_split_q": 16,
+            "many_heads_seesaw_split_q": 40,
             "many_heads_seesaw_persistent": 48,
         }
         limit = limits.get(row["kernel"], 8 if row["fp8"] else 0)
