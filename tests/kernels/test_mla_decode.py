@@ -434,6 +434,7 @@ token, tails in either warpgroup's tile, odd and even tile counts, one tile to 6
         ("bf16", None, 64, 2, 1, "seesaw-long"),
         ("bf16", None, 64, 1, 1, "seesaw-many"),
         ("fp16", None, 128, 1, 2, "seesaw-many"),
+        ("bf16", None, 64, 4, 1, "seesaw-many"),
         ("bf16", None, 64, 100, 1, "seesaw-one"),
         ("bf16", None, 64, 1, 1, "ws"),
         ("bf16", None, 64, 4, 2, "ws"),
@@ -463,7 +464,8 @@ def test_gluon_hopper_kernel_on_gpu(
     # of many tile pairs; "-many": more (sequence, split) items than a row block's programs
     # fit the GPU (150 sequences, one split each), so the seesaw's persistent grid takes them,
     # each program one item after another (empty ones among them, lengths of 1 token to
-    # 64 tiles, odd and even tile counts); "-one": the same over one sequence's 100 splits.
+    # 64 tiles, odd and even tile counts); "-one": the same over one sequence's 100 splits;
+    # "-many" with 4 splits: balanced splits for a batch larger than a wave.
     lengths = {
         "-long": (4095, 2048, 1000, 3001, 64),
         "-many": tuple(MANY_LENGTHS[i % len(MANY_LENGTHS)] for i in range(150)),
@@ -494,7 +496,7 @@ def test_gluon_hopper_kernel_on_gpu(
     config, splits = resolve_decode_config(args, DecodeConfig(*knobs, num_kv_splits=splits))
     got = module._launch(args, config, splits)
     assert module.LAST_COMPILED["decode_kernel"] == f"many_heads_{kernel}"
-    if suffix in ("-many", "-one"):  # (what these cases are for: the persistent grid)
+    if suffix == "-one" or (suffix == "-many" and splits == 1):  # (the persistent grid)
         from mlafleet.kernels.mla_decode_hopper_seesaw import persistent_programs
 
         assert persistent_programs(args, splits) is not None
