@@ -8,6 +8,9 @@ the SASS. Run by ``test_mla_decode_hopper.py`` in a child process, since the CPU
     python tests/kernels/sm90_compile_report.py             # decode: a JSON line per variant
     python tests/kernels/sm90_compile_report.py few_heads_fp8   # only the variants of a kind
     python tests/kernels/sm90_compile_report.py --prefill   # prefill: a JSON line per config
+    python tests/kernels/sm90_compile_report.py many_heads_seesaw --sass out/sass
+        # ... and each variant's SASS, addresses and encodings stripped, into out/sass: diff
+        # two checkouts' files to see whether a refactor changed the code a kernel runs
 """
 
 from __future__ import annotations
@@ -134,7 +137,30 @@ def _compile(module: Any, name: str, launch: Any) -> dict[str, Any]:
         # 16-byte global accesses (with the divisibility a launch gives, as above)
         "wide_loads": len(re.findall(r"LDG\.E\.128", sass)),
         "wide_stores": len(re.findall(r"STG\.E\.128", sass)),
+        "sass": sass,  # (the variant's caller writes it with --sass, and drops it)
     }
+
+
+SASS_DIR: Path | None = None
+"""Where ``--sass`` writes each compiled variant's SASS (None: nowhere)."""
+
+
+def _write_sass(sass: str, variant: str) -> None:
+    """Write ``variant``'s SASS (``normalized_sass``) into ``SASS_DIR``, if set."""
+    if SASS_DIR is not None:
+        SASS_DIR.mkdir(parents=True, exist_ok=True)
+        (SASS_DIR / f"{variant}.sass").write_text(normalized_sass(sass))
+
+
+def normalized_sass(sass: str) -> str:
+    """``cuobjdump -sass`` output reduced to its instructions, one a line, without addresses
+    and encodings: two compiles of the same code give the same text."""
+    instructions = []
+    for line in sass.splitlines():
+        line = line.strip()
+        if line.startswith("/*") and not line.startswith("/* 0x"):
+            instructions.append(re.sub(r"^/\*[0-9a-f]+\*/\s*", "", line).split(";")[0].strip())
+    return "\n".join(instructions) + "\n"
 
 
 def _divisible_by_16(value: Any) -> bool:
@@ -217,6 +243,7 @@ def _variant(kernel: str, fp8: bool, s_q: int, splits: int) -> dict[str, Any]:
         config = DecodeConfig(16, 64, 4, 2, splits)
         launch = partial(module.launch_few_heads_decode, args, config, splits, outputs)
     found = _compile(module, name, launch)
+    _write_sass(found.pop("sass"), f"{kernel}_{'fp8' if fp8 else 'bf16'}_sq{s_q}_p{splits}")
     return {"kernel": kernel, "fp8": fp8, "s_q": s_q, "splits": splits, **found}
 
 
@@ -284,12 +311,20 @@ def prefill_report() -> list[dict[str, Any]]:
             module, kernel, kind = mla_prefill_hopper, "_mla_prefill_hopper_kernel", "prefill"
             launch = partial(module.launch_hopper_prefill, args, cfg, out, lse)
         found = _compile(module, kernel, launch)
+        _write_sass(found.pop("sass"), f"{kind}_{name}")
         rows.append({"kernel": kind, "config": name, **found})
     return rows
 
 
 if __name__ == "__main__":
-    flags = [a for a in sys.argv[1:] if a.startswith("--")]
-    kinds = tuple(a for a in sys.argv[1:] if not a.startswith("--"))
+    argv = sys.argv[1:]
+    if "--sass" in argv:
+        at = argv.index("--sass")
+        if at + 1 >= len(argv):
+            sys.exit("--sass: expected a folder to write the SASS files into")
+        SASS_DIR = Path(argv[at + 1])
+        del argv[at : at + 2]
+    flags = [a for a in argv if a.startswith("--")]
+    kinds = tuple(a for a in argv if not a.startswith("--"))
     for row in prefill_report() if "--prefill" in flags else report(kinds):
         sys.stdout.write(json.dumps(row) + "\n")

@@ -10,7 +10,10 @@ once (36 wgmma of 64 x 32 per tile for 64+ heads, not the 72 Triton's own layout
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +24,27 @@ SM90_SHARED_BYTES = 232448  # 227 KB: the most one block may use on an H100/H200
 
 
 @pytest.fixture(scope="module")
-def report(sm90_compile_report: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return sm90_compile_report()
+def sass_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sass")
+
+
+@pytest.fixture(scope="module")
+def report(
+    sm90_compile_report: Callable[..., list[dict[str, Any]]], sass_dir: Path
+) -> list[dict[str, Any]]:
+    return sm90_compile_report("--sass", str(sass_dir))
+
+
+def test_sass_files_hold_what_the_report_counts(report: list[dict[str, Any]], sass_dir: Path):
+    # `--sass` writes each variant's SASS without addresses and encodings, so that two
+    # checkouts' files diff to what a change did to the code a kernel runs; its matrix
+    # instructions are the ones the report counts
+    for row in report:
+        dtype = "fp8" if row["fp8"] else "bf16"
+        path = sass_dir / f"{row['kernel']}_{dtype}_sq{row['s_q']}_p{row['splits']}.sass"
+        sass = path.read_text()
+        assert "/*" not in sass, path
+        assert dict(Counter(re.findall(r"[HQ]GMMA\.(\d+x\d+x\d+)", sass))) == row["wgmma"], path
 
 
 def test_every_variant_compiles(report: list[dict[str, Any]]):
