@@ -39,7 +39,7 @@ default) ``mla_decode_hopper_few``, ``16 x 64, 8 warps, 1-3 stages`` (16-48 head
 (``q_scale``) and 1-2 stages the fp8 tensor-core kernel ``mla_decode_hopper_fp8_mma`` (1.2-2.1x
 this kernel on the H200), and at 64+ heads over an fp8 cache ``64 x 64, 8 warps, 1 stage`` (the
 default) the fp8 seesaw ``mla_decode_hopper_seesaw_fp8``: with an fp8 q the 16-bit seesaw's
-speed, with a 16-bit q (split in the kernel into two fp8 terms) 1.05-1.6x the lockstep kernel
+speed, with a 16-bit q (split in the kernel into two fp8 terms) 1.06-1.69x the lockstep kernel
 (docs/kernels/NOTES.md).
 Everything else runs the Triton kernel below. On sm_90 the Triton kernel reads KV tiles of
 64-row blocks through TMA descriptors

@@ -338,11 +338,17 @@ def _load_q_lat(q_half_desc, q_l, q_r, q_bar, q_row, pred):
 
 
 @gluon.jit
+def _copy_q_pe(q_pe_desc, q_pe, bar, q_row, pred):
+    """The TMA copy of q's rope part (rows ``q_row`` .., columns 512-575) into ``q_pe``."""
+    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], bar, q_pe, pred=pred)
+
+
+@gluon.jit
 def _load_q_pe(q_pe_desc, q_pe, qpe_bar, q_row, pred):
     """Start the copy of the row block's q rope part into ``q_pe`` (if ``pred``), on its own
     barrier: it comes in later than the latent halves, once ``p_b`` has left the buffer."""
     mbarrier.expect(qpe_bar, q_pe_desc.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], qpe_bar, q_pe, pred=pred)
+    _copy_q_pe(q_pe_desc, q_pe, qpe_bar, q_row, pred)
 
 
 @gluon.jit
@@ -350,12 +356,11 @@ def _load_q(q_half_desc, q_pe_desc, q_l, q_r, q_pe, q_bar, pid_b, s0, h0, S_Q, H
     """Start the copies of the row block's whole q on one barrier (the fp8 seesaw kernel's):
     its two latent halves (into ``q_l``, ``q_r``) and its rope part (an empty split of a
     balanced grid, ``has_work`` False, copies none)."""
-    DH: gl.constexpr = q_half_desc.block_type.shape[1]
     q_row = (pid_b * S_Q + s0) * H + h0
     mbarrier.expect(q_bar, 2 * q_half_desc.block_type.nbytes + q_pe_desc.block_type.nbytes,
                     pred=has_work)  # fmt: skip
     _copy_q_lat(q_half_desc, q_l, q_r, q_bar, q_row, has_work)
-    tma.async_copy_global_to_shared(q_pe_desc, [q_row, 2 * DH], q_bar, q_pe, pred=has_work)
+    _copy_q_pe(q_pe_desc, q_pe, q_bar, q_row, has_work)
 
 
 @gluon.jit
@@ -825,11 +830,12 @@ def launch_seesaw_decode(
     taking every ``WAVE``-th item and loading the next item's q and first tiles under its
     current item's last pair.
     """
-    programs = persistent_programs(args, num_splits)
+    split_args = seesaw_split_args(args, num_splits)
+    programs = _persistent_programs(split_args, num_splits)
     return launch_decode_kernel(
         _mla_decode_seesaw_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
         num_warps=4, lat_cols=HALF, programs=programs, PERSISTENT=programs is not None,
-        **seesaw_split_args(args, num_splits),
+        **split_args,
     )  # fmt: skip
 
 
@@ -837,7 +843,11 @@ def persistent_programs(args: DecodeArgs, num_splits: int) -> int | None:
     """The programs a row block of a persistent launch has (``WAVE``: as many as fit the GPU
     at once), or None: one program an item. Persistent when the (sequence, split) items
     outnumber them and the splits are not balanced (balanced splits fit one wave)."""
-    split_args = seesaw_split_args(args, num_splits)
+    return _persistent_programs(seesaw_split_args(args, num_splits), num_splits)
+
+
+def _persistent_programs(split_args: dict[str, Any], num_splits: int) -> int | None:
+    """``persistent_programs`` from the launch's ``seesaw_split_args``."""
     batch, wave = split_args["extra"][:2]
     persistent = not split_args["BALANCE"] and batch * num_splits > wave
     return wave if persistent else None
