@@ -30,6 +30,7 @@ from typing import Any
 import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
 import bench_decode as bd
 import torch
+from telemetry import Reader, clock_reader_for
 
 KV_KINDS = ("bf16", "fp8", "fp8q")
 SIDES = ("main", "candidate")
@@ -126,6 +127,10 @@ def summarize_ab(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             side: [r["us"] for r in turns if r["side"] == side and "us" in r] for side in SIDES
         }
         entry: dict[str, Any] = {"row": row, **{f"{s}_us": times[s] for s in SIDES}}
+        for side in SIDES:  # the SM clock each side's timings ran at, where it was sampled
+            mhz = [r["clock"]["sm_mhz_median"] for r in turns if r["side"] == side and "clock" in r]
+            if mhz:
+                entry[f"{side}_mhz"] = mhz
         if failed:
             entry["error"] = "; ".join(str(r.get("error", "no time")) for r in failed)
         elif times["main"] and times["candidate"]:
@@ -151,7 +156,9 @@ def _check_variant(text: str) -> None:
         ) from None
 
 
-def _bench_row(row: Row, anchors: dict[str, bd.Anchor], variant: str) -> dict[str, Any]:
+def _bench_row(
+    row: Row, anchors: dict[str, bd.Anchor], variant: str, clock_reader: Reader | None = None
+) -> dict[str, Any]:
     (result,) = bd.bench_shape(
         anchors[row.shape],
         [bd.parse_variant(variant)],
@@ -160,6 +167,7 @@ def _bench_row(row: Row, anchors: dict[str, bd.Anchor], variant: str) -> dict[st
         check_seqs=2,
         time_it=True,
         all_bq=True,  # (the one variant asked for, whatever its block_size_q)
+        clock_reader=clock_reader,
     )
     result["kernel_name"] = bd.decode_mod.LAST_COMPILED.get("decode_kernel")
     wrong = correctness_error(result)
@@ -190,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="default", help="bench_decode variant of the calls")
     parser.add_argument("--page-size", type=int, default=64)
     parser.add_argument("--out", default="", help="write every turn as a JSON line here")
+    parser.add_argument(
+        "--no-clock", action="store_true", help="do not sample the SM clock while timing (NVML)"
+    )
     args = parser.parse_args(argv)
     pool = bd.anchor_shapes(args.page_size) + bd.extra_shapes(args.page_size)
     anchors = {a.name: a for a in pool}
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ab_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
     launchers = {"main": getattr(bd.decode_mod, args.swap), "candidate": candidate}
+    clock_reader = None if args.no_clock else clock_reader_for(torch.cuda.current_device())
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
     except OSError as exc:
@@ -218,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     def emit(record: dict[str, Any]) -> None:
         us = record.get("us", float("nan"))
         line = f"{record['round']} {record['row']:28s} {record['side']:9s} {us:9.2f} us"
+        if "clock" in record:
+            line += f" {record['clock']['sm_mhz_median']} MHz"
         print(line, record.get("error", ""), flush=True)
         if out is not None:
             out.write(json.dumps(record) + "\n")
@@ -225,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         records = run_ab(
-            rows, args.rounds, use, lambda row: _bench_row(row, anchors, args.variant), emit
+            rows,
+            args.rounds,
+            use,
+            lambda row: _bench_row(row, anchors, args.variant, clock_reader),
+            emit,
         )
     finally:
         if out is not None:

@@ -25,6 +25,7 @@ from typing import Any
 import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
 import torch
 from common import copies_for, gpu_info, rel_l2, time_rotated_us
+from telemetry import ClockSampler, Reader, clock_reader_for
 
 from mlafleet.kernels.configs import FP8_KV, FP8_QKV, DecodeConfig, DecodeProblem
 from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
@@ -250,7 +251,11 @@ def bench_shape(
     q_fp8: bool = False,
     warmup_ms: float = 20.0,
     load_ms: float = 0.0,
+    clock_reader: Reader | None = None,
 ) -> list[dict[str, Any]]:
+    """Check and time ``variants`` of ``anchor``: one row each (``_fmt`` prints it). With
+    ``clock_reader`` (``telemetry.nvml_reader``) a timed row also carries the SM clock, power
+    and clock-event reasons its timings ran under (``clock``)."""
     precision = (FP8_QKV if q_fp8 else FP8_KV) if kv_fp8 else anchor.problem.dtype
     problem = replace(anchor.problem, **DecodeProblem.dtypes_of(precision))
     limits = limits_for("cuda")
@@ -295,8 +300,12 @@ def bench_shape(
                 row["shared"] = kernel.metadata.shared
             if time_it:
                 calls = [lambda inp=inp, cfg=cfg, v=variant: _call(inp, cfg, v) for inp in inputs]
-                timing = time_rotated_us(calls, warmup_ms=warmup_ms, load_ms=load_ms)
+                clock = ClockSampler(clock_reader) if clock_reader is not None else None
+                timing = time_rotated_us(calls, warmup_ms=warmup_ms, load_ms=load_ms,
+                                         clock=clock)  # fmt: skip
                 row.update(us=timing.median_us, spread=timing.spread(), copies=timing.copies)
+                if timing.clock is not None:
+                    row["clock"] = timing.clock
                 row.update(samples_us=list(timing.samples_us), warmup_ms=warmup_ms,
                            load_ms=load_ms)  # fmt: skip
                 row["gbps"] = bytes_call / timing.median_us / 1e3
@@ -339,6 +348,9 @@ def _fmt(row: dict[str, Any]) -> str:
             f"xFM {row.get('vs_flashmla', math.nan):.2f}",
             f"xPeer {row.get('vs_peer', math.nan):.2f}",
         ]
+        if "clock" in row:
+            capped = " capped" if row["clock"]["power_capped"] else ""
+            parts.append(f"{row['clock']['sm_mhz_median']}MHz{capped}")
     return head + " " + " ".join(parts)
 
 
@@ -374,6 +386,8 @@ def summarize(rows: list[dict[str, Any]], anchors: list[Anchor]) -> list[dict[st
                 "rel_l2": best["rel_l2"],
                 "flashmla_us": anchor.flashmla_us,
                 "peer_us": anchor.peer_us,
+                "sm_mhz_median": best.get("clock", {}).get("sm_mhz_median"),
+                "power_capped": best.get("clock", {}).get("power_capped"),
             }
         )
     return out
@@ -456,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time variants whose block_size_q differs from the default's",
     )
+    parser.add_argument(
+        "--no-clock",
+        action="store_true",
+        help="do not sample the SM clock, power and clock-event reasons while timing (NVML)",
+    )
     args = parser.parse_args(argv)
     pool = smoke_shapes(args.page_size) if args.shapes == "smoke" else anchor_shapes(args.page_size)
     if args.shapes not in ("anchors", "smoke"):
@@ -472,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
     variants = [parse_variant(v) for v in args.variants.split(",") if v]
+    clock_reader = None if args.no_clock else clock_reader_for(torch.cuda.current_device())
     fp8 = {a.name for a in pool} if args.fp8 == "all" else set(filter(None, args.fp8.split(",")))
     rows: list[dict[str, Any]] = []
     for anchor in pool:
@@ -490,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                     q_fp8=q_fp8,
                     warmup_ms=args.warmup_ms,
                     load_ms=args.load_ms,
+                    clock_reader=clock_reader,
                 )
                 _write(args.out, args.summary, rows, pool)  # a cut run keeps its rows
     bad = [r for r in rows if "error" in r or r["nan_in_out"] or r["rel_l2"] > max_rel_l2(r)]

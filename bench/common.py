@@ -12,6 +12,7 @@ capped after ~25 ms on the H200: docs/PERFORMANCE.md, "Fourteenth session").
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from telemetry import ClockSampler
 
 from mlafleet.worker.timing import warm_clocks
 
@@ -36,6 +38,8 @@ class Timing:
     max_us: float
     samples_us: tuple[float, ...]
     copies: int
+    clock: dict[str, Any] | None = None
+    """The SM clock during the timings (``telemetry.summarize_clock``), when sampled."""
 
     def spread(self) -> float:
         """(max - min) / median of the repeats."""
@@ -55,6 +59,7 @@ def time_rotated_us(
     warmup: int = 2,
     warmup_ms: float = 20.0,
     load_ms: float = 0.0,
+    clock: ClockSampler | None = None,
 ) -> Timing:
     """Median per-call time of ``calls`` (one per input set), captured in one CUDA graph.
 
@@ -66,6 +71,8 @@ def time_rotated_us(
         warmup_ms: one GPU thread's busy wait right before the timings (the clock ramp).
         load_ms: replay the graph this long first, untimed: the sustained regime, with the
             GPU's power management engaged (0: the burst regime ANCHORS.md timed in).
+        clock: sampled while the timings run (not during the warm-up or load): their SM
+            clock, power and clock-event reasons go into ``Timing.clock``.
 
     Raises:
         RuntimeError: no CUDA device.
@@ -93,15 +100,16 @@ def time_rotated_us(
     else:
         warm_clocks(warmup_ms)
     samples: list[float] = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000.0 / (replays * len(calls)))
+    with clock if clock is not None else contextlib.nullcontext():
+        for _ in range(repeats):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(replays):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) * 1000.0 / (replays * len(calls)))
     del graph
     return Timing(
         median_us=statistics.median(samples),
@@ -109,6 +117,7 @@ def time_rotated_us(
         max_us=max(samples),
         samples_us=tuple(samples),
         copies=len(calls),
+        clock=clock.summary() if clock is not None else None,
     )
 
 
