@@ -17,12 +17,15 @@ is the last to read, as soon as it is done with them.
 - Per pair of tiles ``(a, b) = (2i, 2i + 1)`` (FlashMLA's schedule; ``m``: running row max):
   warpgroup 0: softmax of ``s_a`` against ``m`` from the previous pair -> ``m_a``, ``p_a``,
   ``scale0``; publish ``m_a``, ``scale0``; ``o_L = o_L * scale0 + p_a @ v_a[L]`` (p in
-  registers); refill tile ``a + 2``'s left half; wait for warpgroup 1's ``scale1``; publish
-  ``p_a * scale1``; ``o_L = o_L * scale1 + p_b @ v_b[L]``; issue ``s_{a+2}``'s left columns,
-  refill tile ``b + 2``'s left half, issue the rest of ``s_{a+2}``.
+  registers); wait for warpgroup 1's ``scale1``; refill tile ``a + 2``'s left half; publish
+  ``p_a * scale1``; once warpgroup 1 has issued both its products, ``o_L = o_L * scale1 + p_b
+  @ v_b[L]``; issue ``s_{a+2}``'s left columns, refill tile ``b + 2``'s left half, issue the
+  rest of ``s_{a+2}``.
   Warpgroup 1: wait for ``m_a``; softmax of ``s_b`` -> ``m_b``, ``scale1 = exp2(m_a - m_b)``,
   ``p_b``; publish them; ``o_R = o_R * scale0 * scale1 + p_b @ v_b[R] + (p_a scale1) @
-  v_a[R]``; refill both right halves; ``s_{b+2}`` (right columns first: they came back first).
+  v_a[R]``, then tell warpgroup 0 (its products queue behind these, so ``v_a[R]``, whose slot
+  tile ``a + 2``'s right half waits for, is read first: FlashMLA's order, variant 76); refill
+  both right halves; ``s_{b+2}`` (right columns first: they came back first).
   So one warpgroup's softmax runs under the other's MMAs.
 - Each warpgroup keeps the row sum of its own tiles' ``p`` (relative to the latest max); the
   two are added at the end through shared memory.
@@ -98,7 +101,7 @@ def _named(op: str, bar_id: int) -> gl.constexpr:
 SCALE0_ARRIVE, SCALE0_SYNC = _named("arrive", 8), _named("sync", 8)  # wg 0 -> 1: m_a, scale0
 SCALE1_ARRIVE, SCALE1_SYNC = _named("arrive", 9), _named("sync", 9)  # wg 1 -> 0: m_b, scale1
 P0_ARRIVE, P0_SYNC = _named("arrive", 10), _named("sync", 10)  # wg 0 -> 1: p_a * scale1
-P1_ARRIVE, P1_SYNC = _named("arrive", 11), _named("sync", 11)  # wg 1 -> 0: p_b
+P1_ARRIVE, P1_SYNC = _named("arrive", 11), _named("sync", 11)  # wg 1 -> 0: p_b (+ o_R issued)
 SUMS_SYNC = _named("sync", 12)  # both: the row sums at the end
 
 
@@ -556,12 +559,13 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
             p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
             acc = hopper.warpgroup_mma(p_op, kv_l.index(_opaque(0)), acc, is_async=True)
             acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
+            # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
+            _named_barrier(SCALE1_SYNC)
+            # tile a + 2's left half comes in after that wait (FlashMLA's place: variant 76)
             gl.thread_barrier()
             bt2, st2, t2, pr2 = _pick(a + 2, num_tiles, pad, bt_row, start_n, nbt, nstart,
                                       ntiles, go_on)  # fmt: skip
             _issue_left(kv_half_desc, kv_l, ready_l, bt2, st2, t2, pr2, PAGE_SIZE)
-            # warpgroup 1's max after tile b: p_a relative to it, for warpgroup 1's o_R
-            _named_barrier(SCALE1_SYNC)
             if cross:  # both warpgroups are done with this item's q: the next one's may come in
                 _load_q_lat(q_half_desc, q_lat.index(0), q_lat.index(1), q_bar, next_q_row, True)
             scale1 = sc1_s.load(ROW_S)
@@ -682,12 +686,15 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
                 p_b = p.to(dtype)
                 q_pe.store(p_b)
                 fence_async_shared()
-                _named_barrier(P1_ARRIVE)
                 # o_R += p_b @ v_b[R] + (p_a scale1) @ v_a[R]
                 p_op = gl.convert_layout(p_b, P_OP_LAYOUT)
                 acc_f = hopper.warpgroup_mma(p_op, kv_r.index(_opaque(1)), acc, is_async=True)
                 _named_barrier(P0_SYNC)
                 acc_f = hopper.warpgroup_mma(p0_s, kv_r.index(_opaque(0)), acc_f, is_async=True)
+                # p_b is stored and both products are issued: warpgroup 0's p_b @ v_b[L] and
+                # next scores queue behind them (so v_a[R], which tile a + 2's right half
+                # waits for, is read first)
+                _named_barrier(P1_ARRIVE)
                 p_op = hopper.warpgroup_mma_wait(num_outstanding=1, deps=[p_op])
                 gl.thread_barrier()
                 bt2, st2, t2, pr2 = _pick(b + 2, num_tiles, pad, bt_row, start_n, nbt, nstart,
