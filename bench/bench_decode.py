@@ -254,7 +254,7 @@ def bench_shape(
     clock_reader: Reader | None = None,
 ) -> list[dict[str, Any]]:
     """Check and time ``variants`` of ``anchor``: one row each (``_fmt`` prints it). With
-    ``clock_reader`` (``telemetry.nvml_reader``) a timed row also carries the SM clock, power
+    ``clock_reader`` (``telemetry.clock_reader_for``) a timed row also carries the SM clock, power
     and clock-event reasons its timings ran under (``clock``)."""
     precision = (FP8_QKV if q_fp8 else FP8_KV) if kv_fp8 else anchor.problem.dtype
     problem = replace(anchor.problem, **DecodeProblem.dtypes_of(precision))

@@ -16,6 +16,7 @@ thread that launches the timed graphs.
 from __future__ import annotations
 
 import ctypes
+import math
 import statistics
 import threading
 import time
@@ -52,7 +53,8 @@ class ClockSample:
     reasons: int
 
 
-Reader = Callable[[], ClockSample]
+Reader = Callable[[], ClockSample | None]
+"""One reading now, or None where NVML could not give it (the sampler skips it)."""
 
 
 def reason_names(bits: int) -> list[str]:
@@ -99,12 +101,19 @@ def nvml_reader(index: int = 0, *, pci_bus_id: str | None = None) -> Reader | No
         return None
     clock, milliwatts, reasons = ctypes.c_uint(), ctypes.c_uint(), ctypes.c_ulonglong()
 
-    def read() -> ClockSample:
-        nvml.nvmlDeviceGetClockInfo(handle, NVML_CLOCK_SM, ctypes.byref(clock))
-        nvml.nvmlDeviceGetPowerUsage(handle, ctypes.byref(milliwatts))
-        get_reasons(handle, ctypes.byref(reasons))
-        return ClockSample(time.perf_counter(), clock.value, milliwatts.value / 1000.0,
-                           reasons.value)  # fmt: skip
+    def read() -> ClockSample | None:
+        # (NVML returns an error code, 0 for success: no clock, no reading, rather than a
+        # stale or zero one; a board without a power reading or reasons still gives its clock)
+        if nvml.nvmlDeviceGetClockInfo(handle, NVML_CLOCK_SM, ctypes.byref(clock)) != 0:
+            return None
+        power_ok = nvml.nvmlDeviceGetPowerUsage(handle, ctypes.byref(milliwatts)) == 0
+        reasons_ok = get_reasons(handle, ctypes.byref(reasons)) == 0
+        return ClockSample(
+            time.perf_counter(),
+            clock.value,
+            milliwatts.value / 1000.0 if power_ok else math.nan,
+            reasons.value if reasons_ok else 0,
+        )
 
     return read
 
@@ -116,12 +125,13 @@ def clock_reader_for(device_index: int) -> Reader | None:
 
 
 def summarize_clock(samples: Sequence[ClockSample]) -> dict[str, Any] | None:
-    """The SM clock's min / median / max (MHz), the highest power reading (W), the reasons
-    seen, and whether the power cap or a thermal limit held the clock down at any reading;
-    None without samples."""
+    """The SM clock's min / median / max (MHz), the highest power reading (W; None without
+    one), the reasons seen, and whether the power cap or a thermal limit held the clock down
+    at any reading; None without samples."""
     if not samples:
         return None
     clocks = sorted(s.sm_mhz for s in samples)
+    powers = [s.power_w for s in samples if not math.isnan(s.power_w)]
     bits = 0
     for s in samples:
         bits |= s.reasons
@@ -129,7 +139,7 @@ def summarize_clock(samples: Sequence[ClockSample]) -> dict[str, Any] | None:
         "sm_mhz_min": clocks[0],
         "sm_mhz_median": int(statistics.median(clocks)),
         "sm_mhz_max": clocks[-1],
-        "power_w_max": round(max(s.power_w for s in samples), 1),
+        "power_w_max": round(max(powers), 1) if powers else None,
         "reasons": reason_names(bits),
         "power_capped": bool(bits & POWER_CAP_BITS),
         "thermal": bool(bits & THERMAL_BITS),
@@ -138,8 +148,9 @@ def summarize_clock(samples: Sequence[ClockSample]) -> dict[str, Any] | None:
 
 
 class ClockSampler:
-    """Reads ``reader`` every ``period_s`` from a background thread while entered (at least
-    once, on entry); ``summary()`` then describes the window (``summarize_clock``).
+    """Reads ``reader`` every ``period_s`` from a background thread while entered (and once on
+    entry and on exit; failed readings are skipped); ``summary()`` then describes the window
+    (``summarize_clock``: None if no reading succeeded).
 
     Raises:
         ValueError: ``period_s`` is not positive.
@@ -155,7 +166,8 @@ class ClockSampler:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> ClockSampler:
-        self._samples = [self._reader()]
+        self._samples = []
+        self._read()
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, name="clock-sampler", daemon=True)
         self._thread.start()
@@ -171,11 +183,16 @@ class ClockSampler:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self._samples.append(self._reader())
+        self._read()
+
+    def _read(self) -> None:
+        sample = self._reader()
+        if sample is not None:
+            self._samples.append(sample)
 
     def _poll(self) -> None:
         while not self._stop.wait(self._period_s):
-            self._samples.append(self._reader())
+            self._read()
 
     @property
     def samples(self) -> list[ClockSample]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
+import math
 import sys
 import threading
 import time
@@ -92,6 +93,8 @@ class _FakeNvml:
 
     def __init__(self, init_status: int = 0, event_reasons: bool = True) -> None:
         self.init_status = init_status
+        self.clock_status = 0
+        self.power_status = 0
         self.index = None
         self.pci_bus_id = None
         if event_reasons:
@@ -112,11 +115,11 @@ class _FakeNvml:
 
     def nvmlDeviceGetClockInfo(self, handle: Any, kind: int, out: Any) -> int:  # noqa: N802
         out._obj.value = 1755 if kind == telemetry.NVML_CLOCK_SM else 0
-        return 0
+        return self.clock_status
 
     def nvmlDeviceGetPowerUsage(self, handle: Any, out: Any) -> int:  # noqa: N802
         out._obj.value = 695_500  # milliwatts
-        return 0
+        return self.power_status
 
     def _reasons(self, handle: Any, out: Any) -> int:
         out._obj.value = 0x4
@@ -133,6 +136,28 @@ def test_nvml_reader_reads_clock_power_and_reasons(
     assert fake.index == 1
     sample = read()
     assert (sample.sm_mhz, sample.power_w, sample.reasons) == (1755, 695.5, 0x4)
+
+
+def test_a_failed_reading_is_skipped_not_recorded_as_zero(monkeypatch: pytest.MonkeyPatch):
+    fake = _FakeNvml()
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: fake)
+    read = telemetry.nvml_reader()
+    fake.clock_status = 999  # NVML_ERROR_UNKNOWN
+    assert read() is None
+    sampler = telemetry.ClockSampler(read)
+    with sampler:
+        time.sleep(0.005)
+    assert sampler.samples == []
+    assert sampler.summary() is None  # (the row then carries no clock)
+    fake.clock_status = 0
+    with sampler:
+        pass
+    assert sampler.summary()["sm_mhz_median"] == 1755
+    fake.power_status = 3  # NVML_ERROR_NOT_SUPPORTED: the clock still counts
+    sample = read()
+    assert sample.sm_mhz == 1755
+    assert math.isnan(sample.power_w)
+    assert telemetry.summarize_clock([sample])["power_w_max"] is None
 
 
 def test_the_timed_device_is_found_by_its_pci_bus_id(monkeypatch: pytest.MonkeyPatch):
