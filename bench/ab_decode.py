@@ -30,7 +30,9 @@ from typing import Any
 import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
 import bench_decode as bd
 import torch
-from telemetry import Reader, clock_reader_for
+from telemetry import Reader
+
+from mlafleet.worker.device import device_sampler
 
 KV_KINDS = ("bf16", "fp8", "fp8q")
 SIDES = ("main", "candidate")
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ab_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
     launchers = {"main": getattr(bd.decode_mod, args.swap), "candidate": candidate}
-    clock_reader = None if args.no_clock else clock_reader_for(torch.cuda.current_device())
+    clock_reader = None if args.no_clock else device_sampler(torch.cuda.current_device())
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
     except OSError as exc:

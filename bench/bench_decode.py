@@ -25,7 +25,7 @@ from typing import Any
 import _path  # noqa: F401  (maps the checkout onto the mlafleet namespace)
 import torch
 from common import copies_for, gpu_info, rel_l2, time_rotated_us
-from telemetry import ClockSampler, Reader, clock_reader_for
+from telemetry import ClockSampler, Reader
 
 from mlafleet.kernels.configs import FP8_KV, FP8_QKV, DecodeConfig, DecodeProblem
 from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
@@ -39,6 +39,7 @@ from mlafleet.kernels.decode_tuning import (
 )
 from mlafleet.kernels.device_limits import limits_for
 from mlafleet.kernels.reference import mla_decode_ref
+from mlafleet.worker.device import device_sampler
 
 decode_mod = importlib.import_module("mlafleet.kernels.mla_decode")
 hopper_mod = importlib.import_module("mlafleet.kernels.mla_decode_hopper")
@@ -254,8 +255,8 @@ def bench_shape(
     clock_reader: Reader | None = None,
 ) -> list[dict[str, Any]]:
     """Check and time ``variants`` of ``anchor``: one row each (``_fmt`` prints it). With
-    ``clock_reader`` (``telemetry.clock_reader_for``) a timed row also carries the SM clock, power
-    and clock-event reasons its timings ran under (``clock``)."""
+    ``clock_reader`` (``worker.device.device_sampler``) a timed row also carries the SM clock,
+    power and clock-event reasons its timings ran under (``clock``)."""
     precision = (FP8_QKV if q_fp8 else FP8_KV) if kv_fp8 else anchor.problem.dtype
     problem = replace(anchor.problem, **DecodeProblem.dtypes_of(precision))
     limits = limits_for("cuda")
@@ -491,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
     variants = [parse_variant(v) for v in args.variants.split(",") if v]
-    clock_reader = None if args.no_clock else clock_reader_for(torch.cuda.current_device())
+    clock_reader = None if args.no_clock else device_sampler(torch.cuda.current_device())
     fp8 = {a.name for a in pool} if args.fp8 == "all" else set(filter(None, args.fp8.split(",")))
     rows: list[dict[str, Any]] = []
     for anchor in pool:

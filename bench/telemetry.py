@@ -4,28 +4,23 @@ A row's time depends on the clock it ran at, and the H200 lowers its clock under
 within ~30 ms of it (its 700 W power cap): in the eighteenth session's telemetry the 128 x 128
 x 4K decode row timed at 1980 MHz throughout, while 128 x 128 x 16K's timings ran at 1515-1950
 MHz with the power cap engaged (docs/PERFORMANCE.md, "Eighteenth session"). ``ClockSampler``
-polls NVML from a background thread while the timings run, so every row can say what clock it
-got and whether it was capped.
-
-NVML is reached through ``ctypes`` (``libnvidia-ml.so.1``, shipped with the driver): no Python
-dependency. ``nvml_reader`` returns None where there is no NVML (a CPU machine, a ROCm GPU),
-and rows then carry no clock. The calls release the GIL, so the polling does not hold up the
-thread that launches the timed graphs.
+polls the worker's NVML reader (``mlafleet.worker.device.device_sampler``: pynvml, the GPU
+found by its PCI bus id) from a background thread while the timings run, so every row can say
+what clock it got and whether it was capped. Where there is no NVML (a CPU machine, a ROCm
+GPU, no ``pynvml``) the reader is None and rows carry no clock. NVML's calls release the GIL,
+so the polling does not hold up the thread that launches the timed graphs.
 """
 
 from __future__ import annotations
 
-import ctypes
-import math
 import statistics
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-NVML_CLOCK_SM = 1
+from mlafleet.worker.schemas import DeviceSample
+
 # NVML's clock-event reason bits (nvmlClocksEventReasons): why the clock is below its maximum
 REASONS = {
     0x1: "gpu_idle",
@@ -41,20 +36,8 @@ REASONS = {
 POWER_CAP_BITS = 0x4 | 0x80
 THERMAL_BITS = 0x20 | 0x40
 
-
-@dataclass(frozen=True)
-class ClockSample:
-    """One reading: seconds on ``time.perf_counter``, SM clock (MHz), board power (W; NVML's
-    averaged reading) and the clock-event reason bits."""
-
-    t_s: float
-    sm_mhz: int
-    power_w: float
-    reasons: int
-
-
-Reader = Callable[[], ClockSample | None]
-"""One reading now, or None where NVML could not give it (the sampler skips it)."""
+Reader = Callable[[], DeviceSample | None]
+"""One reading now (``device_sampler``'s); a reading without an SM clock is skipped."""
 
 
 def reason_names(bits: int) -> list[str]:
@@ -64,77 +47,19 @@ def reason_names(bits: int) -> list[str]:
     return names + ([hex(unknown)] if unknown else [])
 
 
-def torch_pci_bus_id(device_index: int) -> str | None:
-    """The PCI bus id of CUDA device ``device_index`` as NVML writes it
-    (``"00000000:1B:00.0"``), from torch's device properties, or None where torch does not
-    give it."""
-    import torch
-
-    props = torch.cuda.get_device_properties(device_index)
-    parts = [getattr(props, f"pci_{name}_id", None) for name in ("domain", "bus", "device")]
-    if any(part is None for part in parts):
-        return None
-    domain, bus, device = parts
-    return f"{domain:08X}:{bus:02X}:{device:02X}.0"
-
-
-def nvml_reader(index: int = 0, *, pci_bus_id: str | None = None) -> Reader | None:
-    """A reader of the GPU at ``pci_bus_id`` (``torch_pci_bus_id``: the CUDA device timed,
-    whatever ``CUDA_VISIBLE_DEVICES`` does to the numbering), else of NVML's GPU ``index``; None
-    when NVML is not there."""
-    try:
-        nvml = ctypes.CDLL("libnvidia-ml.so.1")
-        if nvml.nvmlInit_v2() != 0:
-            return None
-        handle = ctypes.c_void_p()
-        if pci_bus_id is not None:
-            found = nvml.nvmlDeviceGetHandleByPciBusId_v2(pci_bus_id.encode(), ctypes.byref(handle))
-        else:
-            found = nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle))
-        if found != 0:
-            return None
-        # (the reasons' call before driver 535: "ThrottleReasons")
-        get_reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-        if get_reasons is None:
-            get_reasons = nvml.nvmlDeviceGetCurrentClocksThrottleReasons
-    except (OSError, AttributeError):
-        return None
-    clock, milliwatts, reasons = ctypes.c_uint(), ctypes.c_uint(), ctypes.c_ulonglong()
-
-    def read() -> ClockSample | None:
-        # (NVML returns an error code, 0 for success: no clock, no reading, rather than a
-        # stale or zero one; a board without a power reading or reasons still gives its clock)
-        if nvml.nvmlDeviceGetClockInfo(handle, NVML_CLOCK_SM, ctypes.byref(clock)) != 0:
-            return None
-        power_ok = nvml.nvmlDeviceGetPowerUsage(handle, ctypes.byref(milliwatts)) == 0
-        reasons_ok = get_reasons(handle, ctypes.byref(reasons)) == 0
-        return ClockSample(
-            time.perf_counter(),
-            clock.value,
-            milliwatts.value / 1000.0 if power_ok else math.nan,
-            reasons.value if reasons_ok else 0,
-        )
-
-    return read
-
-
-def clock_reader_for(device_index: int) -> Reader | None:
-    """``nvml_reader`` of CUDA device ``device_index`` (by its PCI bus id where torch gives it,
-    else by index)."""
-    return nvml_reader(device_index, pci_bus_id=torch_pci_bus_id(device_index))
-
-
-def summarize_clock(samples: Sequence[ClockSample]) -> dict[str, Any] | None:
+def summarize_clock(samples: Sequence[DeviceSample]) -> dict[str, Any] | None:
     """The SM clock's min / median / max (MHz), the highest power reading (W; None without
     one), the reasons seen, and whether the power cap or a thermal limit held the clock down
     at any reading; None without samples."""
     if not samples:
         return None
-    clocks = sorted(s.sm_mhz for s in samples)
-    powers = [s.power_w for s in samples if not math.isnan(s.power_w)]
+    clocks = sorted(s.sm_clock_mhz for s in samples if s.sm_clock_mhz is not None)
+    if not clocks:
+        return None
+    powers = [s.power_w for s in samples if s.power_w is not None]
     bits = 0
     for s in samples:
-        bits |= s.reasons
+        bits |= s.clock_event_reasons or 0
     return {
         "sm_mhz_min": clocks[0],
         "sm_mhz_median": int(statistics.median(clocks)),
@@ -143,14 +68,14 @@ def summarize_clock(samples: Sequence[ClockSample]) -> dict[str, Any] | None:
         "reasons": reason_names(bits),
         "power_capped": bool(bits & POWER_CAP_BITS),
         "thermal": bool(bits & THERMAL_BITS),
-        "samples": len(samples),
+        "samples": len(clocks),
     }
 
 
 class ClockSampler:
     """Reads ``reader`` every ``period_s`` from a background thread while entered (and once on
-    entry and on exit; failed readings are skipped); ``summary()`` then describes the window
-    (``summarize_clock``: None if no reading succeeded).
+    entry and on exit; readings without a clock are skipped); ``summary()`` then describes the
+    window (``summarize_clock``: None if no reading had a clock).
 
     Raises:
         ValueError: ``period_s`` is not positive.
@@ -161,7 +86,7 @@ class ClockSampler:
             raise ValueError(f"period_s: expected a positive interval, got {period_s}")
         self._reader = reader
         self._period_s = period_s
-        self._samples: list[ClockSample] = []
+        self._samples: list[DeviceSample] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -187,7 +112,7 @@ class ClockSampler:
 
     def _read(self) -> None:
         sample = self._reader()
-        if sample is not None:
+        if sample is not None and sample.sm_clock_mhz is not None:
             self._samples.append(sample)
 
     def _poll(self) -> None:
@@ -195,7 +120,7 @@ class ClockSampler:
             self._read()
 
     @property
-    def samples(self) -> list[ClockSample]:
+    def samples(self) -> list[DeviceSample]:
         """The readings of the last window, in order."""
         return list(self._samples)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -55,8 +56,25 @@ def _nvml() -> Any | None:
         return None
 
 
+def pci_bus_id(index: int) -> str | None:
+    """The PCI bus id of CUDA device ``index`` as NVML spells it (``"00000000:1B:00.0"``), from
+    torch's device properties; None where torch does not give it."""
+    props = _torch().cuda.get_device_properties(index)
+    parts = [getattr(props, f"pci_{name}_id", None) for name in ("domain", "bus", "device")]
+    if any(part is None for part in parts):
+        return None
+    domain, bus, dev = parts
+    return f"{domain:08X}:{bus:02X}:{dev:02X}.0"
+
+
 def _nvml_handle(nvml: Any, index: int) -> Any | None:
+    """NVML's handle of CUDA device ``index``: found by its PCI bus id where torch gives it
+    (NVML numbers the machine's GPUs, CUDA only those ``CUDA_VISIBLE_DEVICES`` leaves, as Ray
+    sets it), else by index."""
+    bus_id = _safe(lambda: pci_bus_id(index))
     try:
+        if bus_id is not None:
+            return nvml.nvmlDeviceGetHandleByPciBusId(bus_id)
         return nvml.nvmlDeviceGetHandleByIndex(index)
     except Exception:
         return None
@@ -206,20 +224,41 @@ def limits_of(device: DeviceFingerprint) -> DeviceLimits:
     return limits
 
 
-def device_sample(index: int) -> DeviceSample | None:
-    """Clocks, temperature and power of GPU ``index`` now (NVML); None without NVML."""
+def device_sampler(index: int) -> Callable[[], DeviceSample] | None:
+    """A reader of GPU ``index``'s state now (``device_sample``) with NVML and the device's
+    handle looked up once, so that it can be polled (the benchmarks read it every
+    millisecond); None without NVML."""
     if interpreter_mode():
         return None
     nvml: Any = _nvml()
     handle = _nvml_handle(nvml, index) if nvml is not None else None
     if handle is None:
         return None
-    power_mw = _safe(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
-    return DeviceSample(
-        sm_clock_mhz=_safe(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))),
-        mem_clock_mhz=_safe(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM))),
-        temperature_c=_safe(
-            lambda: int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
-        ),
-        power_w=None if power_mw is None else float(power_mw) / 1000.0,
-    )
+    # (the reasons' call before driver 535: "ThrottleReasons")
+    reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+    if reasons is None:
+        reasons = nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+
+    def clock(kind: int) -> int:
+        return int(nvml.nvmlDeviceGetClockInfo(handle, kind))
+
+    def read() -> DeviceSample:
+        power_mw = _safe(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        return DeviceSample(
+            sm_clock_mhz=_safe(lambda: clock(nvml.NVML_CLOCK_SM)),
+            mem_clock_mhz=_safe(lambda: clock(nvml.NVML_CLOCK_MEM)),
+            temperature_c=_safe(
+                lambda: int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+            ),
+            power_w=None if power_mw is None else float(power_mw) / 1000.0,
+            clock_event_reasons=_safe(lambda: int(reasons(handle))),
+        )
+
+    return read
+
+
+def device_sample(index: int) -> DeviceSample | None:
+    """Clocks, temperature, power and clock-event reasons of GPU ``index`` now (NVML); None
+    without NVML; a field NVML could not read is None."""
+    read = device_sampler(index)
+    return None if read is None else read()

@@ -71,6 +71,11 @@ class DeviceSample(BaseModel):
     mem_clock_mhz: int | None = None
     temperature_c: int | None = None
     power_w: float | None = None
+    clock_event_reasons: int | None = Field(
+        default=None,
+        description="NVML's clock-event reason bits: why the clock is below its maximum "
+        "(0x4: the power cap, 0x20 / 0x40: thermal)",
+    )
 
 
 class TimingStats(BaseModel):
