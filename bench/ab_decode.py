@@ -14,6 +14,10 @@ GPU: the comparison NOTES.md's variants were measured with (keep the copy out of
 Rows are ``<shape>:<kv>``: an anchor or extra shape of ``bench_decode.py`` and ``bf16``,
 ``fp8`` (an fp8 cache) or ``fp8q`` (fp8 cache and q). The summary gives, per row, both sides'
 times and how many of the pairs the candidate won.
+
+``--ablation``: the candidate leaves work out on purpose (say, the output rescales), so its
+output is wrong: its turns are timed anyway and flagged ``wrong`` rather than failed, and the
+summary's ``ablation_wrong`` says so; the change then bounds what that work costs.
 """
 
 from __future__ import annotations
@@ -129,6 +133,9 @@ def summarize_ab(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             side: [r["us"] for r in turns if r["side"] == side and "us" in r] for side in SIDES
         }
         entry: dict[str, Any] = {"row": row, **{f"{s}_us": times[s] for s in SIDES}}
+        wrong = sorted({str(r["wrong"]) for r in turns if r.get("wrong")})
+        if wrong:  # an ablation's candidate: its change is an upper bound, not a result
+            entry["ablation_wrong"] = "; ".join(wrong)
         for side in SIDES:  # the SM clock each side's timings ran at, where it was sampled
             mhz = [r["clock"]["sm_mhz_median"] for r in turns if r["side"] == side and "clock" in r]
             if mhz:
@@ -159,8 +166,14 @@ def _check_variant(text: str) -> None:
 
 
 def _bench_row(
-    row: Row, anchors: dict[str, bd.Anchor], variant: str, clock_reader: Reader | None = None
+    row: Row,
+    anchors: dict[str, bd.Anchor],
+    variant: str,
+    clock_reader: Reader | None = None,
+    ablation: bool = False,
 ) -> dict[str, Any]:
+    """One timed turn of ``row`` (``bench_decode.bench_shape``), its output checked: a wrong
+    one gets ``error`` (``wrong`` instead with ``ablation``: timed all the same)."""
     (result,) = bd.bench_shape(
         anchors[row.shape],
         [bd.parse_variant(variant)],
@@ -174,7 +187,8 @@ def _bench_row(
     result["kernel_name"] = bd.decode_mod.LAST_COMPILED.get("decode_kernel")
     wrong = correctness_error(result)
     if wrong and "error" not in result:
-        result["error"] = wrong  # (a fast candidate that is wrong wins nothing)
+        # (a fast candidate that is wrong wins nothing; an ablation is wrong on purpose)
+        result["wrong" if ablation else "error"] = wrong
     return result
 
 
@@ -202,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="write every turn as a JSON line here")
     parser.add_argument(
         "--no-clock", action="store_true", help="do not sample the SM clock while timing (NVML)"
+    )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="the candidate leaves work out on purpose (its output is wrong): time it anyway, "
+        "to bound what that work costs; wrong turns are noted, not failed",
     )
     args = parser.parse_args(argv)
     pool = bd.anchor_shapes(args.page_size) + bd.extra_shapes(args.page_size)
@@ -234,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{record['round']} {record['row']:28s} {record['side']:9s} {us:9.2f} us"
         if "clock" in record:
             line += f" {record['clock']['sm_mhz_median']} MHz"
-        print(line, record.get("error", ""), flush=True)
+        print(line, record.get("error", record.get("wrong", "")), flush=True)
         if out is not None:
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -244,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             rows,
             args.rounds,
             use,
-            lambda row: _bench_row(row, anchors, args.variant, clock_reader),
+            lambda row: _bench_row(row, anchors, args.variant, clock_reader, args.ablation),
             emit,
         )
     finally:

@@ -29,6 +29,11 @@ is the last to read, as soon as it is done with them.
   So one warpgroup's softmax runs under the other's MMAs.
 - Each warpgroup keeps the row sum of its own tiles' ``p`` (relative to the latest max); the
   two are added at the end through shared memory.
+- Lazy rescaling (``LAZY_RESCALE``, FlashAttention 4's trick): a row's max moves only when a
+  tile passes it by more than ``2^LAZY_TAU``, and a warpgroup rescales its output only in
+  pairs where some row's max moved (one cross-warp minimum a warpgroup a pair; warpgroup 1
+  publishes its verdict with ``scale1``, so warpgroup 0 also skips ``p_a * scale1``). Off for
+  split KV, whose short items it made slower.
 
 Shared memory: q 72 KB (its rope part is read into registers once and the buffer then holds
 warpgroup 1's ``p_b``), two slots of 72 KB, ``p_a`` 8 KB, row vectors: 225 KB of 227.
@@ -74,6 +79,12 @@ BLOCK_N = 64
 HALF = 256  # latent columns a warpgroup's output (and a column block of a slot) spans
 BALANCE_SPLITS = True
 """Size the KV splits from the whole batch's work (``_per_split``)."""
+LAZY_RESCALE = True
+"""Lazy rescaling (``LAZY_TAU``) where the KV is not split (each item a whole sequence): each
+warpgroup skips its output's rescale (128 multiplies a thread, three a pair between them, on
+the way to the next MMA) in the pairs where no row of the block moved its max. Measured on
+the H200 (NOTES.md, variants 78-80): 2-3.5 % off the 128-head rows; split items, a few pairs
+long, keep the exact rescale (lazy, 1 % slower on balanced splits, 0.6 % on 64 splits)."""
 KNOBS = (BLOCK_Q, BLOCK_N, 8, 1)
 """The config that runs this kernel: ``64 x 64, 8 warps``; "1 stage": each warpgroup owns one
 slot (the other holds the other warpgroup's tile)."""
@@ -377,16 +388,49 @@ def _exp2_scaled(s, scale_log2, m, PER_ROW: gl.constexpr):
     return p
 
 
+LAZY_TAU = gl.constexpr(8.0)
+"""Lazy rescaling: a row's running max (base 2) moves only when a tile's scores pass it by more
+than this, so ``p`` stays <= 2^8 (exact in the 16-bit types, far from their limits) and most
+tiles leave every row's max, and the output, as they were."""
+FLAG_LAYOUT = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))  # one word, every thread
+
+
 @gluon.jit
-def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s, PER_ROW: gl.constexpr = False):
+def _store_flag(flag_s, flag):
+    """Publish a flag (a scalar, 0.0 or 1.0) in its one word of shared memory."""
+    flag_s.store(gl.full([1], 0.0, gl.float32, layout=FLAG_LAYOUT) + flag)
+
+
+@gluon.jit
+def _load_flag(flag_s):
+    """The flag ``_store_flag`` published, as a scalar bool (every thread reads the word)."""
+    return gl.max(flag_s.load(FLAG_LAYOUT), axis=0) > 0.5
+
+
+@gluon.jit
+def _softmax_core(s, m_old, scale_log2, PER_ROW: gl.constexpr, LAZY: gl.constexpr):
+    """One tile's softmax against the running max ``m_old``: ``(p, m_new, scale)``, ``scale =
+    exp2(m_old - m_new)``. ``m_new`` is the larger of ``m_old`` and the tile's row maxima, or
+    with ``LAZY`` ``m_old`` unless a row's tile maximum passes it by more than ``LAZY_TAU``
+    (``scale`` is then exactly 1). (Base 2, the scale folded into the ``exp2``; ``PER_ROW``:
+    ``scale_log2`` is a row vector, not a scalar.)"""
+    row_max = gl.max(s, axis=1) * scale_log2
+    if LAZY:
+        m_new = gl.where(row_max > m_old + LAZY_TAU, row_max, m_old)
+    else:
+        m_new = gl.maximum(m_old, row_max)
+    scale = gl.exp2(m_old - m_new)
+    return _exp2_scaled(s, scale_log2, m_new, PER_ROW), m_new, scale
+
+
+@gluon.jit
+def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s, PER_ROW: gl.constexpr = False,
+               LAZY: gl.constexpr = False):  # fmt: skip
     """Warpgroup 0's softmax of tile a (scores ``s``, unscaled, masked: ``_masked``) against
-    the running max ``m_i`` of the previous pair; publishes ``m_a`` and ``scale0`` to
-    warpgroup 1. Returns ``(p, scale0, l_i)``. (The tile has >= 1 valid token: ``m_a`` is
-    finite; base 2, the scale folded into the ``exp2``; ``PER_ROW``: ``scale_log2`` is a
-    row vector, not a scalar.)"""
-    m_a = gl.maximum(m_i, gl.max(s, axis=1) * scale_log2)
-    scale0 = gl.exp2(m_i - m_a)
-    p = _exp2_scaled(s, scale_log2, m_a, PER_ROW)
+    the running max ``m_i`` of the previous pair (``_softmax_core``); publishes ``m_a`` and
+    ``scale0`` to warpgroup 1. Returns ``(p, scale0, l_i)``. (The tile has >= 1 valid token:
+    ``m_a`` is finite.)"""
+    p, m_a, scale0 = _softmax_core(s, m_i, scale_log2, PER_ROW, LAZY)
     l_i = l_i * scale0 + gl.sum(p, axis=1)
     m_s.store(m_a)
     sc0_s.store(scale0)
@@ -398,10 +442,8 @@ def _softmax_a(s, m_i, l_i, scale_log2, m_s, sc0_s, PER_ROW: gl.constexpr = Fals
 def _softmax_b(s, m_a, scale_log2, m_s, sc1_s, PER_ROW: gl.constexpr = False):
     """Warpgroup 1's softmax of tile b (masked scores ``s``) against ``m_a``; publishes
     ``m_b`` and ``scale1`` to warpgroup 0. Returns ``(p, scale1)`` (``PER_ROW``: as
-    ``_softmax_a``'s)."""
-    m_b = gl.maximum(m_a, gl.max(s, axis=1) * scale_log2)
-    scale1 = gl.exp2(m_a - m_b)
-    p = _exp2_scaled(s, scale_log2, m_b, PER_ROW)
+    ``_softmax_core``'s)."""
+    p, m_b, scale1 = _softmax_core(s, m_a, scale_log2, PER_ROW, False)
     m_s.store(m_b)
     sc1_s.store(scale1)
     _named_barrier(SCALE1_ARRIVE)
@@ -409,12 +451,29 @@ def _softmax_b(s, m_a, scale_log2, m_s, sc1_s, PER_ROW: gl.constexpr = False):
 
 
 @gluon.jit
-def _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, v_a):
+def _softmax_b_lazy(s, m_a, scale0, scale_log2, m_s, sc1_s, flag_s):
+    """``_softmax_b`` with lazy rescaling (``_softmax_core``): also publishes whether any row of
+    the block moved its max in this pair (``scale0 * scale1 < 1``: a rescale is due), and
+    returns it: ``(p, scale1, rescale)``, ``rescale`` a scalar bool."""
+    p, m_b, scale1 = _softmax_core(s, m_a, scale_log2, False, True)
+    m_s.store(m_b)
+    sc1_s.store(scale1)
+    rescale = gl.min(scale0 * scale1, axis=0) < 1.0
+    _store_flag(flag_s, rescale.to(gl.float32))
+    _named_barrier(SCALE1_ARRIVE)
+    return p, scale1, rescale
+
+
+@gluon.jit
+def _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, v_a, flag_s=None, LAZY: gl.constexpr = False):
     """Warpgroup 1's step for a lone last tile a (no tile b: the max stays ``m_a``): publish
-    ``scale1`` = 1, rescale by ``scale0`` and add ``p_a @ v_a`` (its right half, ``v_a``) once
-    warpgroup 0 has published ``p_a``. Returns ``(acc, l_i)``."""
+    ``scale1`` = 1 (and, ``LAZY``, no rescale due), rescale by ``scale0`` and add ``p_a @
+    v_a`` (its right half, ``v_a``) once warpgroup 0 has published ``p_a``. Returns ``(acc,
+    l_i)``."""
     BQ: gl.constexpr = acc.shape[0]
     sc1_s.store(gl.full([BQ], 1.0, gl.float32, layout=l_i.type.layout))
+    if LAZY:
+        _store_flag(flag_s, 0.0)
     _named_barrier(SCALE1_ARRIVE)
     l_i = l_i * scale0
     acc = acc * gl.convert_layout(scale0, gl.SliceLayout(1, acc.type.layout))[:, None]
@@ -497,13 +556,13 @@ def _rope_of_next(q_pe, qpe_bar, phase):
 
 
 @gluon.jit
-def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, flag_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
          ready_l, ready_r, q_half_desc, q_pe_desc,
          kv_half_desc, block_table_ptr, seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b,
          stride_o_b, stride_o_s, stride_o_h, stride_o_split, stride_lse_b, stride_lse_s,
          stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE,
          PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
-         PERSISTENT: gl.constexpr):  # fmt: skip
+         PERSISTENT: gl.constexpr, LAZY: gl.constexpr):  # fmt: skip
     """Warpgroup 0: even tiles' scores and softmax, output columns 0-255, left-half copies,
     q's copies; item after item (``_mla_decode_seesaw_kernel``)."""
     dtype: gl.constexpr = q_lat.dtype
@@ -553,9 +612,13 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
             cross = go_on & (i == num_pairs - 1)  # the next tile a + 2 is the next item's first
             tile_n = start_n + a * BN
             s = _masked(s, tile_n, end_n)
-            p, scale0, l_i = _softmax_a(s, m_i, l_i, qk_scale_log2, m_s, sc0_s)
+            p, scale0, l_i = _softmax_a(s, m_i, l_i, qk_scale_log2, m_s, sc0_s, LAZY=LAZY)
             # o_L = o_L * scale0 + p_a @ v_a[L], then tile a + 2's left half may come in
-            acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
+            rescale0 = True
+            if LAZY:  # (lazy: skipped when no row's max moved)
+                rescale0 = gl.min(scale0, axis=0) < 1.0
+            if rescale0:
+                acc = acc * gl.convert_layout(scale0, ROW_O)[:, None]
             p_op = gl.convert_layout(p.to(dtype), P_OP_LAYOUT)
             acc = hopper.warpgroup_mma(p_op, kv_l.index(_opaque(0)), acc, is_async=True)
             acc, p_op = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc, p_op])
@@ -570,10 +633,16 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
                 _load_q_lat(q_half_desc, q_lat.index(0), q_lat.index(1), q_bar, next_q_row, True)
             scale1 = sc1_s.load(ROW_S)
             m_i = m_s.load(ROW_S)
-            p0_s.store((p * scale1[:, None]).to(dtype))
+            rescale1 = True
+            if LAZY:  # warpgroup 1's word: did any row's max move in this pair
+                rescale1 = _load_flag(flag_s)
+            if rescale1:
+                p = p * scale1[:, None]
+            p0_s.store(p.to(dtype))
             fence_async_shared()
             _named_barrier(P0_ARRIVE)
-            acc = acc * gl.convert_layout(scale1, ROW_O)[:, None]
+            if rescale1:
+                acc = acc * gl.convert_layout(scale1, ROW_O)[:, None]
             l_i = l_i * scale1
             nxt = (base0 + i + 1) & 1  # slot 0's parity for tile a + 2 (or the next item's 0)
             bt3, st3, t3, pr3 = _pick(a + 3, num_tiles, pad, bt_row, start_n, nbt, nstart,
@@ -623,11 +692,11 @@ def _wg0(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
 
 
 @gluon.jit
-def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, flag_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
          ready_l, ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
          qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split, S_Q,
          H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr,
-         BALANCE: gl.constexpr, PERSISTENT: gl.constexpr):  # fmt: skip
+         BALANCE: gl.constexpr, PERSISTENT: gl.constexpr, LAZY: gl.constexpr):  # fmt: skip
     """Warpgroup 1: odd tiles' scores and softmax, output columns 256-511, right-half copies;
     item after item."""
     gdc_wait()  # (a partition: before its first global access)
@@ -678,10 +747,16 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
             scale0 = sc0_s.load(ROW_S)
             if b < num_tiles:
                 s = _masked(s, tile_n, end_n)
-                p, scale1 = _softmax_b(s, m_a, qk_scale_log2, m_s, sc1_s)
+                if LAZY:
+                    p, scale1, rescale = _softmax_b_lazy(s, m_a, scale0, qk_scale_log2, m_s,
+                                                         sc1_s, flag_s)  # fmt: skip
+                else:
+                    p, scale1 = _softmax_b(s, m_a, qk_scale_log2, m_s, sc1_s)
+                    rescale = True
                 scale = scale0 * scale1
                 l_i = l_i * scale + gl.sum(p, axis=1)
-                acc = acc * gl.convert_layout(scale, ROW_O)[:, None]
+                if rescale:
+                    acc = acc * gl.convert_layout(scale, ROW_O)[:, None]
                 # p_b for warpgroup 0 (in the q rope buffer: q's rope part is in registers now)
                 p_b = p.to(dtype)
                 q_pe.store(p_b)
@@ -703,7 +778,8 @@ def _wg1(q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qp
                              PAGE_SIZE)  # fmt: skip
                 acc = hopper.warpgroup_mma_wait(num_outstanding=0, deps=[acc_f])
             else:
-                acc, l_i = _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, kv_r.index(_opaque(0)))
+                acc, l_i = _lone_tile_a(acc, l_i, scale0, sc1_s, p0_s, kv_r.index(_opaque(0)),
+                                        flag_s, LAZY)  # fmt: skip
                 # (slot 1's right half is free: the next item's tile 1 may come in)
                 bt2, st2, t2, pr2 = _pick(b + 2, num_tiles, pad, bt_row, start_n, nbt, nstart,
                                           ntiles, go_on)  # fmt: skip
@@ -778,7 +854,7 @@ def _mla_decode_seesaw_kernel(
     stride_lse_b, stride_lse_s, stride_lse_h, stride_lse_split, S_Q, H, NUM_SPLITS,
     BATCH, WAVE,  # balanced splits: the batch size, the programs of one split the GPU holds
     PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr, BALANCE: gl.constexpr,
-    PERSISTENT: gl.constexpr,
+    PERSISTENT: gl.constexpr, LAZY: gl.constexpr,
 ):  # fmt: skip
     gdc_enter(NUM_SPLITS)
     q_lat, q_pe, kv_l, kv_r, kv_pe, m_s, sc0_s, sc1_s, l_s, q_bar, ready_l, ready_r = (
@@ -786,6 +862,8 @@ def _mla_decode_seesaw_kernel(
     )
     # p_a (warpgroup 0 -> 1); warpgroup 1's p_b goes through q's rope buffer
     p0_s = gl.allocate_shared_memory(q_half_desc.dtype, [BQ, BN], q_pe_desc.layout)
+    # lazy rescaling: warpgroup 1 -> 0, whether a row's max moved in the pair
+    flag_s = gl.allocate_shared_memory(gl.float32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     # q's rope part comes in on its own barrier (q_bar: the latent halves)
     qpe_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     mbarrier.init(qpe_bar, count=1)
@@ -794,17 +872,19 @@ def _mla_decode_seesaw_kernel(
     gl.warp_specialize(
         [
             (_wg0, (
-                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, flag_s, m_s, sc0_s, sc1_s, l_s, q_bar,
+                qpe_bar,
                 ready_l, ready_r, q_half_desc, q_pe_desc, kv_half_desc, block_table_ptr,
                 seqlens_ptr, o_ptr, lse_ptr, qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s,
                 stride_o_h, stride_o_split, stride_lse_b, stride_lse_s, stride_lse_h,
                 stride_lse_split, S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE,
-                PERSISTENT)),
+                PERSISTENT, LAZY)),
             (_wg1, (
-                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, m_s, sc0_s, sc1_s, l_s, q_bar, qpe_bar,
+                q_lat, q_pe, kv_l, kv_r, kv_pe, p0_s, flag_s, m_s, sc0_s, sc1_s, l_s, q_bar,
+                qpe_bar,
                 ready_l, ready_r, kv_half_desc, kv_pe_desc, block_table_ptr, seqlens_ptr, o_ptr,
                 qk_scale_log2, stride_bt_b, stride_o_b, stride_o_s, stride_o_h, stride_o_split,
-                S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE, PERSISTENT)),
+                S_Q, H, NUM_SPLITS, BATCH, WAVE, PAGE_SIZE, CAUSAL, BALANCE, PERSISTENT, LAZY)),
         ],
         [4],
         [240],
@@ -842,7 +922,7 @@ def launch_seesaw_decode(
     return launch_decode_kernel(
         _mla_decode_seesaw_kernel, args, num_splits, out, rows=BLOCK_Q, block_n=BLOCK_N,
         num_warps=4, lat_cols=HALF, programs=programs, PERSISTENT=programs is not None,
-        **split_args,
+        LAZY=LAZY_RESCALE and num_splits == 1, **split_args,
     )  # fmt: skip
 
 

@@ -120,3 +120,19 @@ def test_a_wrong_candidate_is_an_error_not_a_win():
     assert ab.correctness_error({**good, "kv": "bf16"}).startswith("wrong: relative L2")  # 1e-2
     assert ab.correctness_error({**good, "nan_in_out": 1.0}).startswith("wrong: NaN")
     assert ab.correctness_error({"error": "compile failed"}) is None  # its own error stands
+
+
+def test_an_ablation_is_timed_and_flagged_not_failed():
+    ab = _ab_module()
+    wrong = "wrong: relative L2 error 0.9 over 0.01"
+    records = [
+        {"row": "a:bf16", "side": "main", "us": 100.0},
+        {"row": "a:bf16", "side": "candidate", "us": 96.0, "wrong": wrong},
+        {"row": "a:bf16", "side": "main", "us": 102.0},
+        {"row": "a:bf16", "side": "candidate", "us": 98.0, "wrong": wrong},
+    ]
+    (entry,) = ab.summarize_ab(records)
+    assert entry["ablation_wrong"] == wrong
+    assert "error" not in entry
+    assert entry["change_pct"] == pytest.approx(-100 * 4 / 101)
+    assert entry["candidate_won"] == "2 of 2"

@@ -503,6 +503,62 @@ def test_gluon_hopper_kernel_on_gpu(
     kit.assert_matches_reference(inputs, got, seed=seed)
 
 
+def _rising_spikes(inputs: dict[str, Any], lengths: tuple[int, ...], step: float) -> None:
+    """Give every sequence one token a tile (position ``64 j + 5``, skipping every third tile)
+    whose key leans on head 0's q, ``step * (j + 1)`` along the signs of its entries: head 0's
+    scores then jump past their running max tile after tile (by ~11 in log2 units at ``step``
+    0.4), heads 64-71, copies of head 0, jump with it in the other row block, and the other
+    heads' scores move little. In place."""
+    q, kv, table = inputs["q"], inputs["kv_cache"], inputs["block_table"]
+    page = kv.shape[1]
+    q[:, :, 64:72] = q[:, :, :1]
+    for b, length in enumerate(lengths):
+        tiles = torch.arange(0, (length - 5 + 63) // 64, device=q.device)
+        tiles = tiles[tiles % 3 != 1]
+        if tiles.numel() == 0:
+            continue
+        pos = tiles * 64 + 5
+        direction = q[b, 0, 0].float().sign()
+        keys = step * (tiles + 1).float()[:, None] * direction[None, :]
+        kv[table[b, pos // page].long(), pos % page, 0] = keys.to(kv.dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("dtype", "splits", "lengths"),
+    [
+        ("bf16", 1, (4000, 1000, 129, 0, 64)),
+        ("fp16", 3, (4000, 700, 65)),
+        ("bf16", 1, tuple(MANY_LENGTHS[i % len(MANY_LENGTHS)] for i in range(150))),
+    ],
+)
+def test_gluon_seesaw_kernel_when_the_running_max_jumps(
+    dtype: str, splits: int, lengths: tuple[int, ...], seed: int, kit: Kit
+):
+    # With the KV unsplit the seesaw kernel moves a row's running max only when a tile's
+    # scores pass it by more than 2^8 and skips a warpgroup's rescale of its output when no
+    # row of the row block moved (lazy rescaling). Random keys exercise the skip; here some
+    # rows' maxima jump far past their running max tile after tile, in both warpgroups'
+    # tiles, while the other rows' stay: the rescale must still happen for them, and not
+    # disturb the rows that did not move (one split: one item a program, and the persistent
+    # grid; three balanced splits, fp16: the exact rescale on the same keys).
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Gluon decode kernels are for sm_90")
+    from mlafleet.kernels.decode_checks import check_decode_args, resolve_decode_config
+
+    problem = DecodeProblem(
+        batch=len(lengths), s_q=1, h_q=128, seqlen=0, seqlens=lengths, page_size=64, dtype=dtype
+    )
+    inputs = make_decode_inputs(problem, device="cuda", seed=seed)
+    _rising_spikes(inputs, lengths, step=0.4)
+    args = check_decode_args(**inputs, out=kit.poisoned_out(inputs))
+    module = importlib.import_module("mlafleet.kernels.mla_decode")
+    config, splits = resolve_decode_config(args, DecodeConfig(64, 64, 8, 1, num_kv_splits=splits))
+    got = module._launch(args, config, splits)
+    assert module.LAST_COMPILED["decode_kernel"] == "many_heads_seesaw"
+    kit.assert_matches_reference(inputs, got, seed=seed)
+
+
 @pytest.mark.gpu
 def test_gluon_seesaw_kernel_is_bitwise_repeatable(seed: int, kit: Kit):
     # The seesaw kernel's two warpgroups hand the running max, rescales and p to each other
