@@ -51,8 +51,6 @@ def summarize_clock(samples: Sequence[DeviceSample]) -> dict[str, Any] | None:
     """The SM clock's min / median / max (MHz), the highest power reading (W; None without
     one), the reasons seen, and whether the power cap or a thermal limit held the clock down
     at any reading; None without samples."""
-    if not samples:
-        return None
     clocks = sorted(s.sm_clock_mhz for s in samples if s.sm_clock_mhz is not None)
     if not clocks:
         return None

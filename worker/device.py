@@ -234,10 +234,10 @@ def device_sampler(index: int) -> Callable[[], DeviceSample] | None:
     handle = _nvml_handle(nvml, index) if nvml is not None else None
     if handle is None:
         return None
-    # (the reasons' call before driver 535: "ThrottleReasons")
-    reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-    if reasons is None:
-        reasons = nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    # (the reasons' call before driver 535: "ThrottleReasons"; a pynvml with neither reads none)
+    reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+    )
 
     def clock(kind: int) -> int:
         return int(nvml.nvmlDeviceGetClockInfo(handle, kind))
@@ -251,7 +251,7 @@ def device_sampler(index: int) -> Callable[[], DeviceSample] | None:
                 lambda: int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
             ),
             power_w=None if power_mw is None else float(power_mw) / 1000.0,
-            clock_event_reasons=_safe(lambda: int(reasons(handle))),
+            clock_event_reasons=None if reasons is None else _safe(lambda: int(reasons(handle))),
         )
 
     return read
